@@ -1,0 +1,3 @@
+"""Sparsely Supervised Diffusion in JAX/Flax."""
+
+__version__ = "0.1.0"
