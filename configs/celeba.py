@@ -1,0 +1,37 @@
+"""CelebA 64x64 (the paper's "CelebA-50K" setting): flow matching, U-Net, sparse mask.
+
+Fields not set here keep the defaults documented in `sparsediff_jax/config_base.py`.
+"""
+
+from sparsediff_jax import config_base
+
+
+def get_config():
+  c = config_base.get_config()
+  c.data.name = 'celeba'
+  c.data.image_size = 64
+  c.data.num_train_examples = 50_000    # the paper's 50k-image subset of the train split.
+  c.data.random_flip = True
+
+  c.mask.ratio = 0.9                    # one of the paper's ratios; sweep {0, 0.5, 0.9, 0.98}.
+
+  c.model.channels = 128
+  c.model.channel_mult = (1, 2, 2, 2)   # 64 -> 32 -> 16 -> 8.
+  c.model.num_res_blocks = 2
+  c.model.attn_resolutions = (16,)
+  c.model.num_heads = 4
+  c.model.dropout = 0.1
+  c.model.dtype = 'bfloat16'            # float32 master weights, bfloat16 matmuls/convolutions.
+
+  c.training.num_steps = 300_000
+  c.training.batch_size = 128
+  c.training.log_every = 100
+  c.training.sample_every = 10_000
+  c.training.checkpoint_every = 10_000
+  c.training.keep_checkpoints = 3
+
+  c.optim.learning_rate = 2e-4
+  c.optim.warmup_steps = 5_000
+  c.optim.ema_decays = (0.9999, 0.999)
+  c.sampling.num_steps = 35
+  return c

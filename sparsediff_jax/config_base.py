@@ -1,0 +1,89 @@
+"""The base configuration: every field, its meaning and its default.
+
+`get_config()` returns the embedded default run (the procedurally generated `shapes`
+dataset, small enough to train on a laptop CPU in minutes). The files in `configs/`
+start from it and override what their dataset needs; any field can be overridden on the
+command line, e.g. `--config.mask.ratio=0.9`.
+"""
+
+import ml_collections
+
+
+def get_config() -> ml_collections.ConfigDict:
+  c = ml_collections.ConfigDict()
+
+  # ---- data --------------------------------------------------------------------------
+  c.data = d = ml_collections.ConfigDict()
+  d.name = 'shapes'             # dataset: 'shapes' (embedded, no download); see sparsediff_jax/data.
+  d.image_size = 32             # height = width of training images, pixels.
+  d.num_channels = 3            # channels of training images (3 = RGB).
+  d.num_train_examples = 4096   # size of the training set; for tfds datasets a fixed subset
+                                # of the split (0 = all of it).
+  d.random_flip = False         # random horizontal flips (shapes are mirror-symmetric anyway).
+  d.data_dir = ''               # TFDS data_dir (local path or gs:// bucket); '' = TFDS default.
+  d.shapes_pairs = 2            # shapes dataset: mirrored object pairs per image
+                                # (each image holds exactly 2 * shapes_pairs objects).
+  d.shapes_seed = 0             # shapes dataset: seed that defines the dataset itself.
+
+  # ---- diffusion formulation -----------------------------------------------------------
+  c.diffusion = f = ml_collections.ConfigDict()
+  f.formulation = 'flow_matching'  # 'flow_matching' (velocity; the paper's baseline),
+                                   # 'ddpm_eps' (epsilon prediction) or 'edm'.
+  f.time_sampling = 'uniform'      # flow matching training times: 'uniform' or 'logit_normal'.
+  f.ddpm_schedule = 'linear'       # ddpm_eps noise schedule: 'linear' or 'cosine'.
+  f.edm_sigma_data = 0.5           # edm: standard deviation of the data.
+  f.edm_p_mean = -1.2              # edm: mean of log sigma during training.
+  f.edm_p_std = 1.2                # edm: std of log sigma during training.
+
+  # ---- the paper: sparse supervision -------------------------------------------------
+  c.mask = m = ml_collections.ConfigDict()
+  m.ratio = 0.9                 # eta: fraction of pixels dropped from the loss, in [0, 1).
+  m.per_channel = False         # True: each channel of a pixel is kept/dropped on its own;
+                                # False: a pixel's channels share one draw.
+  m.patch_size = 1              # side of the square pixel patches that are kept/dropped together.
+  m.normalize = 'kept'          # 'kept': mean over supervised elements (gradient scale does not
+                                # depend on eta); 'all': mean over all elements, whose
+                                # expectation is (1 - eta) x the dense loss.
+
+  # ---- model -------------------------------------------------------------------------
+  c.model = mo = ml_collections.ConfigDict()
+  mo.name = 'unet'              # network: 'unet' (DDPM++/ADM-style convolutional U-Net).
+  mo.channels = 32              # channels at the first resolution.
+  mo.channel_mult = (1, 2, 2)   # channel multiplier per resolution level; the image is halved
+                                # len(channel_mult) - 1 times, so image_size must divide by that.
+  mo.num_res_blocks = 1         # residual blocks per resolution level.
+  mo.attn_resolutions = (8,)    # feature-map sizes (pixels) that get self-attention.
+  mo.num_heads = 1              # attention heads.
+  mo.dropout = 0.0              # dropout rate inside residual blocks (a baseline to compare with
+                                # masking).
+  mo.dtype = 'float32'          # compute dtype: 'float32' or 'bfloat16' (parameters stay float32).
+
+  # ---- optimisation and the training loop --------------------------------------------
+  c.training = t = ml_collections.ConfigDict()
+  t.num_steps = 1500            # optimiser steps in the whole run.
+  t.batch_size = 32             # global batch (all devices and hosts together).
+  t.seed = 0                    # seed of parameters, noise, masks and data order.
+  t.log_every = 50              # steps between console/TensorBoard metric lines.
+  t.sample_every = 500          # steps between sample grids (0 = only at the end).
+  t.checkpoint_every = 500      # steps between checkpoints (0 = only at the end).
+  t.keep_checkpoints = 3        # checkpoints kept on disk.
+
+  c.optim = o = ml_collections.ConfigDict()
+  o.learning_rate = 1e-3        # peak learning rate of AdamW.
+  o.warmup_steps = 100          # linear warm-up steps from 0 to the peak.
+  o.schedule = 'constant'       # after warm-up: 'constant' or 'cosine' (decay to 0 at num_steps).
+  o.beta1 = 0.9                 # AdamW beta1.
+  o.beta2 = 0.999               # AdamW beta2.
+  o.eps = 1e-8                  # AdamW epsilon.
+  o.weight_decay = 0.0          # AdamW decoupled weight decay.
+  o.grad_clip = 1.0             # global gradient-norm clip (0 = off).
+  o.ema_decays = (0.999,)       # decays of the exponential moving averages of the parameters;
+                                # the first one is used for sample grids.
+
+  # ---- sampling (grids during training and --mode=sample) ----------------------------
+  c.sampling = s = ml_collections.ConfigDict()
+  s.sampler = 'heun'            # ODE solver: 'euler' or 'heun'.
+  s.num_steps = 18              # solver steps (Heun uses 2 * num_steps - 1 evaluations).
+  s.grid_size = 8               # the grid is grid_size x grid_size images.
+  s.seed = 0                    # sample i's noise comes from (seed, i) alone.
+  return c
