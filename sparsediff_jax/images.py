@@ -1,0 +1,32 @@
+"""Image conversions and sample grids (PNG via PIL)."""
+
+import os
+
+import numpy as np
+from PIL import Image
+
+
+def to_uint8(x) -> np.ndarray:
+  """[-1, 1] floats -> uint8 [0, 255], the quantisation saved PNGs have."""
+  return np.asarray(np.clip(np.round((np.asarray(x, np.float32) + 1.0) * 127.5), 0, 255),
+                    np.uint8)
+
+
+def make_grid(images: np.ndarray, rows: int, pad: int = 2) -> np.ndarray:
+  """uint8 [N, H, W, C] -> one uint8 [rows*(H+pad)+pad, cols*(W+pad)+pad, C] grid."""
+  n, h, w, c = images.shape
+  cols = -(-n // rows)
+  grid = np.full((rows * (h + pad) + pad, cols * (w + pad) + pad, c), 255, np.uint8)
+  for i, img in enumerate(images):
+    r, q = divmod(i, cols)
+    grid[pad + r * (h + pad):pad + r * (h + pad) + h, pad + q * (w + pad):pad + q * (w + pad) + w] = img
+  return grid
+
+
+def save_png(path: str, image: np.ndarray, upscale: int = 1) -> None:
+  """Writes uint8 [H, W, C] (C = 1 or 3); nearest-neighbour upscaling keeps pixels crisp."""
+  os.makedirs(os.path.dirname(path) or '.', exist_ok=True)
+  pil = Image.fromarray(image[..., 0] if image.shape[-1] == 1 else image)
+  if upscale > 1:
+    pil = pil.resize((pil.width * upscale, pil.height * upscale), Image.NEAREST)
+  pil.save(path)

@@ -1,0 +1,27 @@
+"""One device mesh and the shardings the training step uses.
+
+The mesh has a single `data` axis over every device of every process: the batch is split
+along it and parameters are replicated (plain data parallelism, compiled by jit; no pmap).
+"""
+
+import jax
+import numpy as np
+from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
+
+
+def make_mesh() -> Mesh:
+  return Mesh(np.asarray(jax.devices()), ('data',))
+
+
+def replicated(mesh: Mesh) -> NamedSharding:
+  return NamedSharding(mesh, P())
+
+
+def batch_sharding(mesh: Mesh) -> NamedSharding:
+  """Leading (batch) axis split over `data`, the rest whole."""
+  return NamedSharding(mesh, P('data'))
+
+
+def global_batch(local: np.ndarray, mesh: Mesh) -> jax.Array:
+  """Assembles every process's local rows into one global array sharded over `data`."""
+  return jax.make_array_from_process_local_data(batch_sharding(mesh), local)

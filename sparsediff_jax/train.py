@@ -1,0 +1,192 @@
+"""Training state, the jitted sharded train step, and the training loop.
+
+The hot step is one compiled function of the split NNX state: it turns uint8 images into a
+training pair of the formulation, runs the network, takes the sparse-mask loss
+(`masking.masked_mse`), and applies gradients and EMA updates, all over the mesh.
+"""
+
+from absl import logging
+import os
+import time
+
+import flax
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+from clu import metric_writers
+from flax import nnx
+
+from sparsediff_jax import checkpoints, data, formulations, generate, masking, sharding
+from sparsediff_jax.images import make_grid, save_png
+from sparsediff_jax.models import build_model, count_params
+
+
+@flax.struct.dataclass
+class TrainState:
+  step: jax.Array            # int32 scalar: optimiser steps taken.
+  params: nnx.State          # network parameters (float32).
+  ema: tuple                 # one parameter copy per config.optim.ema_decays entry.
+  opt_state: optax.OptState
+  rng: jax.Array             # base PRNG key; step s uses fold_in(rng, s).
+
+
+def make_optimizer(config):
+  """AdamW with linear warm-up, optional cosine decay and global-norm clipping."""
+  o, n = config.optim, config.training.num_steps
+  if o.schedule == 'cosine':
+    schedule = optax.warmup_cosine_decay_schedule(0.0, o.learning_rate, o.warmup_steps,
+                                                  max(n, o.warmup_steps + 1))
+  else:
+    schedule = optax.join_schedules(
+        [optax.linear_schedule(0.0, o.learning_rate, max(o.warmup_steps, 1)),
+         optax.constant_schedule(o.learning_rate)], [o.warmup_steps])
+  adam = optax.adamw(schedule, b1=o.beta1, b2=o.beta2, eps=o.eps, weight_decay=o.weight_decay)
+  tx = optax.chain(optax.clip_by_global_norm(o.grad_clip), adam) if o.grad_clip else adam
+  return tx, schedule
+
+
+def abstract_model(config):
+  """(graphdef, abstract params) without allocating anything."""
+  return nnx.split(nnx.eval_shape(lambda: build_model(config, config.training.seed)))
+
+
+def init_state(config, tx, mesh) -> TrainState:
+  """Initialises parameters, EMA and optimiser state directly replicated on the mesh."""
+  seed = config.training.seed
+
+  def init():
+    params = nnx.split(build_model(config, seed))[1]
+    return TrainState(step=jnp.zeros((), jnp.int32), params=params,
+                      ema=tuple(params for _ in config.optim.ema_decays),
+                      opt_state=tx.init(params),
+                      rng=jax.random.fold_in(jax.random.PRNGKey(seed), 1))
+
+  return jax.jit(init, out_shardings=sharding.replicated(mesh))()
+
+
+def make_train_step(config, graphdef, tx, schedule):
+  """The pure step (state, uint8 images [B, H, W, C]) -> (state, metrics)."""
+  formulation = formulations.get_formulation(config.diffusion)
+  mask_cfg, decays = config.mask, tuple(config.optim.ema_decays)
+  use_dropout = config.model.dropout > 0
+
+  def step_fn(state: TrainState, images: jax.Array):
+    x0 = images.astype(jnp.float32) / 127.5 - 1.0
+    k_pair, k_mask, k_drop = jax.random.split(jax.random.fold_in(state.rng, state.step), 3)
+    pair = formulation.training_pair(k_pair, x0)
+    mask = masking.sample_pixel_mask(k_mask, x0.shape, mask_cfg.ratio,
+                                     per_channel=mask_cfg.per_channel,
+                                     patch_size=mask_cfg.patch_size)
+
+    def loss_fn(params):
+      net = nnx.merge(graphdef, params)
+      pred = net(pair.net_input, pair.cond,
+                 rngs=nnx.Rngs(dropout=k_drop) if use_dropout else None)
+      loss = masking.masked_mse(pred, pair.target, mask, pair.weight, mask_cfg.normalize)
+      # The ordinary dense loss on the same batch, for comparison across mask ratios.
+      dense = masking.masked_mse(jax.lax.stop_gradient(pred), pair.target,
+                                 jnp.ones_like(mask), pair.weight)
+      return loss, dense
+
+    (loss, dense), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
+    updates, opt_state = tx.update(grads, state.opt_state, state.params)
+    params = optax.apply_updates(state.params, updates)
+    ema = tuple(jax.tree.map(lambda e, p, d=d: d * e + (1.0 - d) * p, e, params)
+                for d, e in zip(decays, state.ema))
+    metrics = {'loss': loss, 'dense_loss': dense, 'grad_norm': optax.global_norm(grads),
+               'learning_rate': schedule(state.step), 'kept_fraction': jnp.mean(mask)}
+    return state.replace(step=state.step + 1, params=params, ema=ema,
+                         opt_state=opt_state), metrics
+
+  return step_fn
+
+
+def compile_train_step(config, graphdef, tx, schedule, mesh):
+  """jit with the batch split over `data`, everything else replicated, state donated."""
+  rep = sharding.replicated(mesh)
+  return jax.jit(make_train_step(config, graphdef, tx, schedule),
+                 in_shardings=(rep, sharding.batch_sharding(mesh)),
+                 out_shardings=(rep, rep), donate_argnums=0)
+
+
+def _mean_metrics(history: list[dict]) -> dict:
+  host = jax.device_get(history)
+  return {k: float(np.mean([h[k] for h in host])) for k in host[0]}
+
+
+def _write_samples(config, workdir, writer, sample_fn, params, step):
+  grid_images = sample_fn(params)
+  if jax.process_index() == 0:
+    grid = make_grid(grid_images, rows=config.sampling.grid_size)
+    path = os.path.join(workdir, 'samples', f'samples_{step:07d}.png')
+    save_png(path, grid, upscale=max(1, 256 // grid.shape[0] + 1))
+    writer.write_images(step, {'samples': grid[None]})
+    logging.info('wrote %s', path)
+
+
+def train(config, workdir: str) -> TrainState:
+  """Trains (resuming from WORKDIR/checkpoints when present) and returns the final state."""
+  mesh = sharding.make_mesh()
+  tx, schedule = make_optimizer(config)
+  graphdef, abstract_params = abstract_model(config)
+  logging.info('model %s: %d parameters; mesh %s', config.model.name,
+               count_params(abstract_params), dict(mesh.shape))
+
+  ckpt = checkpoints.Checkpointer(os.path.join(workdir, 'checkpoints'),
+                                  keep=config.training.keep_checkpoints)
+  data_it = data.make_train_iterator(config, process_index=jax.process_index(),
+                                     process_count=jax.process_count())
+  state = init_state(config, tx, mesh)
+  restored = ckpt.restore_latest(checkpoints.abstract_like(state, sharding.replicated(mesh)))
+  if restored is not None:
+    start, state, meta = restored
+    data_it.set_state(meta['data'])
+    logging.info('resumed from step %d', start)
+  start = int(state.step)
+
+  writer = metric_writers.create_default_writer(
+      workdir, just_logging=jax.process_index() > 0, asynchronous=True)
+  if start == 0:
+    writer.write_hparams({k: str(v) for k, v in _flatten(config.to_dict()).items()})
+  step_fn = compile_train_step(config, graphdef, tx, schedule, mesh)
+  sample_fn = generate.make_grid_sampler(config, graphdef, mesh)
+
+  tc = config.training
+  history, t_last, step_last = [], time.time(), start
+  for step in range(start + 1, tc.num_steps + 1):
+    batch = sharding.global_batch(next(data_it), mesh)
+    state, metrics = step_fn(state, batch)
+    history.append(metrics)
+    is_last = step == tc.num_steps
+    if step % tc.log_every == 0 or is_last:
+      scalars = _mean_metrics(history)
+      now = time.time()
+      steps_per_sec = (step - step_last) / max(now - t_last, 1e-9)
+      scalars.update(steps_per_sec=steps_per_sec,
+                     images_per_sec=steps_per_sec * tc.batch_size,
+                     eta_minutes=(tc.num_steps - step) / max(steps_per_sec, 1e-9) / 60.0)
+      writer.write_scalars(step, scalars)
+      history, t_last, step_last = [], now, step
+    if _due(step, tc.sample_every, is_last):
+      _write_samples(config, workdir, writer, sample_fn, state.ema[0], step)
+    if _due(step, tc.checkpoint_every, is_last):
+      ckpt.save(step, state, {'data': data_it.get_state()})
+  ckpt.wait()
+  ckpt.close()
+  writer.flush()
+  return state
+
+
+def _due(step: int, every: int, is_last: bool) -> bool:
+  return is_last or (every > 0 and step % every == 0)
+
+
+def _flatten(d: dict, prefix: str = '') -> dict:
+  out = {}
+  for k, v in d.items():
+    if isinstance(v, dict):
+      out.update(_flatten(v, f'{prefix}{k}.'))
+    else:
+      out[f'{prefix}{k}'] = v
+  return out

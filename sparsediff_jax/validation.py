@@ -1,0 +1,102 @@
+"""Checks a config before anything compiles or touches the workdir.
+
+Every problem becomes a `ConfigError` whose message names the field, the value and what is
+allowed; the CLI prints it as one line and exits with code 2.
+"""
+
+import numbers
+
+
+class ConfigError(ValueError):
+  """A config value that cannot work, reported before any work starts."""
+
+
+def _fail(field, value, allowed):
+  raise ConfigError(f'config.{field}={value!r} is invalid: {allowed}')
+
+
+def _get(config, field):
+  value = config
+  for part in field.split('.'):
+    value = value[part]
+  return value
+
+
+def _choice(config, field, choices):
+  value = _get(config, field)
+  if value not in choices:
+    _fail(field, value, f'choose one of {", ".join(map(repr, choices))}')
+
+
+def _number(config, field, lo=None, hi=None, *, integer=False, lo_open=False, hi_open=True,
+            allowed=None):
+  """Checks that a field is a number (an integer if `integer`) within [lo, hi)."""
+  value = _get(config, field)
+  ok = (isinstance(value, numbers.Integral if integer else numbers.Real)
+        and not isinstance(value, bool))
+  if ok and lo is not None:
+    ok = value > lo if lo_open else value >= lo
+  if ok and hi is not None:
+    ok = value < hi if hi_open else value <= hi
+  if not ok:
+    bounds = []
+    if lo is not None:
+      bounds.append(f'{">" if lo_open else ">="} {lo}')
+    if hi is not None:
+      bounds.append(f'{"<" if hi_open else "<="} {hi}')
+    _fail(field, value, allowed or ' '.join(
+        ['must be an integer' if integer else 'must be a number'] + [' and '.join(bounds)]))
+
+
+def validate_config(config, num_devices: int) -> None:
+  """Raises ConfigError for the first invalid field of `config`."""
+  # Imported here so that `--help` and config errors stay fast.
+  from sparsediff_jax import data, formulations, models, samplers
+
+  _number(config, 'mask.ratio', 0.0, 1.0,
+          allowed='the fraction of pixels dropped from the loss must be in [0, 1)')
+  _choice(config, 'mask.normalize', ('kept', 'all'))
+  _number(config, 'mask.patch_size', 1, integer=True)
+  _choice(config, 'data.name', data.DATASETS)
+  _choice(config, 'model.name', models.MODELS)
+  _choice(config, 'model.dtype', tuple(models.DTYPES))
+  _choice(config, 'diffusion.formulation', formulations.FORMULATIONS)
+  _choice(config, 'diffusion.time_sampling', ('uniform', 'logit_normal'))
+  _choice(config, 'diffusion.ddpm_schedule', ('linear', 'cosine'))
+  _choice(config, 'sampling.sampler', samplers.SAMPLERS)
+  _choice(config, 'optim.schedule', ('constant', 'cosine'))
+  _number(config, 'model.dropout', 0.0, 1.0)
+  for field in ('training.num_steps', 'training.batch_size', 'training.log_every',
+                'data.image_size', 'model.channels', 'sampling.num_steps',
+                'sampling.grid_size'):
+    _number(config, field, 1, integer=True)
+  for field in ('training.sample_every', 'training.checkpoint_every',
+                'optim.warmup_steps', 'data.num_train_examples'):
+    _number(config, field, 0, integer=True)
+  _number(config, 'training.keep_checkpoints', 1, integer=True)
+  _number(config, 'optim.learning_rate', 0.0, lo_open=True)
+
+  batch = config.training.batch_size
+  if batch % num_devices:
+    _fail('training.batch_size', batch,
+          f'the global batch must divide evenly over the {num_devices} data shards (devices)')
+  size, levels = config.data.image_size, len(config.model.channel_mult) - 1
+  if size % (2 ** levels):
+    _fail('data.image_size', size,
+          f'the U-Net halves the image {levels} times (model.channel_mult='
+          f'{tuple(config.model.channel_mult)}), so it must be divisible by {2 ** levels}')
+  if size % config.mask.patch_size:
+    _fail('mask.patch_size', config.mask.patch_size,
+          f'must divide data.image_size={size}')
+  if config.model.channels % 2:
+    _fail('model.channels', config.model.channels, 'must be even (sinusoidal embedding)')
+  _number(config, 'model.num_heads', 1, integer=True)
+  if any(config.model.channels * m % config.model.num_heads
+         for m in config.model.channel_mult):
+    _fail('model.num_heads', config.model.num_heads,
+          'must divide the channel count of every attention layer')
+  if not config.optim.ema_decays:
+    _fail('optim.ema_decays', config.optim.ema_decays, 'give at least one decay in [0, 1)')
+  for d in config.optim.ema_decays:
+    if not isinstance(d, numbers.Real) or not 0.0 <= d < 1.0:
+      _fail('optim.ema_decays', config.optim.ema_decays, 'every decay must be in [0, 1)')
