@@ -32,8 +32,13 @@ def make_image(seed: int, index: int, size: int = 32, pairs: int = 2) -> np.ndar
   img = np.zeros((size, size, 3), np.uint8)
   scale = size / 32.0
   placed: list[tuple[float, float, float]] = []
+  objects = []
+  attempts = 0
   while len(placed) < pairs:
-    r = rng.uniform(3.0, 4.5) * scale
+    attempts += 1
+    if attempts > 200:   # a crowded start can leave no room: begin the layout again
+      placed, objects, attempts = [], [], 0
+    r = rng.uniform(2.5, 4.0) * scale
     # A square's corner lies r*sqrt(2) from its centre: keep a one-pixel gap to the mirror
     # axis and to the border so the mirrored object stays a separate component.
     reach = r * np.sqrt(2.0) + 1.0
@@ -41,9 +46,10 @@ def make_image(seed: int, index: int, size: int = 32, pairs: int = 2) -> np.ndar
     cx = rng.uniform(reach, size / 2 - reach)
     if all(np.hypot(cy - y, cx - x) > (reach + rr) for y, x, rr in placed):
       placed.append((cy, cx, reach))
-      kind, color = rng.integers(2), PALETTE[rng.integers(len(PALETTE))]
-      _draw(img, kind, cy, cx, r, color)
-      _draw(img, kind, cy, size - cx, r, color)
+      objects.append((rng.integers(2), cy, cx, r, PALETTE[rng.integers(len(PALETTE))]))
+  for kind, cy, cx, r, color in objects:
+    _draw(img, kind, cy, cx, r, color)
+    _draw(img, kind, cy, size - cx, r, color)
   return img
 
 
