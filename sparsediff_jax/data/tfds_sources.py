@@ -45,8 +45,13 @@ SOURCES = {
         f'; if Google Drive refuses the download, put {_CELEBA_FILES} in a folder and add '
         '--manual_dir=FOLDER (or set config.data.manual_dir)')),
     'cifar10': TfdsSource('cifar10'),
-    'imagenet32': TfdsSource('imagenet_resized/32x32'),
-    'imagenet64': TfdsSource('imagenet_resized/64x64'),
+    'imagenet32': TfdsSource('imagenet_resized/32x32', how_to_prepare=(
+        '; if image-net.org asks for a login, download Imagenet32_train_npz.zip and '
+        'Imagenet32_val_npz.zip from it into a folder and add --manual_dir=FOLDER')),
+    'imagenet64': TfdsSource('imagenet_resized/64x64', how_to_prepare=(
+        '; if image-net.org asks for a login, download Imagenet64_train_part1_npz.zip, '
+        'Imagenet64_train_part2_npz.zip and Imagenet64_val_npz.zip from it into a folder '
+        'and add --manual_dir=FOLDER')),
     'lsun_bedroom': TfdsSource('lsun/bedroom', how_to_prepare=(
         '; building it reads LMDB files and needs `pip install tensorflow-io`')),
 }
@@ -73,8 +78,9 @@ def prepared_builder(name: str, data_config) -> tfds.core.DatasetBuilder:
   try:
     builder.download_and_prepare(download_config=download_config)
   except Exception as err:  # network, quota, checksum, missing reader package, ...
+    detail = ' '.join(str(err).split())   # TFDS errors span lines; the message is one.
     raise DatasetUnavailableError(f'{where} and downloading it failed '
-                                  f'({type(err).__name__}: {err}); {prepare}') from err
+                                  f'({type(err).__name__}: {detail}); {prepare}') from err
   return builder
 
 
