@@ -4,7 +4,8 @@
 import hashlib
 import json
 
-from data_fakes import decode_index, index_image, make_config, mock_tfds, write_metadata
+from data_fakes import (decode_index, index_image, make_config, mock_tfds, write_cifar10,
+                        write_metadata)
 
 import numpy as np
 import pytest
@@ -112,6 +113,18 @@ def test_per_process_parts_are_disjoint_and_cover_the_subset(meta_dir):
     # from another process's part ever appears.
     seen = np.concatenate([decode_index(next(stream)) for _ in range(2)])
     assert set(seen) == set(part)
+
+
+def test_prepared_records_are_read_from_data_dir_in_canonical_order(tmp_path):
+  # No mock: TFDS's own reader over 3 TFRecord shards of 7, written in data_dir.
+  write_cifar10(str(tmp_path), np.stack([index_image(i, 32, 32) for i in range(21)]), 7)
+  config = make_config('cifar10', data_dir=str(tmp_path), num_train_examples=0)
+  np.testing.assert_array_equal(decode_index(data.load_train_images(config)), np.arange(21))
+  # Parts straddle the shard boundaries at 7 and 14.
+  parts = [decode_index(data.load_train_images(config, process_index=i, process_count=2))
+           for i in range(2)]
+  assert [p.tolist() for p in parts] == [list(range(10)), list(range(10, 21))]
+  assert data.describe_dataset(config)['split_size'] == 21
 
 
 def test_missing_dataset_raises_without_trying_to_download(tmp_path, monkeypatch):
