@@ -14,13 +14,36 @@ def get_config() -> ml_collections.ConfigDict:
 
   # ---- data --------------------------------------------------------------------------
   c.data = d = ml_collections.ConfigDict()
-  d.name = 'shapes'             # dataset: 'shapes' (embedded, no download); see sparsediff_jax/data.
+  d.name = 'shapes'             # dataset: 'shapes' (embedded, no download); TFDS 'celeba',
+                                # 'cifar10', 'imagenet32', 'imagenet64', 'lsun_bedroom';
+                                # 'folder' (images of data.folder). See sparsediff_jax/data.
   d.image_size = 32             # height = width of training images, pixels.
-  d.num_channels = 3            # channels of training images (3 = RGB).
-  d.num_train_examples = 4096   # size of the training set; for tfds datasets a fixed subset
-                                # of the split (0 = all of it).
+  d.num_channels = 3            # channels of training images (3 = RGB; the only choice).
+  d.num_train_examples = 4096   # size of the training set: the first N examples of the source
+                                # in its canonical order (TFDS: stored order of the train
+                                # split; folder: sorted relative paths), the same on every
+                                # run and host whatever the seed (0 = all of them).
   d.random_flip = False         # random horizontal flips (shapes are mirror-symmetric anyway).
   d.data_dir = ''               # TFDS data_dir (local path or gs:// bucket); '' = TFDS default.
+  d.download = False            # TFDS: download and prepare a dataset missing from data_dir;
+                                # False raises DatasetUnavailableError saying how to prepare it.
+  d.manual_dir = ''             # TFDS manual download folder, used with download=True (CelebA's
+                                # files when Google Drive refuses them).
+  d.folder = ''                 # name='folder': a directory (searched recursively) or a .zip
+                                # of .png/.jpg/.jpeg images; grayscale/palette/RGBA become RGB
+                                # (alpha over white), see sparsediff_jax/data/folders.py.
+  d.crop = 'center'             # 'center': central square crop, then resize to image_size
+                                # (antialiased bilinear; smaller images are enlarged the same
+                                # way); 'none': resize the whole image (aspect ratio not kept).
+  d.crop_size = 0               # side of the central crop, pixels, clamped to the shorter side;
+                                # 0 = the dataset's default: 140 for celeba (the published
+                                # CelebA-64 recipe), the shorter side otherwise.
+  d.on_bad_image = 'error'      # folder images that fail to decode: 'error' stops and names the
+                                # file; 'skip' names each in a warning, drops it and reports the
+                                # count.
+  d.per_process_read = False    # True: each host loads only its 1/process_count part of the
+                                # subset (memory and reading divided; resume needs the same
+                                # process count); False: every host loads all of it.
   d.shapes_pairs = 2            # shapes dataset: mirrored object pairs per image
                                 # (each image holds exactly 2 * shapes_pairs objects).
   d.shapes_seed = 0             # shapes dataset: seed that defines the dataset itself.

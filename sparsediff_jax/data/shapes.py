@@ -53,6 +53,7 @@ def make_image(seed: int, index: int, size: int = 32, pairs: int = 2) -> np.ndar
   return img
 
 
-def make_shapes(num: int, size: int = 32, pairs: int = 2, seed: int = 0) -> np.ndarray:
-  """The first `num` images of the dataset: uint8 [num, size, size, 3]."""
-  return np.stack([make_image(seed, i, size, pairs) for i in range(num)])
+def make_shapes(num: int, size: int = 32, pairs: int = 2, seed: int = 0,
+                start: int = 0) -> np.ndarray:
+  """Images start .. start + num - 1 of the dataset: uint8 [num, size, size, 3]."""
+  return np.stack([make_image(seed, i, size, pairs) for i in range(start, start + num)])
