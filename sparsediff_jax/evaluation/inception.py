@@ -250,10 +250,16 @@ def _legacy_bilinear_matrix(n_in: int, n_out: int) -> np.ndarray:
     return m
 
 
-def _resize_tf_legacy(x, size: int):
-    """x: [N, H, W, C] float -> [N, size, size, C], separable legacy bilinear."""
-    rows = jnp.asarray(_legacy_bilinear_matrix(x.shape[1], size))
-    cols = jnp.asarray(_legacy_bilinear_matrix(x.shape[2], size))
+def _resize_pytorch(x, size: tuple[int, int]):
+    """x: [N, H, W, C] -> [N, size[0], size[1], C]; equals torch F.interpolate(mode="bilinear",
+    align_corners=False): half-pixel centres, edge clamping, no antialias on downscaling."""
+    return jax.image.resize(x, (x.shape[0], *size, x.shape[3]), "bilinear", antialias=False)
+
+
+def _resize_tf_legacy(x, size: tuple[int, int]):
+    """x: [N, H, W, C] float -> [N, size[0], size[1], C], separable legacy bilinear."""
+    rows = jnp.asarray(_legacy_bilinear_matrix(x.shape[1], size[0]))
+    cols = jnp.asarray(_legacy_bilinear_matrix(x.shape[2], size[1]))
     x = jnp.einsum("oh,nhwc->nowc", rows, x, precision=_PRECISION)
     return jnp.einsum("pw,nowc->nopc", cols, x, precision=_PRECISION)
 
@@ -267,12 +273,10 @@ def preprocess(images, mode: str = "pytorch") -> jax.Array:
     if images.ndim != 4 or images.shape[-1] != 3:
         raise ValueError(f"expected images [N, H, W, 3], got {images.shape}")
     x = quantize_uint8(images).astype(jnp.float32)
-    n, _, _, c = x.shape
     if mode == "pytorch":
-        x = jax.image.resize(x / 255.0, (n, INPUT_SIZE, INPUT_SIZE, c), "bilinear", antialias=False)
-        return 2.0 * x - 1.0
+        return 2.0 * _resize_pytorch(x / 255.0, (INPUT_SIZE, INPUT_SIZE)) - 1.0
     if mode == "tf":
-        return (_resize_tf_legacy(x, INPUT_SIZE) - 128.0) / 128.0
+        return (_resize_tf_legacy(x, (INPUT_SIZE, INPUT_SIZE)) - 128.0) / 128.0
     raise ValueError(f"unknown preprocessing mode {mode!r} (use 'pytorch' or 'tf')")
 
 
