@@ -18,7 +18,10 @@ Preprocessing modes (both end at [N, 299, 299, 3] float32 in [-1, 1]):
   "pytorch" (default, = pytorch-fid): x/255, bilinear resize to 299 with half-pixel
       centres and no antialiasing (torch F.interpolate(align_corners=False)), then 2x - 1.
   "tf" (= the original TF FID graph): TF1 legacy bilinear resize of the [0, 255] values
-      (source coordinate = dst * in / out), then (p - 128) / 128.
+      (source coordinate = dst * in / out), then (p - 128) / 128. The network and weights
+      are that graph's (pytorch-fid ported them), so only the input pipeline changes.
+      Even at 299x299, where both resizes are the identity, the value maps differ
+      (x / 127.5 - 1 vs. x / 128 - 1): stats from different modes are not comparable.
 """
 
 from __future__ import annotations

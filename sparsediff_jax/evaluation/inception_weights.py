@@ -154,7 +154,8 @@ def _materialize(ref: _TensorRef, storages: Mapping[str, tuple[np.dtype, bytes]]
         raise InceptionWeightsError(f"tensor needs {needed} elements but storage {key} has {base.size}")
     arr = np.ndarray(ref.shape, base.dtype, base, ref.offset * itemsize,
                      tuple(s * itemsize for s in ref.stride))
-    return np.ascontiguousarray(arr).astype(base.dtype.newbyteorder("="))
+    # np.array, not np.ascontiguousarray: the latter turns 0-d tensors into shape (1,).
+    return np.array(arr, dtype=base.dtype.newbyteorder("="), order="C", copy=True)
 
 
 def _read_zip(path: Path) -> tuple[Any, dict]:
