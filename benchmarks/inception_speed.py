@@ -8,7 +8,9 @@ Both networks carry the seeded stand-in weights of tests/fixtures/seeded_incepti
     python benchmarks/inception_speed.py --torch-python /path/to/venv-with-torch/bin/python
 
 --jax-python / --torch-python pick the interpreters (default: this one); the torch side
-needs torch, torchvision and pytorch-fid. Prints a table of images/s and the ratio.
+needs torch, torchvision and pytorch-fid. JAX runs on its default backend; PyTorch on
+--torch-device (cpu by default, cuda to compare on a GPU). Prints a table of images/s and
+the ratio.
 """
 
 import argparse
@@ -68,15 +70,20 @@ def run_torch(args) -> dict:
 
     torch.set_num_threads(os.cpu_count())
     torch.set_grad_enabled(False)
+    device = torch.device(args.torch_device)
     model, _, _ = build_pytorch_fid_model()
-    images = torch.from_numpy(_images(args.batch, args.size))
+    model = model.to(device)
+    images = torch.from_numpy(_images(args.batch, args.size)).to(device)
 
     def step():
         # pytorch-fid's input convention: float NCHW in [0, 1]; the model resizes/scales.
         model(images.permute(0, 3, 1, 2).float() / 255.0)
+        if device.type == "cuda":
+            torch.cuda.synchronize()
 
     seconds = _time(step, args.warmup, args.iters)
-    return dict(framework=f"PyTorch {torch.__version__} (pytorch-fid)", device="cpu",
+    name = torch.cuda.get_device_name() if device.type == "cuda" else "cpu"
+    return dict(framework=f"PyTorch {torch.__version__} (pytorch-fid)", device=name,
                 seconds_per_batch=seconds)
 
 
@@ -88,6 +95,7 @@ def main():
     parser.add_argument("--iters", type=int, default=5)
     parser.add_argument("--jax-python", default=sys.executable)
     parser.add_argument("--torch-python", default=sys.executable)
+    parser.add_argument("--torch-device", default="cpu", choices=["cpu", "cuda"])
     parser.add_argument("--worker", choices=["jax", "torch"], help=argparse.SUPPRESS)
     args = parser.parse_args()
 
@@ -97,7 +105,7 @@ def main():
         return
 
     common = [f"--batch={args.batch}", f"--size={args.size}", f"--warmup={args.warmup}",
-              f"--iters={args.iters}"]
+              f"--iters={args.iters}", f"--torch-device={args.torch_device}"]
     env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")])))
     results = []
     for worker, python in (("jax", args.jax_python), ("torch", args.torch_python)):
@@ -107,9 +115,10 @@ def main():
 
     print(f"Inception pool3 features, batch {args.batch}, {args.size}x{args.size} uint8 -> 299x299, "
           f"{os.cpu_count()} CPU cores, mean of {args.iters} batches after {args.warmup} warm-up")
-    print(f"{'implementation':<38} {'s/batch':>9} {'images/s':>9}")
+    print(f"{'implementation':<38} {'device':<24} {'s/batch':>9} {'images/s':>9}")
     for r in results:
-        print(f"{r['framework']:<38} {r['seconds_per_batch']:>9.3f} {args.batch / r['seconds_per_batch']:>9.2f}")
+        print(f"{r['framework']:<38} {r['device'][:24]:<24} {r['seconds_per_batch']:>9.3f} "
+              f"{args.batch / r['seconds_per_batch']:>9.2f}")
     ratio = results[1]["seconds_per_batch"] / results[0]["seconds_per_batch"]
     print(f"JAX / PyTorch throughput ratio: {ratio:.2f}")
 
