@@ -106,7 +106,8 @@ def main():
 
     common = [f"--batch={args.batch}", f"--size={args.size}", f"--warmup={args.warmup}",
               f"--iters={args.iters}", f"--torch-device={args.torch_device}"]
-    env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")])))
+    path = os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")]))
+    env = dict(os.environ, PYTHONPATH=path)
     results = []
     for worker, python in (("jax", args.jax_python), ("torch", args.torch_python)):
         out = subprocess.run([python, __file__, f"--worker={worker}", *common], env=env,

@@ -90,14 +90,16 @@ def test_pytorch_resize_matches_torch_interpolate():
 
 def _legacy_bilinear_by_hand(img, out_h, out_w):
     """TF1 resize_bilinear(align_corners=False, half_pixel_centers=False), loop by loop."""
-    in_h, in_w = img.shape[:2]
+    def taps(i, n_in, n_out):
+        src = i * n_in / n_out  # legacy: no half-pixel offset
+        lo = int(np.floor(src))
+        return lo, min(lo + 1, n_in - 1), src - lo
+
     out = np.zeros((out_h, out_w) + img.shape[2:])
     for i in range(out_h):
-        y = i * in_h / out_h
-        y0 = int(np.floor(y)); y1 = min(y0 + 1, in_h - 1); fy = y - y0
+        y0, y1, fy = taps(i, img.shape[0], out_h)
         for j in range(out_w):
-            x = j * in_w / out_w
-            x0 = int(np.floor(x)); x1 = min(x0 + 1, in_w - 1); fx = x - x0
+            x0, x1, fx = taps(j, img.shape[1], out_w)
             top = img[y0, x0] * (1 - fx) + img[y0, x1] * fx
             bottom = img[y1, x0] * (1 - fx) + img[y1, x1] * fx
             out[i, j] = top * (1 - fy) + bottom * fy

@@ -149,7 +149,7 @@ def _materialize(ref: _TensorRef, storages: Mapping[str, tuple[np.dtype, bytes]]
     if view is not None:  # legacy storage view: (view_key, offset, size) in elements
         base = base[view[1]:view[1] + view[2]]
     itemsize = base.dtype.itemsize
-    needed = ref.offset + sum((n - 1) * s for n, s in zip(ref.shape, ref.stride)) + 1
+    needed = ref.offset + sum((n - 1) * s for n, s in zip(ref.shape, ref.stride, strict=True)) + 1
     if min(ref.shape, default=1) > 0 and needed > base.size:
         raise InceptionWeightsError(f"tensor needs {needed} elements but storage {key} has {base.size}")
     arr = np.ndarray(ref.shape, base.dtype, base, ref.offset * itemsize,
