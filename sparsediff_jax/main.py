@@ -6,6 +6,8 @@ Bad input (a config value, a missing file) is one line on stderr and exit code 2
 anything is compiled or written.
 """
 
+import json
+import logging as pylogging
 import os
 import sys
 
@@ -14,8 +16,11 @@ from ml_collections import config_flags
 
 from sparsediff_jax import config_base
 
+# The embedded default is config_base.py itself, so overrides such as
+# --config.training.num_steps=100 work without a --config file too.
 _CONFIG = config_flags.DEFINE_config_file(
-    'config', None, 'Python config file with get_config() (default: the embedded shapes run).',
+    'config', config_base.__file__,
+    'Python config file with get_config() (default: the embedded shapes run).',
     lock_config=True)
 _WORKDIR = flags.DEFINE_string('workdir', None,
                                'Run directory (default: runs/<config name>/).')
@@ -65,12 +70,26 @@ def parse_flags(argv):
     usage_error(str(e).splitlines()[0])
 
 
-def resolve(argv_config_path: str | None):
-  """(config, config name) from the flag, or the embedded default."""
-  if _CONFIG.value is None:
-    return config_base.get_config(), 'shapes'
-  name = os.path.splitext(os.path.basename(argv_config_path.split(':', 1)[0]))[0]
-  return _CONFIG.value, name
+def config_name(argv_config_path: str | None) -> str:
+  """The run's name: the config file's stem, or 'shapes' for the embedded default."""
+  if argv_config_path is None:
+    return 'shapes'
+  return os.path.splitext(os.path.basename(argv_config_path.split(':', 1)[0]))[0]
+
+
+def write_run_record(config, workdir):
+  """WORKDIR/config.json (the resolved config) and dataset.json (which images)."""
+  from sparsediff_jax import data
+  os.makedirs(workdir, exist_ok=True)
+  with open(os.path.join(workdir, 'config.json'), 'w') as f:
+    f.write(config.to_json_best_effort(indent=2))
+  with open(os.path.join(workdir, 'dataset.json'), 'w') as f:
+    json.dump(data.describe_dataset(config), f, indent=2)
+
+
+def _quiet_library_info(record) -> bool:
+  """Drops Orbax's per-save INFO chatter from the console; warnings still show."""
+  return record.levelno >= pylogging.WARNING or 'orbax' not in record.pathname
 
 
 def main(argv):
@@ -78,9 +97,10 @@ def main(argv):
     usage_error(f'unexpected arguments {argv[1:]}; flags are --config, --workdir, --mode')
   if _MODE.value not in MODES:
     usage_error(f'--mode={_MODE.value!r} is unknown; choose one of {", ".join(MODES)}')
+  logging.get_absl_handler().addFilter(_quiet_library_info)
   import jax
   from sparsediff_jax import validation
-  config, name = resolve(_config_path(sys.argv))
+  config, name = _CONFIG.value, config_name(_config_path(sys.argv))
   try:
     validation.validate_config(config, jax.device_count())
   except validation.ConfigError as e:
@@ -88,9 +108,7 @@ def main(argv):
   workdir = _WORKDIR.value or os.path.join('runs', name)
   logging.info('mode %s, workdir %s', _MODE.value, workdir)
   if jax.process_index() == 0 and _MODE.value == 'train':
-    os.makedirs(workdir, exist_ok=True)
-    with open(os.path.join(workdir, 'config.json'), 'w') as f:
-      f.write(config.to_json_best_effort(indent=2))
+    write_run_record(config, workdir)
   MODES[_MODE.value](config, workdir)
 
 

@@ -154,8 +154,9 @@ def train(config, workdir: str) -> TrainState:
 
   tc = config.training
   history, t_last, step_last = [], time.time(), start
+  batches = sharding.prefetch_to_mesh(data_it, mesh)
   for step in range(start + 1, tc.num_steps + 1):
-    batch = sharding.global_batch(next(data_it), mesh)
+    batch, data_state = next(batches)
     state, metrics = step_fn(state, batch)
     history.append(metrics)
     is_last = step == tc.num_steps
@@ -171,7 +172,7 @@ def train(config, workdir: str) -> TrainState:
     if _due(step, tc.sample_every, is_last):
       _write_samples(config, workdir, writer, sample_fn, state.ema[0], step)
     if _due(step, tc.checkpoint_every, is_last):
-      ckpt.save(step, state, {'data': data_it.get_state()})
+      ckpt.save(step, state, {'data': data_state})
   ckpt.wait()
   ckpt.close()
   writer.flush()
