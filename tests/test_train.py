@@ -1,0 +1,97 @@
+"""The train step: it learns, its metrics, device-count invariance, checkpoint resume."""
+
+import json
+import os
+import subprocess
+import sys
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from sparsediff_jax import checkpoints, data, sharding, train
+from tiny import tiny_config
+
+HERE = os.path.dirname(__file__)
+
+
+@pytest.fixture(scope='module')
+def setup():
+  c = tiny_config()
+  mesh = sharding.make_mesh()
+  tx, schedule = train.make_optimizer(c)
+  graphdef, _ = train.abstract_model(c)
+  step = train.compile_train_step(c, graphdef, tx, schedule, mesh)
+  batch = data.load_train_images(c)[:8]
+  return c, mesh, tx, step, batch
+
+
+def test_step_reduces_loss_on_a_fixed_batch(setup):
+  c, mesh, tx, step, batch = setup
+  state = train.init_state(c, tx, mesh)
+  b = sharding.global_batch(batch, mesh)
+  losses = []
+  for _ in range(30):
+    state, m = step(state, b)
+    losses.append(float(m['dense_loss']))
+  assert int(state.step) == 30
+  assert np.mean(losses[-5:]) < 0.7 * np.mean(losses[:5])
+
+
+def test_metrics_and_ema(setup):
+  c, mesh, tx, step, batch = setup
+  state = train.init_state(c, tx, mesh)
+  before = jax.device_get(state.params)
+  state, m = step(state, sharding.global_batch(batch, mesh))
+  assert set(m) >= {'loss', 'dense_loss', 'grad_norm', 'learning_rate', 'kept_fraction'}
+  assert abs(float(m['kept_fraction']) - (1 - c.mask.ratio)) < 0.1
+  d = c.optim.ema_decays[0]
+  expected = jax.tree.map(lambda e, p: d * e + (1 - d) * p, before,
+                          jax.device_get(state.params))
+  jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-7),
+               expected, jax.device_get(state.ema[0]))
+
+
+def test_ratio_zero_loss_is_the_dense_loss():
+  c = tiny_config(mask__ratio=0.0)
+  mesh = sharding.make_mesh()
+  tx, schedule = train.make_optimizer(c)
+  graphdef, _ = train.abstract_model(c)
+  fn = jax.jit(train.make_train_step(c, graphdef, tx, schedule))
+  _, m = fn(train.init_state(c, tx, mesh), jnp.asarray(data.load_train_images(c)[:8]))
+  assert float(m['kept_fraction']) == 1.0
+  np.testing.assert_allclose(m['loss'], m['dense_loss'], rtol=1e-6)
+
+
+def _run_devices(n):
+  env = dict(os.environ, XLA_FLAGS=f'--xla_force_host_platform_device_count={n}')
+  out = subprocess.run([sys.executable, os.path.join(HERE, 'run_tiny_steps.py')],
+                       env=env, capture_output=True, text=True, timeout=600, cwd=HERE)
+  assert out.returncode == 0, out.stderr[-3000:]
+  return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def test_one_and_eight_devices_agree():
+  one, eight = _run_devices(1), _run_devices(8)
+  assert one['devices'] == 1 and eight['devices'] == 8
+  np.testing.assert_allclose(one['losses'], eight['losses'], rtol=1e-5, atol=1e-6)
+  np.testing.assert_allclose(one['param_sums'], eight['param_sums'], rtol=1e-5, atol=1e-6)
+  # Masks differ between the examples that land on different devices.
+  assert eight['mask_rows_distinct'] == eight['batch']
+
+
+def test_checkpoint_round_trip_and_resume(tmp_path):
+  c = tiny_config(training__num_steps=4, training__checkpoint_every=2)
+  full = train.train(c, str(tmp_path / 'full'))
+  # Stop at 2, then resume to 4 with the same command.
+  half = tiny_config(training__num_steps=2, training__checkpoint_every=2)
+  train.train(half, str(tmp_path / 'resumed'))
+  ckpt = checkpoints.Checkpointer(str(tmp_path / 'resumed' / 'checkpoints'))
+  assert ckpt.all_steps() == [2]
+  resumed = train.train(c, str(tmp_path / 'resumed'))
+  assert int(resumed.step) == 4
+  for a, b in [(full.params, resumed.params), (full.ema, resumed.ema),
+               (full.opt_state, resumed.opt_state)]:
+    jax.tree.map(lambda x, y: np.testing.assert_array_equal(np.asarray(x), np.asarray(y)),
+                 a, b)
