@@ -44,7 +44,7 @@ def get_config() -> ml_collections.ConfigDict:
   d.per_process_read = False    # True: each host loads only its 1/process_count part of the
                                 # subset (memory and reading divided; resume needs the same
                                 # process count); False: every host loads all of it.
-  d.shapes_pairs = 2            # shapes dataset: mirrored object pairs per image
+  d.shapes_pairs = 2            # shapes dataset: mirrored object pairs per image, 1 to 3
                                 # (each image holds exactly 2 * shapes_pairs objects).
   d.shapes_seed = 0             # shapes dataset: seed that defines the dataset itself.
 
@@ -71,7 +71,7 @@ def get_config() -> ml_collections.ConfigDict:
   # ---- model -------------------------------------------------------------------------
   c.model = mo = ml_collections.ConfigDict()
   mo.name = 'unet'              # network: 'unet' (DDPM++/ADM-style convolutional U-Net).
-  mo.channels = 32              # channels at the first resolution.
+  mo.channels = 16              # channels at the first resolution.
   mo.channel_mult = (1, 2, 2)   # channel multiplier per resolution level; the image is halved
                                 # len(channel_mult) - 1 times, so image_size must divide by that.
   mo.num_res_blocks = 1         # residual blocks per resolution level.
@@ -83,12 +83,12 @@ def get_config() -> ml_collections.ConfigDict:
 
   # ---- optimisation and the training loop --------------------------------------------
   c.training = t = ml_collections.ConfigDict()
-  t.num_steps = 1500            # optimiser steps in the whole run.
-  t.batch_size = 32             # global batch (all devices and hosts together).
+  t.num_steps = 1000            # optimiser steps in the whole run.
+  t.batch_size = 16             # global batch (all devices and hosts together).
   t.seed = 0                    # seed of parameters, noise, masks and data order.
   t.log_every = 50              # steps between console/TensorBoard metric lines.
-  t.sample_every = 500          # steps between sample grids (0 = only at the end).
-  t.checkpoint_every = 500      # steps between checkpoints (0 = only at the end).
+  t.sample_every = 250          # steps between sample grids (0 = only at the end).
+  t.checkpoint_every = 250      # steps between checkpoints (0 = only at the end).
   t.keep_checkpoints = 3        # checkpoints kept on disk.
 
   c.optim = o = ml_collections.ConfigDict()
@@ -100,7 +100,8 @@ def get_config() -> ml_collections.ConfigDict:
   o.eps = 1e-8                  # AdamW epsilon.
   o.weight_decay = 0.0          # AdamW decoupled weight decay.
   o.grad_clip = 1.0             # global gradient-norm clip (0 = off).
-  o.ema_decays = (0.999,)       # decays of the exponential moving averages of the parameters;
+  o.ema_decays = (0.999,)       # decays of the exponential moving averages of the parameters
+                                # (warmed up as min(decay, (1 + step) / (10 + step)));
                                 # the first one is used for sample grids.
 
   # ---- sampling (grids during training and --mode=sample) ----------------------------

@@ -65,6 +65,15 @@ def init_state(config, tx, mesh) -> TrainState:
   return jax.jit(init, out_shardings=sharding.replicated(mesh))()
 
 
+def ema_decay(decay: float, step: jax.Array) -> jax.Array:
+  """The decay used at `step`: warmed up as (1 + step) / (10 + step) early in training.
+
+  Without the warm-up a 0.9999 average would still be mostly the initial parameters after
+  thousands of steps, and short runs would sample from an untrained network.
+  """
+  return jnp.minimum(decay, (1.0 + step) / (10.0 + step))
+
+
 def make_train_step(config, graphdef, tx, schedule):
   """The pure step (state, uint8 images [B, H, W, C]) -> (state, metrics)."""
   formulation = formulations.get_formulation(config.diffusion)
@@ -92,7 +101,8 @@ def make_train_step(config, graphdef, tx, schedule):
     (loss, dense), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
     updates, opt_state = tx.update(grads, state.opt_state, state.params)
     params = optax.apply_updates(state.params, updates)
-    ema = tuple(jax.tree.map(lambda e, p, d=d: d * e + (1.0 - d) * p, e, params)
+    ema = tuple(jax.tree.map(lambda e, p, d=ema_decay(d, state.step): d * e + (1.0 - d) * p,
+                             e, params)
                 for d, e in zip(decays, state.ema))
     metrics = {'loss': loss, 'dense_loss': dense, 'grad_norm': optax.global_norm(grads),
                'learning_rate': schedule(state.step), 'kept_fraction': jnp.mean(mask)}

@@ -76,6 +76,11 @@ def validate_config(config, num_devices: int) -> None:
   _number(config, 'training.keep_checkpoints', 1, integer=True)
   _number(config, 'optim.learning_rate', 0.0, lo_open=True)
 
+  if config.data.name == 'shapes':
+    _number(config, 'data.shapes_pairs', 1, 3, integer=True, hi_open=False)
+    _number(config, 'data.image_size', 16, integer=True,
+            allowed='shapes images need at least 16 pixels per side')
+
   batch = config.training.batch_size
   if batch % num_devices:
     _fail('training.batch_size', batch,

@@ -21,7 +21,7 @@ for _ in range(3):
   state, m = step(state, sharding.global_batch(next(it), mesh))
   losses.append(float(m['loss']))
 # The mask the step draws for the whole (sharded) batch, computed the same way under jit.
-mask = jax.jit(lambda k: masking.sample_pixel_mask(k, (8, 8, 8, 3), c.mask.ratio),
+mask = jax.jit(lambda k: masking.sample_pixel_mask(k, (8, 16, 16, 3), c.mask.ratio),
                out_shardings=sharding.batch_sharding(mesh))(jax.random.PRNGKey(0))
 rows = np.asarray(mask).reshape(8, -1)
 print(json.dumps({

@@ -10,7 +10,7 @@ from sparsediff_jax.models import build_model, count_params
 from tiny import tiny_config
 
 
-@pytest.mark.parametrize('size,mult,attn', [(8, (1, 2), (4,)), (16, (1, 2, 2), (8, 4)),
+@pytest.mark.parametrize('size,mult,attn', [(16, (1, 2), (8,)), (16, (1, 2, 2), (8, 4)),
                                             (12, (1, 1), ())])
 def test_output_shape_and_dtype(size, mult, attn):
   c = tiny_config(data__image_size=size, model__channel_mult=mult,
@@ -36,7 +36,7 @@ def _perturbed(c):
 def test_output_depends_on_conditioning_and_bf16_close_to_f32():
   c = tiny_config()
   net = _perturbed(c)
-  x = jax.random.normal(jax.random.PRNGKey(0), (2, 8, 8, 3))
+  x = jax.random.normal(jax.random.PRNGKey(0), (2, 16, 16, 3))
   y1, y2 = net(x, jnp.array([0.1, 0.1])), net(x, jnp.array([0.9, 0.9]))
   assert float(jnp.abs(y1 - y2).max()) > 1e-3
   c16 = tiny_config(model__dtype='bfloat16')
@@ -50,7 +50,7 @@ def test_output_depends_on_conditioning_and_bf16_close_to_f32():
 
 def test_dropout_active_only_with_rngs():
   net = _perturbed(tiny_config(model__dropout=0.5))
-  x = jax.random.normal(jax.random.PRNGKey(0), (2, 8, 8, 3))
+  x = jax.random.normal(jax.random.PRNGKey(0), (2, 16, 16, 3))
   cond = jnp.array([0.5, 0.5])
   a, b = net(x, cond), net(x, cond)
   np.testing.assert_array_equal(a, b)

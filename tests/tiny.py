@@ -4,17 +4,17 @@ from sparsediff_jax import config_base
 
 
 def tiny_config(**overrides):
-  """The shapes config shrunk to 8x8 images and a two-level, 8-channel U-Net.
+  """The shapes config shrunk to 16x16 images and a two-level, 8-channel U-Net.
 
   `overrides` maps 'section.field' (with '.' written as '__') to a value.
   """
   c = config_base.get_config()
-  c.data.image_size = 8
+  c.data.image_size = 16
   c.data.num_train_examples = 64
   c.data.shapes_pairs = 1
   c.model.channels = 8
   c.model.channel_mult = (1, 2)
-  c.model.attn_resolutions = (4,)
+  c.model.attn_resolutions = (8,)
   c.training.batch_size = 8
   c.training.num_steps = 4
   c.training.log_every = 2
@@ -31,9 +31,9 @@ def tiny_config(**overrides):
 
 # The same shrink as command-line overrides, for CLI tests.
 TINY_FLAGS = [
-    '--config.data.image_size=8', '--config.data.num_train_examples=64',
+    '--config.data.image_size=16', '--config.data.num_train_examples=64',
     '--config.data.shapes_pairs=1', '--config.model.channels=8',
-    '--config.model.channel_mult=(1,2)', '--config.model.attn_resolutions=(4,)',
+    '--config.model.channel_mult=(1,2)', '--config.model.attn_resolutions=(8,)',
     '--config.training.batch_size=8', '--config.training.log_every=2',
     '--config.training.sample_every=0', '--config.training.checkpoint_every=2',
     '--config.optim.warmup_steps=2', '--config.sampling.num_steps=2',

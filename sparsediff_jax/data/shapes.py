@@ -33,11 +33,14 @@ def make_image(seed: int, index: int, size: int = 32, pairs: int = 2) -> np.ndar
   scale = size / 32.0
   placed: list[tuple[float, float, float]] = []
   objects = []
-  attempts = 0
+  attempts = layouts = 0
   while len(placed) < pairs:
     attempts += 1
     if attempts > 200:   # a crowded start can leave no room: begin the layout again
-      placed, objects, attempts = [], [], 0
+      placed, objects, attempts, layouts = [], [], 0, layouts + 1
+      if layouts > 50:
+        raise ValueError(f'cannot place {pairs} object pairs in a {size}x{size} shapes image; '
+                         'use fewer pairs (data.shapes_pairs) or a larger data.image_size')
     r = rng.uniform(2.5, 4.0) * scale
     # A square's corner lies r*sqrt(2) from its centre: keep a one-pixel gap to the mirror
     # axis and to the border so the mirrored object stays a separate component.
