@@ -58,10 +58,8 @@ def run_sample_mode(config, workdir: str) -> str:
   mesh = sharding.make_mesh(config)
   tx, _ = train.make_optimizer(config)
   graphdef, _ = train.abstract_model(config)
-  abstract = jax.eval_shape(lambda: train.init_state(config, tx, mesh))
   ckpt = checkpoints.Checkpointer(os.path.join(workdir, 'checkpoints'))
-  restored = ckpt.restore_latest(checkpoints.abstract_like(
-      abstract, train.state_shardings(config, tx, mesh)))
+  restored = ckpt.restore_latest(train.abstract_state(config, tx, mesh))
   if restored is None:
     raise FileNotFoundError(f'no checkpoint in {ckpt.directory}; train first with '
                             f'--mode=train --workdir={workdir}')

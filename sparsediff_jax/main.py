@@ -4,6 +4,9 @@ With no --config the embedded `shapes` run is used; with no --workdir runs go to
 runs/<config name>/. Any config field can be overridden: --config.mask.ratio=0.5.
 Bad input (a config value, a missing file) is one line on stderr and exit code 2, before
 anything is compiled or written.
+
+The same command runs on several hosts: detected on Cloud TPU, SLURM and Open MPI, else with
+--coordinator_address, --num_processes and --process_id on every process (docs/launch.md).
 """
 
 import json

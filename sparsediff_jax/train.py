@@ -70,6 +70,12 @@ def state_shardings(config, tx, mesh) -> TrainState:
   return sharding.state_shardings(jax.eval_shape(_init_fn(config, tx)), mesh)
 
 
+def abstract_state(config, tx, mesh) -> TrainState:
+  """The TrainState as sharded ShapeDtypeStructs: a restore target; its size, unallocated."""
+  return checkpoints.abstract_like(jax.eval_shape(_init_fn(config, tx)),
+                                   state_shardings(config, tx, mesh))
+
+
 def init_state(config, tx, mesh) -> TrainState:
   """Initialises parameters, EMA and optimiser state directly in their shardings."""
   return jax.jit(_init_fn(config, tx), out_shardings=state_shardings(config, tx, mesh))()
@@ -147,10 +153,10 @@ def train(config, workdir: str) -> TrainState:
                                   keep=config.training.keep_checkpoints)
   data_it = data.make_train_iterator(config, process_index=jax.process_index(),
                                      process_count=jax.process_count())
+  target = abstract_state(config, tx, mesh)
+  logging.info('training state per device: %s', memory_per_device(target))
   state = init_state(config, tx, mesh)
-  logging.info('training state per device: %s', _memory_text(state))
-  restored = ckpt.restore_latest(checkpoints.abstract_like(
-      state, state_shardings(config, tx, mesh)))
+  restored = ckpt.restore_latest(target)
   if restored is not None:
     start, state, meta = restored
     data_it.set_state(meta['data'])
@@ -191,11 +197,12 @@ def train(config, workdir: str) -> TrainState:
   return state
 
 
-def _memory_text(state: TrainState) -> str:
-  """Bytes of parameters, EMA and optimiser state that one device holds, and unsharded."""
+def memory_per_device(state: TrainState) -> str:
+  """MiB of parameters, EMA and optimiser state one device holds (arrays or sharded
+  ShapeDtypeStructs), and the whole state unsharded."""
   mib = {name: sharding.bytes_per_device(getattr(state, name)) / 2**20
          for name in ('params', 'ema', 'opt_state')}
-  whole = sum(x.nbytes for x in jax.tree.leaves(state)) / 2**20
+  whole = sum(x.size * x.dtype.itemsize for x in jax.tree.leaves(state)) / 2**20
   return ', '.join(f'{k} {v:.2f} MiB' for k, v in mib.items()) + (
       f' ({sum(mib.values()):.2f} MiB in all; {whole:.2f} MiB unsharded)')
 
