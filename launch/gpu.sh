@@ -47,7 +47,9 @@ train() {
   local flags=("--config=$CONFIG" "--workdir=$WORKDIR")
   if [[ -n "${DATA_DIR:-}" ]]; then flags+=("--config.data.data_dir=$DATA_DIR"); fi
   # Several machines; the CLI says which of the three is missing if not all are set.
-  if [[ -n "${COORDINATOR_ADDRESS:-}" ]]; then flags+=("--coordinator_address=$COORDINATOR_ADDRESS"); fi
+  if [[ -n "${COORDINATOR_ADDRESS:-}" ]]; then
+    flags+=("--coordinator_address=$COORDINATOR_ADDRESS")
+  fi
   if [[ -n "${NUM_PROCESSES:-}" ]]; then flags+=("--num_processes=$NUM_PROCESSES"); fi
   if [[ -n "${PROCESS_ID:-}" ]]; then flags+=("--process_id=$PROCESS_ID"); fi
   [[ -x "$VENV/bin/python" || "${DRY_RUN:-0}" == 1 ]] || die "no $VENV; run launch/gpu.sh install"

@@ -94,7 +94,8 @@ setup() {
     tar -xzf ~/$REMOTE-code.tar.gz -C ~/$REMOTE/code
     python3 -m pip install --user --quiet --upgrade uv
     ~/.local/bin/uv venv --quiet --allow-existing --python 3.12 ~/$REMOTE/venv
-    ~/.local/bin/uv pip install --quiet --python ~/$REMOTE/venv/bin/python -U 'jax[tpu]' -e ~/$REMOTE/code
+    ~/.local/bin/uv pip install --quiet --python ~/$REMOTE/venv/bin/python \
+      -U 'jax[tpu]' -e ~/$REMOTE/code
     ~/$REMOTE/venv/bin/python -c 'import jax; print(jax.local_devices())'"
 }
 

@@ -26,8 +26,8 @@ def test_colab_notebook_runs_headless(tmp_path, monkeypatch):
   monkeypatch.setenv('XLA_FLAGS', '--xla_backend_optimization_level=0 '
                                   '--xla_llvm_disable_expensive_passes=true')
   notebook = nbformat.read(NOTEBOOK, as_version=4)
-  assert not any(outputs(c, 'error') or c.get('outputs') for c in notebook.cells
-                 if c.cell_type == 'code'), 'commit the notebook without outputs'
+  assert not any(c.get('outputs') for c in notebook.cells if c.cell_type == 'code'), (
+      'commit the notebook without outputs')
   nbclient.NotebookClient(notebook, timeout=300, kernel_name='python3',
                           resources={'metadata': {'path': os.path.join(REPO, 'launch')}}).execute()
 
