@@ -22,6 +22,8 @@
 #   WORKDIR                          gs://BUCKET/runs/NAME (train; checkpoints resume here)
 #   DATA_DIR                         gs://BUCKET/tensorflow_datasets (train, prepare)
 #   TFDS_NAME [celeb_a]              the TFDS dataset that prepare builds
+#   MANUAL_DIR                       prepare: a folder on worker 0 with the dataset's files,
+#                                    when its download is refused (CelebA: a Drive quota)
 #   EXTRA_FLAGS                      more flags for sparsediff_jax.main, split on spaces
 #   DRY_RUN [0]                      1: print the commands instead of running them
 set -euo pipefail
@@ -102,7 +104,9 @@ setup() {
 prepare() {
   need DATA_DIR gs://BUCKET/tensorflow_datasets
   # ssh commands start in the home directory, so the path needs no ~.
-  on_workers 0 "$REMOTE/venv/bin/tfds build $(printf '%q ' "$TFDS_NAME" "--data_dir=$DATA_DIR")"
+  local args=("$TFDS_NAME" "--data_dir=$DATA_DIR")
+  if [[ -n "${MANUAL_DIR:-}" ]]; then args+=("--manual_dir=$MANUAL_DIR"); fi
+  on_workers 0 "$REMOTE/venv/bin/tfds build $(printf '%q ' "${args[@]}")"
 }
 
 train() {

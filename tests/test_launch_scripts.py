@@ -11,8 +11,8 @@ import pytest
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SCRIPTS = sorted(glob.glob(os.path.join(REPO, 'launch', '*.sh')))
 SETTINGS = ('TPU_NAME', 'ZONE', 'PROJECT', 'ACCELERATOR_TYPE', 'RUNTIME_VERSION', 'QUEUED',
-            'SPOT', 'CONFIG', 'WORKDIR', 'DATA_DIR', 'TFDS_NAME', 'EXTRA_FLAGS', 'VENV',
-            'PYTHON', 'JAX_CUDA', 'COORDINATOR_ADDRESS', 'NUM_PROCESSES', 'PROCESS_ID')
+            'SPOT', 'CONFIG', 'WORKDIR', 'DATA_DIR', 'TFDS_NAME', 'MANUAL_DIR', 'EXTRA_FLAGS',
+            'VENV', 'PYTHON', 'JAX_CUDA', 'COORDINATOR_ADDRESS', 'NUM_PROCESSES', 'PROCESS_ID')
 
 
 def test_scripts_are_clean():
@@ -91,6 +91,13 @@ def test_tpu_train_runs_one_command_on_all_workers_and_streams_worker_0():
 def test_tpu_missing_settings_are_named(command, settings, missing):
   code, commands, err = dry_run('tpu.sh', command, **settings)
   assert code == 2 and not commands and err.startswith(f'error: set {missing} (e.g.')
+
+
+def test_tpu_prepare_builds_the_dataset_once_from_worker_0():
+  code, (build,), _ = dry_run('tpu.sh', 'prepare', DATA_DIR='gs://b/tfds', MANUAL_DIR='/data/c')
+  assert code == 0 and option(build, 'worker') == '0'
+  assert option(build, 'command') == ('sparsediff/venv/bin/tfds build celeb_a '
+                                      '--data_dir=gs://b/tfds --manual_dir=/data/c ')
 
 
 def test_tpu_stop_and_delete():
