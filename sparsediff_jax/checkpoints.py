@@ -20,7 +20,8 @@ class CheckpointError(RuntimeError):
 class Checkpointer:
 
   def __init__(self, directory: str, *, keep: int = 3, async_save: bool = True):
-    self.directory = os.path.abspath(directory)
+    # gs:// and other URLs stay as they are; local paths become absolute for Orbax.
+    self.directory = directory if '://' in directory else os.path.abspath(directory)
     self.manager = ocp.CheckpointManager(
         self.directory,
         options=ocp.CheckpointManagerOptions(max_to_keep=keep,
@@ -65,5 +66,11 @@ class Checkpointer:
 
 
 def abstract_like(tree, sharding):
-  """ShapeDtypeStructs of `tree` placed with `sharding` (the restore target)."""
-  return jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=sharding), tree)
+  """ShapeDtypeStructs of `tree` placed with `sharding` (the restore target).
+
+  `sharding`: one Sharding for every leaf, or a pytree of them matching `tree`.
+  """
+  if isinstance(sharding, jax.sharding.Sharding):
+    sharding = jax.tree.map(lambda _: sharding, tree)
+  return jax.tree.map(lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s),
+                      tree, sharding)

@@ -104,6 +104,14 @@ def get_config() -> ml_collections.ConfigDict:
                                 # (warmed up as min(decay, (1 + step) / (10 + step)));
                                 # the first one is used for sample grids.
 
+  # ---- devices ---------------------------------------------------------------------
+  c.sharding = sh = ml_collections.ConfigDict()
+  sh.fsdp = 1                   # size of the mesh's `fsdp` axis (the rest is `data`): parameters,
+                                # EMA and optimiser state are split over this many devices along
+                                # their largest divisible dimension (FSDP / ZeRO-3), the batch
+                                # over all devices. 1 = plain data parallelism (every device holds
+                                # the whole state). Must divide the number of devices.
+
   # ---- sampling (grids during training and --mode=sample) ----------------------------
   c.sampling = s = ml_collections.ConfigDict()
   s.sampler = 'heun'            # ODE solver: 'euler' or 'heun'.

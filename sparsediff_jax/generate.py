@@ -1,6 +1,6 @@
 """Sharded image generation from parameters: sample grids and `--mode=sample`.
 
-Images are generated in batches split over the mesh's `data` axis; image i's noise comes
+Images are generated in batches split over all devices of the mesh; image i's noise comes
 from (config.sampling.seed, i) alone, so the result does not depend on batch size or device
 count.
 """
@@ -55,13 +55,11 @@ def make_grid_sampler(config, graphdef, mesh):
 def run_sample_mode(config, workdir: str) -> str:
   """Writes a sample grid from the newest checkpoint's first EMA; returns its path."""
   from sparsediff_jax import checkpoints, train   # train imports this module
-  mesh = sharding.make_mesh()
+  mesh = sharding.make_mesh(config)
   tx, _ = train.make_optimizer(config)
   graphdef, _ = train.abstract_model(config)
-  abstract = jax.eval_shape(lambda: train.init_state(config, tx, mesh))
   ckpt = checkpoints.Checkpointer(os.path.join(workdir, 'checkpoints'))
-  restored = ckpt.restore_latest(checkpoints.abstract_like(abstract,
-                                                           sharding.replicated(mesh)))
+  restored = ckpt.restore_latest(train.abstract_state(config, tx, mesh))
   if restored is None:
     raise FileNotFoundError(f'no checkpoint in {ckpt.directory}; train first with '
                             f'--mode=train --workdir={workdir}')

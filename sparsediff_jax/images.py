@@ -1,8 +1,9 @@
 """Image conversions and sample grids (PNG via PIL)."""
 
-import os
+import io
 
 import numpy as np
+from etils import epath
 from PIL import Image
 
 
@@ -24,9 +25,13 @@ def make_grid(images: np.ndarray, rows: int, pad: int = 2) -> np.ndarray:
 
 
 def save_png(path: str, image: np.ndarray, upscale: int = 1) -> None:
-  """Writes uint8 [H, W, C] (C = 1 or 3); nearest-neighbour upscaling keeps pixels crisp."""
-  os.makedirs(os.path.dirname(path) or '.', exist_ok=True)
+  """Writes uint8 [H, W, C] (C = 1 or 3) to a local or gs:// path; nearest-neighbour
+  upscaling keeps pixels crisp."""
   pil = Image.fromarray(image[..., 0] if image.shape[-1] == 1 else image)
   if upscale > 1:
     pil = pil.resize((pil.width * upscale, pil.height * upscale), Image.NEAREST)
-  pil.save(path)
+  buffer = io.BytesIO()
+  pil.save(buffer, format='PNG')
+  target = epath.Path(path)
+  target.parent.mkdir(parents=True, exist_ok=True)
+  target.write_bytes(buffer.getvalue())

@@ -4,6 +4,9 @@ With no --config the embedded `shapes` run is used; with no --workdir runs go to
 runs/<config name>/. Any config field can be overridden: --config.mask.ratio=0.5.
 Bad input (a config value, a missing file) is one line on stderr and exit code 2, before
 anything is compiled or written.
+
+The same command runs on several hosts: detected on Cloud TPU, SLURM and Open MPI, else with
+--coordinator_address, --num_processes and --process_id on every process (docs/launch.md).
 """
 
 import json
@@ -26,6 +29,17 @@ _WORKDIR = flags.DEFINE_string('workdir', None,
                                'Run directory (default: runs/<config name>/).')
 _MODE = flags.DEFINE_string('mode', 'train', 'What to do: ' + ', '.join(
     ('train', 'sample')) + '.')
+# Multi-process runs. Cloud TPU VMs, SLURM and Open MPI need none of these (detected).
+_COORDINATOR = flags.DEFINE_string(
+    'coordinator_address', None, 'HOST:PORT of process 0, for a multi-process run that is '
+    'not detected automatically (a GPU cluster, several processes on one machine).')
+_NUM_PROCESSES = flags.DEFINE_integer('num_processes', None,
+                                      'Number of processes of a multi-process run.')
+_PROCESS_ID = flags.DEFINE_integer('process_id', None,
+                                   'This process: 0..num_processes-1 (0 runs the coordinator).')
+_INIT_TIMEOUT = flags.DEFINE_integer(
+    'initialization_timeout', 300,
+    'Seconds to wait for every process of a multi-process run to connect.')
 
 EXIT_USAGE = 2
 
@@ -79,12 +93,12 @@ def config_name(argv_config_path: str | None) -> str:
 
 def write_run_record(config, workdir):
   """WORKDIR/config.json (the resolved config) and dataset.json (which images)."""
+  from etils import epath   # local paths and gs:// alike
   from sparsediff_jax import data
-  os.makedirs(workdir, exist_ok=True)
-  with open(os.path.join(workdir, 'config.json'), 'w') as f:
-    f.write(config.to_json_best_effort(indent=2))
-  with open(os.path.join(workdir, 'dataset.json'), 'w') as f:
-    json.dump(data.describe_dataset(config), f, indent=2)
+  path = epath.Path(workdir)
+  path.mkdir(parents=True, exist_ok=True)
+  (path / 'config.json').write_text(config.to_json_best_effort(indent=2))
+  (path / 'dataset.json').write_text(json.dumps(data.describe_dataset(config), indent=2))
 
 
 def _quiet_library_info(record) -> bool:
@@ -94,12 +108,18 @@ def _quiet_library_info(record) -> bool:
 
 def main(argv):
   if len(argv) > 1:
-    usage_error(f'unexpected arguments {argv[1:]}; flags are --config, --workdir, --mode')
+    usage_error(f'unexpected arguments {argv[1:]}; flags are --config, --workdir, --mode '
+                '(and --coordinator_address, --num_processes, --process_id for several processes)')
   if _MODE.value not in MODES:
     usage_error(f'--mode={_MODE.value!r} is unknown; choose one of {", ".join(MODES)}')
   logging.get_absl_handler().addFilter(_quiet_library_info)
   import jax
-  from sparsediff_jax import validation
+  from sparsediff_jax import distributed, validation
+  try:
+    logging.info('processes: %s', distributed.initialize(
+        _COORDINATOR.value, _NUM_PROCESSES.value, _PROCESS_ID.value, _INIT_TIMEOUT.value))
+  except distributed.DistributedError as e:
+    usage_error(str(e))
   config, name = _CONFIG.value, config_name(_config_path(sys.argv))
   try:
     validation.validate_config(config, jax.device_count())

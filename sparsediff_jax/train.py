@@ -51,8 +51,8 @@ def abstract_model(config):
   return nnx.split(nnx.eval_shape(lambda: build_model(config, config.training.seed)))
 
 
-def init_state(config, tx, mesh) -> TrainState:
-  """Initialises parameters, EMA and optimiser state directly replicated on the mesh."""
+def _init_fn(config, tx):
+  """The function that makes the initial TrainState (to run under jit or eval_shape)."""
   seed = config.training.seed
 
   def init():
@@ -62,7 +62,23 @@ def init_state(config, tx, mesh) -> TrainState:
                       opt_state=tx.init(params),
                       rng=jax.random.fold_in(jax.random.PRNGKey(seed), 1))
 
-  return jax.jit(init, out_shardings=sharding.replicated(mesh))()
+  return init
+
+
+def state_shardings(config, tx, mesh) -> TrainState:
+  """Where each array of the TrainState lives on the mesh (see sharding.state_shardings)."""
+  return sharding.state_shardings(jax.eval_shape(_init_fn(config, tx)), mesh)
+
+
+def abstract_state(config, tx, mesh) -> TrainState:
+  """The TrainState as sharded ShapeDtypeStructs: a restore target; its size, unallocated."""
+  return checkpoints.abstract_like(jax.eval_shape(_init_fn(config, tx)),
+                                   state_shardings(config, tx, mesh))
+
+
+def init_state(config, tx, mesh) -> TrainState:
+  """Initialises parameters, EMA and optimiser state directly in their shardings."""
+  return jax.jit(_init_fn(config, tx), out_shardings=state_shardings(config, tx, mesh))()
 
 
 def ema_decay(decay: float, step: jax.Array) -> jax.Array:
@@ -113,11 +129,11 @@ def make_train_step(config, graphdef, tx, schedule):
 
 
 def compile_train_step(config, graphdef, tx, schedule, mesh):
-  """jit with the batch split over `data`, everything else replicated, state donated."""
-  rep = sharding.replicated(mesh)
+  """jit with the batch split over the mesh, the state in its shardings and donated."""
+  rep, state_sh = sharding.replicated(mesh), state_shardings(config, tx, mesh)
   return jax.jit(make_train_step(config, graphdef, tx, schedule),
-                 in_shardings=(rep, sharding.batch_sharding(mesh)),
-                 out_shardings=(rep, rep), donate_argnums=0)
+                 in_shardings=(state_sh, sharding.batch_sharding(mesh)),
+                 out_shardings=(state_sh, rep), donate_argnums=0)
 
 
 def _mean_metrics(history: list[dict]) -> dict:
@@ -137,7 +153,7 @@ def _write_samples(config, workdir, writer, sample_fn, params, step):
 
 def train(config, workdir: str) -> TrainState:
   """Trains (resuming from WORKDIR/checkpoints when present) and returns the final state."""
-  mesh = sharding.make_mesh()
+  mesh = sharding.make_mesh(config)
   tx, schedule = make_optimizer(config)
   graphdef, abstract_params = abstract_model(config)
   logging.info('model %s: %d parameters; mesh %s', config.model.name,
@@ -147,8 +163,10 @@ def train(config, workdir: str) -> TrainState:
                                   keep=config.training.keep_checkpoints)
   data_it = data.make_train_iterator(config, process_index=jax.process_index(),
                                      process_count=jax.process_count())
+  target = abstract_state(config, tx, mesh)
+  logging.info('training state per device: %s', memory_per_device(target))
   state = init_state(config, tx, mesh)
-  restored = ckpt.restore_latest(checkpoints.abstract_like(state, sharding.replicated(mesh)))
+  restored = ckpt.restore_latest(target)
   if restored is not None:
     start, state, meta = restored
     data_it.set_state(meta['data'])
@@ -187,6 +205,16 @@ def train(config, workdir: str) -> TrainState:
   ckpt.close()
   writer.flush()
   return state
+
+
+def memory_per_device(state: TrainState) -> str:
+  """MiB of parameters, EMA and optimiser state one device holds (arrays or sharded
+  ShapeDtypeStructs), and the whole state unsharded."""
+  mib = {name: sharding.bytes_per_device(getattr(state, name)) / 2**20
+         for name in ('params', 'ema', 'opt_state')}
+  whole = sum(x.size * x.dtype.itemsize for x in jax.tree.leaves(state)) / 2**20
+  return ', '.join(f'{k} {v:.2f} MiB' for k, v in mib.items()) + (
+      f' ({sum(mib.values()):.2f} MiB in all; {whole:.2f} MiB unsharded)')
 
 
 def _due(step: int, every: int, is_last: bool) -> bool:

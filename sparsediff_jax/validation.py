@@ -105,3 +105,7 @@ def validate_config(config, num_devices: int) -> None:
   for d in config.optim.ema_decays:
     if not isinstance(d, numbers.Real) or not 0.0 <= d < 1.0:
       _fail('optim.ema_decays', config.optim.ema_decays, 'every decay must be in [0, 1)')
+  _number(config, 'sharding.fsdp', 1, integer=True)
+  if num_devices % config.sharding.fsdp:
+    _fail('sharding.fsdp', config.sharding.fsdp,
+          f'the fsdp mesh axis must divide the {num_devices} devices (e.g. 1 or {num_devices})')
