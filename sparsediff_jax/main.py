@@ -25,7 +25,7 @@ _CONFIG = config_flags.DEFINE_config_file(
 _WORKDIR = flags.DEFINE_string('workdir', None,
                                'Run directory (default: runs/<config name>/).')
 _MODE = flags.DEFINE_string('mode', 'train', 'What to do: ' + ', '.join(
-    ('train', 'sample')) + '.')
+    ('train', 'sample', 'research')) + '.')
 
 EXIT_USAGE = 2
 
@@ -40,8 +40,16 @@ def _sample(config, workdir):
   generate.run_sample_mode(config, workdir)
 
 
+def _research(config, workdir):
+  from sparsediff_jax.evaluation import research
+  try:
+    research.evaluate_run(config, workdir)
+  except research.RunMismatchError as e:
+    usage_error(str(e))
+
+
 # --mode -> fn(config, workdir). Evaluation modes register here too.
-MODES = {'train': _train, 'sample': _sample}
+MODES = {'train': _train, 'sample': _sample, 'research': _research}
 
 
 def usage_error(message: str):
