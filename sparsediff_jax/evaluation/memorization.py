@@ -29,7 +29,7 @@ def _flatten(x) -> np.ndarray:
 
 
 @functools.partial(jax.jit, static_argnames=('reference_block',))
-def _top2_block(queries, references, ref_sq_norms, num_references, *, reference_block):
+def _top2_block(queries, references, num_references, *, reference_block):
   """Top-2 squared distances of `queries` [q, D] to the rows of `references` [R, D].
 
   references: padded to a multiple of reference_block rows; rows >= num_references are
@@ -38,14 +38,16 @@ def _top2_block(queries, references, ref_sq_norms, num_references, *, reference_
   q = _as_float(queries)
   q_sq = jnp.sum(q * q, axis=1)
   blocks = references.reshape(-1, reference_block, references.shape[-1])
-  norm_blocks = ref_sq_norms.reshape(-1, reference_block)
 
   def step(carry, block):
     best, best_idx = carry                           # [q, 2], [q, 2]
-    refs, ref_sq, start = block
+    refs, start = block
+    # Converted block by block, so no float copy of the whole training set ever exists.
+    refs = _as_float(refs)
+    ref_sq = jnp.sum(refs * refs, axis=1)
     # |q - r|^2 = |q|^2 + |r|^2 - 2 q.r; full float32 precision because TPUs would
     # otherwise multiply in bfloat16 and blur near-duplicates into non-duplicates.
-    dots = jnp.matmul(q, _as_float(refs).T, precision=jax.lax.Precision.HIGHEST)
+    dots = jnp.matmul(q, refs.T, precision=jax.lax.Precision.HIGHEST)
     d = jnp.maximum(q_sq[:, None] + ref_sq[None, :] - 2.0 * dots, 0.0)
     idx = start + jnp.arange(reference_block, dtype=jnp.int32)
     d = jnp.where(idx[None, :] < num_references, d, jnp.inf)
@@ -57,7 +59,7 @@ def _top2_block(queries, references, ref_sq_norms, num_references, *, reference_
 
   starts = jnp.arange(blocks.shape[0], dtype=jnp.int32) * reference_block
   init = (jnp.full((q.shape[0], 2), jnp.inf), jnp.zeros((q.shape[0], 2), jnp.int32))
-  (_, best_idx), _ = jax.lax.scan(step, init, (blocks, norm_blocks, starts))
+  (_, best_idx), _ = jax.lax.scan(step, init, (blocks, starts))
   # The expanded form above loses about 1e-7 * |x|^2 to cancellation, which is large next
   # to a near-duplicate's distance: recompute the two winners' distances directly.
   exact = jnp.sum(jnp.square(q[:, None, :] - _as_float(references[best_idx])), axis=-1)
@@ -95,7 +97,6 @@ def nearest_two(queries, references, *, query_block: int = 1024,
   reference_block = min(reference_block, len(r))
   pad = -len(r) % reference_block
   r_dev = jnp.asarray(np.concatenate([r, np.zeros((pad, r.shape[1]), r.dtype)]))
-  r_sq = jnp.sum(jnp.square(_as_float(r_dev)), axis=1)
   out = []
   for lo in range(0, len(q), query_block):
     block = q[lo:lo + query_block]
@@ -104,7 +105,7 @@ def nearest_two(queries, references, *, query_block: int = 1024,
     if len(q) > query_block:
       block = np.concatenate([block, np.zeros((query_block - rows,) + block.shape[1:],
                                               block.dtype)])
-    d1, d2, idx = _top2_block(jnp.asarray(block), r_dev, r_sq, len(r),
+    d1, d2, idx = _top2_block(jnp.asarray(block), r_dev, len(r),
                               reference_block=reference_block)
     out.append(jax.device_get((d1, d2, idx)) + (rows,))
   d1 = np.concatenate([o[0][:o[3]] for o in out]).astype(np.float64)
