@@ -17,13 +17,13 @@ on that image alone (true of the U-Net: no batch statistics), so one product per
 serves the whole batch.
 """
 
-import os
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
 from sparsediff_jax import formulations
+from sparsediff_jax.images import pyplot, save_figure
 
 
 def noisy_input(formulation, x0: jax.Array, eps: jax.Array, t) -> jax.Array:
@@ -152,9 +152,7 @@ def summary(result: dict) -> dict[str, float]:
 
 def save_locality_plot(path: str, result: dict, title: str = '') -> str:
   """PNG: cumulative share vs distance per noise level, and the centre sensitivity maps."""
-  import matplotlib
-  matplotlib.use('Agg')
-  import matplotlib.pyplot as plt
+  plt = pyplot()
   times = result['times']
   n = len(times)
   fig = plt.figure(figsize=(max(6.0, 1.6 * n), 5.6))
@@ -177,8 +175,4 @@ def save_locality_plot(path: str, result: dict, title: str = '') -> str:
     a.set_yticks([])
     a.set_title(f't={t:.3g}', fontsize=8)
   fig.text(0.01, 0.02, 'maps: sqrt of the centre pixel\'s sensitivity', fontsize=7)
-  fig.tight_layout()
-  os.makedirs(os.path.dirname(path) or '.', exist_ok=True)
-  fig.savefig(path, dpi=100)
-  plt.close(fig)
-  return path
+  return save_figure(fig, path)

@@ -13,11 +13,12 @@ CIFAR-sized samples against 50k training images: 2 x 150 MB of uint8 on the devi
 """
 
 import functools
-import os
 
 import jax
 import jax.numpy as jnp
 import numpy as np
+
+from sparsediff_jax.images import pyplot, save_figure
 
 MEMORIZED_RATIO = 1.0 / 3.0
 
@@ -159,9 +160,7 @@ def save_memorization_grid(path: str, samples: np.ndarray, train_images: np.ndar
 
   Each column is titled with d1/d2; a ratio below 1/3 counts as memorized.
   """
-  import matplotlib
-  matplotlib.use('Agg')
-  import matplotlib.pyplot as plt
+  plt = pyplot()
   order = most_memorized(neighbours['d1'], neighbours['d2'], min(k, len(samples)))
   fig, axes = plt.subplots(2, len(order), figsize=(1.4 * len(order), 3.2), squeeze=False)
   for col, i in enumerate(order):
@@ -176,8 +175,4 @@ def save_memorization_grid(path: str, samples: np.ndarray, train_images: np.ndar
   axes[0, 0].set_ylabel('sample', fontsize=8)
   axes[1, 0].set_ylabel('nearest\ntraining', fontsize=8)
   fig.suptitle('most memorized samples (title: d1/d2, red < 1/3)', fontsize=9)
-  fig.tight_layout()
-  os.makedirs(os.path.dirname(path) or '.', exist_ok=True)
-  fig.savefig(path, dpi=100)
-  plt.close(fig)
-  return path
+  return save_figure(fig, path)

@@ -14,6 +14,8 @@ import os
 
 import numpy as np
 
+from sparsediff_jax.images import pyplot, save_figure
+
 RUN_FILE = 'sweep_run.json'
 METRICS_FILE = 'research_metrics.json'
 # Shown in the Markdown table and the plots unless asked otherwise; the CSV has every metric.
@@ -127,9 +129,7 @@ def plot(rows: list[dict], path: str, metrics=HEADLINE, x_label: str = 'mask rat
   Rows without an x (e.g. dropout) are drawn as a horizontal line at their mean with a
   ±std band across the panel.
   """
-  import matplotlib
-  matplotlib.use('Agg')
-  import matplotlib.pyplot as plt
+  plt = pyplot()
   metrics = _present(rows, metrics)
   cols = min(3, len(metrics)) or 1
   nrows = -(-len(metrics) // cols) or 1
@@ -159,11 +159,7 @@ def plot(rows: list[dict], path: str, metrics=HEADLINE, x_label: str = 'mask rat
     ax.axis('off')
   axes[0, 0].legend(fontsize=7)
   fig.suptitle('mean ± std over seeds', fontsize=10)
-  fig.tight_layout()
-  os.makedirs(os.path.dirname(path) or '.', exist_ok=True)
-  fig.savefig(path, dpi=100)
-  plt.close(fig)
-  return path
+  return save_figure(fig, path)
 
 
 def summarize(root: str, out_dir: str | None = None, metrics=HEADLINE,
