@@ -233,7 +233,8 @@ def main(argv=None) -> int:
       os.makedirs(workdir, exist_ok=True)
       with open(os.path.join(workdir, sweep_table.RUN_FILE), 'w') as f:
         json.dump(run.record(), f, indent=2)
-      commands = run_commands(runner, a.config, fixed, run, workdir)
+      commands = run_commands(runner, a.config and os.path.abspath(a.config), fixed, run,
+                              workdir)
       if a.print_only:
         print(f'cd {shlex.quote(REPO)} && ' + ' && '.join(shlex.join(c) for c in commands))
         continue

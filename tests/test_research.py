@@ -3,6 +3,7 @@
 import json
 import os
 
+import jax
 import numpy as np
 import pytest
 from clu import metric_writers
@@ -37,6 +38,12 @@ def run_dir(tmp_path_factory):
   workdir = str(tmp_path_factory.mktemp('run'))
   tx, _ = train.make_optimizer(config)
   state = train.init_state(config, tx, sharding.make_mesh())
+  # A fresh U-Net's output layer is zero (it would generate plain noise and have no
+  # sensitivity at all): perturb every parameter of the EMA that is evaluated.
+  leaves, tree = jax.tree.flatten(state.ema[0])
+  keys = jax.random.split(jax.random.PRNGKey(1), len(leaves))
+  state = state.replace(ema=(jax.tree.unflatten(
+      tree, [p + 0.1 * jax.random.normal(k, p.shape) for p, k in zip(leaves, keys)]),))
   ckpt = checkpoints.Checkpointer(os.path.join(workdir, 'checkpoints'))
   ckpt.save(7, state, {'data': {}})
   ckpt.wait()
@@ -61,9 +68,9 @@ def test_evaluate_run_writes_every_metric(run_dir):
               'pixel_memorized_fraction', 'pixel_nn_distance_mean', 'locality_radius90',
               'locality_far_fraction'):
     assert np.isfinite(metrics[key]), key
-  # The fresh model's output layer is zero: flow matching then moves nothing, so the
-  # samples are clipped noise, far from every training image and from the rules.
+  # A random network copies nothing and obeys none of the rules; it reads neighbours.
   assert metrics['pixel_memorized_fraction'] == 0.0
+  assert metrics['locality_radius90'] >= 1.0
   assert 0.0 <= metrics['reference_pixel_memorized_fraction'] <= 1.0
   assert metrics['consistent_fraction'] == 0.0
   for name in ('samples.png', 'memorization.png', 'locality.png'):

@@ -79,7 +79,8 @@ def generate_samples(config, graphdef, params, mesh, num: int) -> np.ndarray:
   gen = generate.make_generator(config, graphdef, mesh)
   batch, out, start = config.research.batch_size, [], time.time()
   for lo in range(0, num, batch):
-    out.append(gen(params, np.arange(lo, min(lo + batch, num))))
+    # Always a full batch (one compilation); the surplus of the last one is dropped.
+    out.append(gen(params, np.arange(lo, lo + batch))[:num - lo])
     done = lo + len(out[-1])
     logging.info('generated %d/%d images (%.1f images/s)', done, num,
                  done / max(time.time() - start, 1e-9))
