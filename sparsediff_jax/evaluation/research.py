@@ -28,7 +28,7 @@ import jax
 import numpy as np
 from flax import nnx
 
-from sparsediff_jax import checkpoints, data, formulations, generate, sharding
+from sparsediff_jax import checkpoints, data, formulations, generate, sharding, train
 from sparsediff_jax.data import shapes
 from sparsediff_jax.evaluation import consistency, locality, memorization
 from sparsediff_jax.images import make_grid, save_png
@@ -60,7 +60,6 @@ def check_matches_run(config, workdir: str) -> None:
 
 def restore_ema(config, workdir: str, mesh):
   """(step, first EMA parameters, graphdef) of the newest intact checkpoint."""
-  from sparsediff_jax import train   # train imports generate; keep module import light
   tx, _ = train.make_optimizer(config)
   graphdef, _ = train.abstract_model(config)
   abstract = jax.eval_shape(lambda: train.init_state(config, tx, mesh))
@@ -158,8 +157,9 @@ def evaluate_run(config, workdir: str) -> dict:
              make_grid(samples[:rows * rows], rows=rows), upscale=2)
     memorization.save_memorization_grid(os.path.join(out_dir, 'memorization.png'), samples,
                                         train_images, neighbours, k=r.memorization_grid)
+    run_name = os.path.basename(os.path.normpath(workdir))
     locality.save_locality_plot(os.path.join(out_dir, 'locality.png'), loc,
-                                title=f'{workdir} (step {step})')
+                                title=f'{run_name} (step {step})')
     write_metrics(workdir, metrics)
   logging.info('research metrics: %s', json.dumps(metrics, sort_keys=True))
   return metrics
