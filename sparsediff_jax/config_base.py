@@ -118,4 +118,15 @@ def get_config() -> ml_collections.ConfigDict:
   s.num_steps = 18              # solver steps (Heun uses 2 * num_steps - 1 evaluations).
   s.grid_size = 8               # the grid is grid_size x grid_size images.
   s.seed = 0                    # sample i's noise comes from (seed, i) alone.
+
+  # ---- research metrics (--mode=research, sparsediff_jax/evaluation/research.py) -------
+  c.research = r = ml_collections.ConfigDict()
+  r.num_samples = 512           # generated images scored for consistency and memorization
+                                # (sample i uses noise (sampling.seed, i), as in the grids).
+  r.batch_size = 64             # images generated per call (divisible by the device count).
+  r.locality_images = 4         # training images whose noisy versions the sensitivity of the
+                                # denoiser is averaged over.
+  r.locality_times = 4          # noise levels of the locality measure: the first N times of
+                                # the sampler's grid of N steps (noise end first).
+  r.memorization_grid = 8       # most memorized samples shown in research/memorization.png.
   return c

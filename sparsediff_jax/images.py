@@ -30,8 +30,29 @@ def save_png(path: str, image: np.ndarray, upscale: int = 1) -> None:
   pil = Image.fromarray(image[..., 0] if image.shape[-1] == 1 else image)
   if upscale > 1:
     pil = pil.resize((pil.width * upscale, pil.height * upscale), Image.NEAREST)
+<<<<<<< HEAD
   buffer = io.BytesIO()
   pil.save(buffer, format='PNG')
   target = epath.Path(path)
   target.parent.mkdir(parents=True, exist_ok=True)
   target.write_bytes(buffer.getvalue())
+=======
+  pil.save(path)
+
+
+def pyplot():
+  """matplotlib.pyplot on the file-only Agg backend (no display needed on servers)."""
+  import matplotlib
+  matplotlib.use('Agg')
+  import matplotlib.pyplot as plt
+  return plt
+
+
+def save_figure(fig, path: str, dpi: int = 100) -> str:
+  """Writes a matplotlib figure as PNG (creating folders), closes it, returns the path."""
+  fig.tight_layout()
+  os.makedirs(os.path.dirname(path) or '.', exist_ok=True)
+  fig.savefig(path, dpi=dpi)
+  pyplot().close(fig)
+  return path
+>>>>>>> research

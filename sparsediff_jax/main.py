@@ -28,6 +28,7 @@ _CONFIG = config_flags.DEFINE_config_file(
 _WORKDIR = flags.DEFINE_string('workdir', None,
                                'Run directory (default: runs/<config name>/).')
 _MODE = flags.DEFINE_string('mode', 'train', 'What to do: ' + ', '.join(
+<<<<<<< HEAD
     ('train', 'sample')) + '.')
 # Multi-process runs. Cloud TPU VMs, SLURM and Open MPI need none of these (detected).
 _COORDINATOR = flags.DEFINE_string(
@@ -40,6 +41,9 @@ _PROCESS_ID = flags.DEFINE_integer('process_id', None,
 _INIT_TIMEOUT = flags.DEFINE_integer(
     'initialization_timeout', 300,
     'Seconds to wait for every process of a multi-process run to connect.')
+=======
+    ('train', 'sample', 'research')) + '.')
+>>>>>>> research
 
 EXIT_USAGE = 2
 
@@ -54,8 +58,16 @@ def _sample(config, workdir):
   generate.run_sample_mode(config, workdir)
 
 
+def _research(config, workdir):
+  from sparsediff_jax.evaluation import research
+  try:
+    research.evaluate_run(config, workdir)
+  except research.RunMismatchError as e:
+    usage_error(str(e))
+
+
 # --mode -> fn(config, workdir). Evaluation modes register here too.
-MODES = {'train': _train, 'sample': _sample}
+MODES = {'train': _train, 'sample': _sample, 'research': _research}
 
 
 def usage_error(message: str):

@@ -81,6 +81,13 @@ def validate_config(config, num_devices: int) -> None:
     _number(config, 'data.image_size', 16, integer=True,
             allowed='shapes images need at least 16 pixels per side')
 
+  for field in ('research.num_samples', 'research.batch_size', 'research.locality_images',
+                'research.locality_times', 'research.memorization_grid'):
+    _number(config, field, 1, integer=True)
+  if config.research.batch_size % num_devices:
+    _fail('research.batch_size', config.research.batch_size,
+          f'must divide evenly over the {num_devices} devices')
+
   batch = config.training.batch_size
   if batch % num_devices:
     _fail('training.batch_size', batch,

@@ -1,0 +1,98 @@
+"""evaluate_run on a small saved checkpoint: every metric, the files, and refusals."""
+
+import json
+import os
+
+import jax
+import numpy as np
+import pytest
+from clu import metric_writers
+
+from sparsediff_jax import checkpoints, config_base, main, sharding, train
+from sparsediff_jax.evaluation import research
+
+
+def tiny_config():
+  c = config_base.get_config()
+  c.data.image_size = 16   # the smallest size shapes draws
+  c.data.shapes_pairs = 1
+  c.data.num_train_examples = 16
+  c.model.channels = 8
+  c.model.channel_mult = (1, 2)
+  c.model.attn_resolutions = ()
+  c.training.batch_size = 4
+  c.sampling.sampler = 'euler'
+  c.sampling.num_steps = 2
+  c.research.num_samples = 6
+  c.research.batch_size = 4
+  c.research.locality_images = 2
+  c.research.locality_times = 2
+  c.research.memorization_grid = 3
+  return c
+
+
+@pytest.fixture(scope='module')
+def run_dir(tmp_path_factory):
+  """A workdir as training leaves it: checkpoint at step 7, config.json, logged losses."""
+  config = tiny_config()
+  workdir = str(tmp_path_factory.mktemp('run'))
+  tx, _ = train.make_optimizer(config)
+  state = train.init_state(config, tx, sharding.make_mesh())
+  # A fresh U-Net's output layer is zero (it would generate plain noise and have no
+  # sensitivity at all): perturb every parameter of the EMA that is evaluated.
+  leaves, tree = jax.tree.flatten(state.ema[0])
+  keys = jax.random.split(jax.random.PRNGKey(1), len(leaves))
+  state = state.replace(ema=(jax.tree.unflatten(
+      tree, [p + 0.1 * jax.random.normal(k, p.shape) for p, k in zip(leaves, keys)]),))
+  ckpt = checkpoints.Checkpointer(os.path.join(workdir, 'checkpoints'))
+  ckpt.save(7, state, {'data': {}})
+  ckpt.wait()
+  ckpt.close()
+  main.write_run_record(config, workdir)
+  writer = metric_writers.create_default_writer(workdir)
+  writer.write_scalars(5, {'loss': 1.0, 'dense_loss': 2.0})
+  writer.write_scalars(7, {'loss': 0.5, 'dense_loss': 0.25})
+  writer.close()
+  return config, workdir
+
+
+def test_evaluate_run_writes_every_metric(run_dir):
+  config, workdir = run_dir
+  metrics = research.evaluate_run(config, workdir)
+  with open(os.path.join(workdir, research.METRICS_FILE)) as f:
+    assert json.load(f) == metrics
+  assert metrics['step'] == 7 and metrics['num_samples'] == 6
+  assert metrics['num_train_images'] == 16
+  assert metrics['train_loss'] == 0.5 and metrics['train_dense_loss'] == 0.25
+  for key in ('consistent_fraction', 'symmetry_error', 'count_abs_error',
+              'pixel_memorized_fraction', 'pixel_nn_distance_mean', 'locality_radius90',
+              'locality_far_fraction'):
+    assert np.isfinite(metrics[key]), key
+  # A random network copies nothing and obeys none of the rules; it reads neighbours.
+  assert metrics['pixel_memorized_fraction'] == 0.0
+  assert metrics['locality_radius90'] >= 1.0
+  assert 0.0 <= metrics['reference_pixel_memorized_fraction'] <= 1.0
+  assert metrics['consistent_fraction'] == 0.0
+  for name in ('samples.png', 'memorization.png', 'locality.png'):
+    assert os.path.getsize(os.path.join(workdir, 'research', name)) > 500
+
+
+def test_a_different_network_is_refused(run_dir):
+  config, workdir = run_dir
+  other = tiny_config()
+  other.model.channels = 16
+  with pytest.raises(research.RunMismatchError, match='model.channels=16'):
+    research.evaluate_run(other, workdir)
+
+
+def test_no_checkpoint_says_train_first(tmp_path):
+  with pytest.raises(research.RunMismatchError, match='train first'):
+    research.evaluate_run(tiny_config(), str(tmp_path))
+
+
+def test_locality_times_start_at_the_noise_end():
+  from sparsediff_jax import formulations
+  np.testing.assert_allclose(research.locality_times(formulations.FlowMatching(), 4),
+                             [1.0, 0.75, 0.5, 0.25])
+  edm = research.locality_times(formulations.EDM(), 3)
+  assert edm[0] == pytest.approx(80.0) and edm[-1] == pytest.approx(0.002) and len(edm) == 3

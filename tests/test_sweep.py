@@ -1,0 +1,158 @@
+"""launch/sweep.py: grid and baselines, resume after interruption, and the aggregated table."""
+
+import csv
+import importlib.util
+import json
+import math
+import os
+import shlex
+import sys
+
+import pytest
+
+from sparsediff_jax.evaluation import sweep_table
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+_spec = importlib.util.spec_from_file_location('sweep', os.path.join(REPO, 'launch', 'sweep.py'))
+sweep = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(sweep)
+
+FAKE_RUNNER = f'{shlex.quote(sys.executable)} {os.path.join(REPO, "tests", "fake_runner.py")}'
+
+
+def test_matched_batch_keeps_supervised_pixels_and_divides_over_devices():
+  assert sweep.matched_batch(16, 0.5, 1) == 8
+  assert sweep.matched_batch(16, 0.9, 1) == 2      # 1.6 rounds to 2
+  assert sweep.matched_batch(16, 0.98, 1) == 1     # never below one image per device
+  assert sweep.matched_batch(64, 0.5, 8) == 32
+  assert sweep.matched_batch(128, 0.9, 8) == 16    # 12.8 -> nearest multiple of 8
+  assert sweep.matched_batch(32, 0.9, 8) == 8
+
+
+def test_grid_and_baselines_expand_to_named_runs():
+  grid = {'training.seed': ['0', '1'], 'mask.ratio': ['0.5', '0.9']}
+  runs = sweep.expand_runs(grid, ['dense', 'batch_matched', 'dropout=0.1,0.2'],
+                           base_batch=16)
+  by_group = {}
+  for r in runs:
+    by_group.setdefault(r.group, []).append(r)
+  assert len(by_group['grid']) == 2 * 3                  # dense adds ratio 0 to the grid
+  assert sorted({r.x for r in by_group['grid']}) == [0.0, 0.5, 0.9]
+  assert len(by_group['batch_matched']) == 2 * 2
+  assert len(by_group['dropout']) == 2 * 2
+  assert len({r.name for r in runs}) == len(runs)        # every run has its own folder
+  matched = {(r.x, r.overrides['training.seed']): r.overrides for r in by_group['batch_matched']}
+  assert matched[(0.9, '1')] == {'mask.ratio': '0', 'training.batch_size': '2',
+                                 'training.seed': '1'}
+  assert matched[(0.5, '0')]['training.batch_size'] == '8'
+  for r in by_group['dropout']:
+    assert r.overrides['mask.ratio'] == '0' and r.x is None
+  assert runs[0].name == 'grid__training.seed=0__mask.ratio=0'
+
+
+def test_bad_baselines_are_refused():
+  with pytest.raises(SystemExit, match='unknown baseline'):
+    sweep.expand_runs({'mask.ratio': ['0.9']}, ['smaller'], base_batch=16)
+  with pytest.raises(SystemExit, match='rates'):
+    sweep.expand_runs({'mask.ratio': ['0.9']}, ['dropout'], base_batch=16)
+  with pytest.raises(SystemExit, match='batch_size'):
+    sweep.expand_runs({'training.batch_size': ['8']}, ['batch_matched'], base_batch=16)
+  with pytest.raises(SystemExit, match='field=value'):
+    sweep.parse_assignments(['mask.ratio'], '--grid')
+
+
+def _write_run(root, name, group, ratio, seed, metrics, x=None):
+  os.makedirs(root / name)
+  record = {'name': name, 'group': group, 'series': group, 'label': f'{group} {ratio}',
+            'overrides': {'mask.ratio': str(ratio), 'training.seed': str(seed)},
+            'x': ratio if x is None else x, 'seed_key': 'training.seed'}
+  (root / name / 'sweep_run.json').write_text(json.dumps(record))
+  if metrics is not None:
+    (root / name / 'research_metrics.json').write_text(json.dumps(metrics))
+
+
+def test_aggregator_gives_mean_and_std_over_seeds(tmp_path):
+  values = {0.0: [1.0, 2.0, 6.0], 0.9: [4.0, 4.5]}
+  for ratio, vs in values.items():
+    for seed, v in enumerate(vs):
+      _write_run(tmp_path, f'r{ratio}_s{seed}', 'grid', ratio, seed,
+                 {'step': 10, 'symmetry_error': v, 'train_dense_loss': 2 * v})
+  _write_run(tmp_path, 'single', 'dropout', 0, 0, {'step': 10, 'symmetry_error': 7.0}, x=None)
+  _write_run(tmp_path, 'unfinished', 'grid', 0.5, 0, None)
+  rows = sweep_table.aggregate(sweep_table.read_runs(str(tmp_path)))
+  assert len(rows) == 3
+  stats = {(r['group'], r['x']): r for r in rows}
+  mean, std, n = stats[('grid', 0.0)]['stats']['symmetry_error']
+  assert (mean, n) == (3.0, 3)
+  assert std == pytest.approx(math.sqrt(((1 - 3) ** 2 + (2 - 3) ** 2 + (6 - 3) ** 2) / 2))
+  mean, std, n = stats[('grid', 0.9)]['stats']['train_dense_loss']
+  assert (mean, std, n) == (8.5, pytest.approx(math.sqrt(0.5)), 2)
+  assert stats[('grid', 0.9)]['seeds'] == ['0', '1']
+  assert math.isnan(stats[('dropout', 0)]['stats']['symmetry_error'][1])
+  assert 'step' not in stats[('grid', 0.0)]['stats']
+
+  paths = sweep_table.summarize(str(tmp_path), title='synthetic')
+  table = open(paths['markdown']).read()
+  assert '| grid 0.0 | 3 | 3 ± 2.6 |' in table
+  with open(paths['csv']) as f:
+    lines = list(csv.DictReader(f))
+  row = next(r for r in lines if r['label'] == 'grid 0.9')
+  assert float(row['symmetry_error_mean']) == 4.25
+  assert float(row['symmetry_error_std']) == pytest.approx(math.sqrt(0.125))
+  assert os.path.getsize(paths['plot']) > 1000
+
+
+def test_no_finished_run_is_an_error(tmp_path):
+  _write_run(tmp_path, 'unfinished', 'grid', 0.5, 0, None)
+  with pytest.raises(FileNotFoundError, match='no finished run'):
+    sweep_table.summarize(str(tmp_path))
+
+
+def _sweep(root, *extra):
+  return sweep.main(['--root', str(root), '--runner', FAKE_RUNNER,
+                     '--set', 'training.num_steps=5', '--grid', 'training.seed=0,1',
+                     '--grid', 'mask.ratio=0,0.9', '--baseline', 'batch_matched', *extra])
+
+
+def _log(path):
+  return open(path).read().split('\n')[:-1] if os.path.exists(path) else []
+
+
+def test_an_interrupted_sweep_runs_only_what_is_unfinished(tmp_path, monkeypatch):
+  log = tmp_path / 'calls.log'
+  monkeypatch.setenv('FAKE_RUNNER_LOG', str(log))
+  monkeypatch.setenv('FAKE_RUNNER_FAIL', 'seed=1__mask.ratio=0.9')
+  root = tmp_path / 'sweep'
+  assert _sweep(root) == 1                              # one run failed
+  first = _log(log)
+  assert len(first) == 6 * 2 - 1                        # 6 runs; the failed one stopped early
+  assert 'train grid__training.seed=1__mask.ratio=0.9' in first
+  assert 'research grid__training.seed=1__mask.ratio=0.9' not in first
+
+  monkeypatch.delenv('FAKE_RUNNER_FAIL')
+  log.unlink()
+  assert _sweep(root) == 0
+  assert _log(log) == ['train grid__training.seed=1__mask.ratio=0.9',
+                       'research grid__training.seed=1__mask.ratio=0.9']
+  rows = sweep_table.aggregate(sweep_table.read_runs(str(root)))
+  grid = {r['x']: r['stats']['score'] for r in rows if r['group'] == 'grid'}
+  assert grid[0.9][:2] == (9.5, pytest.approx(math.sqrt(0.5)))
+  assert '| score |' in open(root / 'results.md').read()   # no headline metric: all shown
+  assert os.path.isfile(root / 'results.png')
+
+  # A longer run is not finished by metrics of a shorter one: all 6 run again.
+  log.unlink()
+  assert sweep.main(['--root', str(root), '--runner', FAKE_RUNNER,
+                     '--set', 'training.num_steps=7', '--grid', 'training.seed=0,1',
+                     '--grid', 'mask.ratio=0,0.9', '--baseline', 'batch_matched']) == 0
+  assert len(_log(log)) == 12
+
+
+def test_print_mode_runs_nothing(tmp_path, monkeypatch, capsys):
+  log = tmp_path / 'calls.log'
+  monkeypatch.setenv('FAKE_RUNNER_LOG', str(log))
+  assert _sweep(tmp_path / 'sweep', '--print') == 0
+  lines = capsys.readouterr().out.strip().split('\n')
+  assert len(lines) == 6 and not log.exists()
+  assert all('--mode=train' in l and '--mode=research' in l for l in lines)
+  assert any('--config.training.batch_size=3' in l for l in lines)   # 32 * 0.1
