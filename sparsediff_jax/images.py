@@ -1,6 +1,7 @@
 """Image conversions and sample grids (PNG via PIL)."""
 
 import io
+import os
 
 import numpy as np
 from etils import epath
@@ -30,14 +31,11 @@ def save_png(path: str, image: np.ndarray, upscale: int = 1) -> None:
   pil = Image.fromarray(image[..., 0] if image.shape[-1] == 1 else image)
   if upscale > 1:
     pil = pil.resize((pil.width * upscale, pil.height * upscale), Image.NEAREST)
-<<<<<<< HEAD
   buffer = io.BytesIO()
   pil.save(buffer, format='PNG')
   target = epath.Path(path)
   target.parent.mkdir(parents=True, exist_ok=True)
   target.write_bytes(buffer.getvalue())
-=======
-  pil.save(path)
 
 
 def pyplot():
@@ -55,4 +53,3 @@ def save_figure(fig, path: str, dpi: int = 100) -> str:
   fig.savefig(path, dpi=dpi)
   pyplot().close(fig)
   return path
->>>>>>> research

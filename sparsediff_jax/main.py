@@ -28,8 +28,7 @@ _CONFIG = config_flags.DEFINE_config_file(
 _WORKDIR = flags.DEFINE_string('workdir', None,
                                'Run directory (default: runs/<config name>/).')
 _MODE = flags.DEFINE_string('mode', 'train', 'What to do: ' + ', '.join(
-<<<<<<< HEAD
-    ('train', 'sample')) + '.')
+    ('train', 'sample', 'research')) + '.')
 # Multi-process runs. Cloud TPU VMs, SLURM and Open MPI need none of these (detected).
 _COORDINATOR = flags.DEFINE_string(
     'coordinator_address', None, 'HOST:PORT of process 0, for a multi-process run that is '
@@ -41,9 +40,6 @@ _PROCESS_ID = flags.DEFINE_integer('process_id', None,
 _INIT_TIMEOUT = flags.DEFINE_integer(
     'initialization_timeout', 300,
     'Seconds to wait for every process of a multi-process run to connect.')
-=======
-    ('train', 'sample', 'research')) + '.')
->>>>>>> research
 
 EXIT_USAGE = 2
 
