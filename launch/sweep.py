@@ -214,9 +214,10 @@ def main(argv=None) -> int:
                      seed_key=a.seed_key)
   root = os.path.abspath(a.root)
   os.makedirs(root, exist_ok=True)
-  with open(os.path.join(root, 'sweep.json'), 'w') as f:
-    json.dump({'argv': sys.argv[1:] if argv is None else list(argv), 'fixed': fixed,
-               'runs': [r.record() for r in runs]}, f, indent=2)
+  if not a.aggregate_only:   # the record of what was run; summarising changes nothing
+    with open(os.path.join(root, 'sweep.json'), 'w') as f:
+      json.dump({'argv': sys.argv[1:] if argv is None else list(argv), 'fixed': fixed,
+                 'runs': [r.record() for r in runs]}, f, indent=2)
 
   failed = []
   if not a.aggregate_only:
