@@ -43,7 +43,12 @@ sys.path.insert(0, REPO)
 from sparsediff_jax.evaluation import sweep_table  # noqa: E402
 
 RATIO_KEY = 'mask.ratio'
+EXIT_USAGE = 2
 BATCH_KEY = 'training.batch_size'
+
+
+class SweepError(ValueError):
+  """A malformed sweep request; the CLI prints it as one line and exits with code 2."""
 
 
 @dataclasses.dataclass
@@ -66,7 +71,7 @@ def parse_assignments(items: list[str], what: str) -> dict[str, list[str]]:
   for item in items:
     key, sep, values = item.partition('=')
     if not sep or not key or not values:
-      raise SystemExit(f'error: {what} {item!r} must look like field=value[,value...], '
+      raise SweepError(f'{what} {item!r} must look like field=value[,value...], '
                        'e.g. mask.ratio=0,0.9')
     out[key] = values.split(',')
   return out
@@ -95,15 +100,15 @@ def expand_runs(grid: dict[str, list[str]], baselines: list[str], *, base_batch:
   for b in baselines:
     name, _, values = b.partition('=')
     if name not in ('dense', 'batch_matched', 'dropout'):
-      raise SystemExit(f'error: unknown baseline {b!r}; choose dense, batch_matched or '
+      raise SweepError(f'unknown baseline {b!r}; choose dense, batch_matched or '
                        'dropout=P[,P...]')
     if name == 'dropout' and not values:
-      raise SystemExit('error: --baseline dropout needs its rates, e.g. dropout=0.1')
+      raise SweepError('--baseline dropout needs its rates, e.g. dropout=0.1')
     presets[name] = values.split(',') if values else []
   if 'dense' in presets and not any(float(v) == 0 for v in grid.get(RATIO_KEY, [])):
     grid[RATIO_KEY] = ['0'] + grid.get(RATIO_KEY, [])
   if BATCH_KEY in grid and 'batch_matched' in presets:
-    raise SystemExit(f'error: --baseline batch_matched sets {BATCH_KEY} itself; '
+    raise SweepError(f'--baseline batch_matched sets {BATCH_KEY} itself; '
                      'do not put it in the grid')
 
   def x_of(overrides):
@@ -150,7 +155,7 @@ def load_config(path: str | None):
     return config_base.get_config()
   file = path.split(':', 1)[0]
   if not os.path.isfile(file):
-    raise SystemExit(f'error: --config={path}: no such file')
+    raise SweepError(f'--config={path}: no such file')
   spec = importlib.util.spec_from_file_location('sweep_config', file)
   module = importlib.util.module_from_spec(spec)
   spec.loader.exec_module(module)
@@ -206,17 +211,22 @@ def main(argv=None) -> int:
   p.add_argument('--title', default='', help='title of the Markdown table')
   a = p.parse_args(argv)
 
-  grid = parse_assignments(a.grid, '--grid')
-  fixed = {k: ','.join(v) for k, v in parse_assignments(a.set, '--set').items()}
-  config = load_config(a.config)
-  base_batch = int(fixed.get(BATCH_KEY, config.training.batch_size))
-  runs = expand_runs(grid, a.baseline, base_batch=base_batch, devices=a.devices,
-                     seed_key=a.seed_key)
+  try:
+    grid = parse_assignments(a.grid, '--grid')
+    fixed = {k: ','.join(v) for k, v in parse_assignments(a.set, '--set').items()}
+    config = load_config(a.config)
+    base_batch = int(fixed.get(BATCH_KEY, config.training.batch_size))
+    runs = expand_runs(grid, a.baseline, base_batch=base_batch, devices=a.devices,
+                       seed_key=a.seed_key)
+  except ValueError as e:   # SweepError, or a value that is not a number
+    print(f'error: {e}', file=sys.stderr)
+    return EXIT_USAGE
   root = os.path.abspath(a.root)
   os.makedirs(root, exist_ok=True)
-  with open(os.path.join(root, 'sweep.json'), 'w') as f:
-    json.dump({'argv': sys.argv[1:] if argv is None else list(argv), 'fixed': fixed,
-               'runs': [r.record() for r in runs]}, f, indent=2)
+  if not a.aggregate_only:   # the record of what was run; summarising changes nothing
+    with open(os.path.join(root, 'sweep.json'), 'w') as f:
+      json.dump({'argv': sys.argv[1:] if argv is None else list(argv), 'fixed': fixed,
+                 'runs': [r.record() for r in runs]}, f, indent=2)
 
   failed = []
   if not a.aggregate_only:

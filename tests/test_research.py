@@ -88,6 +88,7 @@ def test_a_different_network_is_refused(run_dir):
 def test_no_checkpoint_says_train_first(tmp_path):
   with pytest.raises(research.RunMismatchError, match='train first'):
     research.evaluate_run(tiny_config(), str(tmp_path))
+  assert os.listdir(tmp_path) == []    # nothing written into a wrong workdir
 
 
 def test_locality_times_start_at_the_noise_end():

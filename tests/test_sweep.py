@@ -51,13 +51,13 @@ def test_grid_and_baselines_expand_to_named_runs():
 
 
 def test_bad_baselines_are_refused():
-  with pytest.raises(SystemExit, match='unknown baseline'):
+  with pytest.raises(sweep.SweepError, match='unknown baseline'):
     sweep.expand_runs({'mask.ratio': ['0.9']}, ['smaller'], base_batch=16)
-  with pytest.raises(SystemExit, match='rates'):
+  with pytest.raises(sweep.SweepError, match='rates'):
     sweep.expand_runs({'mask.ratio': ['0.9']}, ['dropout'], base_batch=16)
-  with pytest.raises(SystemExit, match='batch_size'):
+  with pytest.raises(sweep.SweepError, match='batch_size'):
     sweep.expand_runs({'training.batch_size': ['8']}, ['batch_matched'], base_batch=16)
-  with pytest.raises(SystemExit, match='field=value'):
+  with pytest.raises(sweep.SweepError, match='field=value'):
     sweep.parse_assignments(['mask.ratio'], '--grid')
 
 
@@ -156,3 +156,13 @@ def test_print_mode_runs_nothing(tmp_path, monkeypatch, capsys):
   assert len(lines) == 6 and not log.exists()
   assert all('--mode=train' in l and '--mode=research' in l for l in lines)
   assert any('--config.training.batch_size=3' in l for l in lines)   # 32 * 0.1
+
+
+def test_a_bad_request_is_one_line_and_exit_code_2(tmp_path, capsys):
+  root = tmp_path / 'sweep'
+  assert sweep.main(['--root', str(root), '--grid', 'mask.ratio']) == 2
+  assert sweep.main(['--root', str(root), '--grid', 'mask.ratio=0.9',
+                     '--baseline', 'smaller']) == 2
+  err = capsys.readouterr().err.strip().split('\n')
+  assert len(err) == 2 and all(line.startswith('error: ') for line in err)
+  assert not root.exists()

@@ -63,11 +63,15 @@ def restore_ema(config, workdir: str, mesh):
   tx, _ = train.make_optimizer(config)
   graphdef, _ = train.abstract_model(config)
   abstract = jax.eval_shape(lambda: train.init_state(config, tx, mesh))
-  ckpt = checkpoints.Checkpointer(os.path.join(workdir, 'checkpoints'))
-  restored = ckpt.restore_latest(checkpoints.abstract_like(abstract, sharding.replicated(mesh)))
-  ckpt.close()
+  directory = os.path.abspath(os.path.join(workdir, 'checkpoints'))
+  restored = None
+  if os.path.isdir(directory):   # the manager would create it: leave a wrong workdir alone
+    ckpt = checkpoints.Checkpointer(directory)
+    restored = ckpt.restore_latest(checkpoints.abstract_like(abstract,
+                                                             sharding.replicated(mesh)))
+    ckpt.close()
   if restored is None:
-    raise RunMismatchError(f'no checkpoint in {ckpt.directory}; train first with '
+    raise RunMismatchError(f'no checkpoint in {directory}; train first with '
                            f'--mode=train --workdir={workdir}')
   step, state, _ = restored
   return step, state.ema[0], graphdef

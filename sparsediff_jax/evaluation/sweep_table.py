@@ -48,9 +48,10 @@ def _setting_key(run: dict) -> tuple:
 
 
 def aggregate(runs: list[dict]) -> list[dict]:
-  """One row per setting: group, label, x, n, seeds, and {metric: (mean, std)}.
+  """One row per setting: group, label, x, n, seeds, and {metric: (mean, std, n)}.
 
-  Rows come in the order of their first run (the sweep's order).
+  Rows: the grid first, then each baseline group, each by increasing x (rows without x
+  last), ties in the order of their first run.
   """
   settings: dict[tuple, list[dict]] = {}
   for run in runs:
@@ -72,7 +73,9 @@ def aggregate(runs: list[dict]) -> list[dict]:
                  'setting': dict(key[1:]), 'n': len(members),
                  'seeds': sorted(str(m['overrides'].get(seed_key, '')) for m in members),
                  'stats': stats})
-  return rows
+  groups = list(dict.fromkeys(['grid'] + [r['group'] for r in rows]))
+  return sorted(rows, key=lambda r: (groups.index(r['group']),
+                                     math.inf if r['x'] is None else r['x']))
 
 
 def _is_number(v) -> bool:
