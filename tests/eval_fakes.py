@@ -1,5 +1,6 @@
 """Test helpers for sampling and evaluation: closed-form denoisers of Gaussian data, a tiny
-run config, and a full-size FID Inception weights file with seeded values.
+run config with parameters and checkpoints that need no compilation, and a full-size FID
+Inception weights file with seeded values.
 
 `write_torch_zip` writes a state_dict in torch.save's zip layout without torch (pickle
 opcodes by hand), so the whole weights path (hash, reader, conversion, cache) runs on
@@ -12,10 +13,14 @@ import struct
 import zipfile
 from pathlib import Path
 
+import jax
 import jax.numpy as jnp
 import numpy as np
 
+from flax import nnx
+
 from sparsediff_jax import config_base, formulations
+from sparsediff_jax.models import build_model
 
 FIXTURES = Path(__file__).parent / 'fixtures'
 
@@ -50,13 +55,13 @@ def gaussian_net(formulation, s: float):
 
 
 def tiny_config(**overrides):
-  """The shapes config shrunk to a few-second CPU run (16x16 images, 8-channel U-Net)."""
+  """The shapes config shrunk to a few-second CPU run (16x16 images, 8-channel one-level U-Net)."""
   c = config_base.get_config()
   c.data.image_size = 16
   c.data.shapes_pairs = 1
   c.data.num_train_examples = 12
   c.model.channels = 8
-  c.model.channel_mult = (1, 2)
+  c.model.channel_mult = (1,)
   c.model.attn_resolutions = ()
   c.training.num_steps = 2
   c.training.batch_size = 4
@@ -76,6 +81,42 @@ def tiny_config(**overrides):
       node = node[p]
     node[leaf] = value
   return c
+
+
+def _filled(tree, seed: int):
+  """Arrays shaped like `tree`: floats ~ N(0, 0.05^2) from `seed`, everything else zero.
+
+  Stands in for trained parameters in tests: the network's jitted random init alone costs
+  about 20 s of CPU compilation, and sampling and evaluation only need some fixed weights.
+  """
+  rng = np.random.default_rng(seed)
+  return jax.tree.map(
+      lambda s: (0.05 * rng.standard_normal(s.shape)).astype(s.dtype)
+      if jnp.issubdtype(s.dtype, jnp.floating) else np.zeros(s.shape, s.dtype), tree)
+
+
+def fake_params(config, seed: int = 0):
+  """(graphdef, parameters) of config.model with seeded values, without compiling."""
+  graphdef, abstract = nnx.split(nnx.eval_shape(lambda: build_model(config, 0)))
+  return graphdef, _filled(abstract, seed)
+
+
+def write_checkpoint(config, workdir, step: int = 3, seed: int = 0):
+  """Saves a TrainState of seeded values as checkpoint `step` of WORKDIR/checkpoints.
+
+  The EMA copies get different values from the raw parameters, so choosing one matters.
+  """
+  from sparsediff_jax import checkpoints, sharding, train   # train imports TensorFlow
+  tx, _ = train.make_optimizer(config)
+  abstract = jax.eval_shape(lambda: train.init_state(config, tx, sharding.make_mesh()))
+  state = _filled(abstract, seed).replace(
+      step=np.int32(step), ema=tuple(_filled(abstract.params, seed + 1 + i)
+                                     for i in range(len(abstract.ema))))
+  ckpt = checkpoints.Checkpointer(str(Path(workdir) / 'checkpoints'), async_save=False)
+  ckpt.save(step, state, {'data': {}})
+  ckpt.wait()
+  ckpt.close()
+  return state
 
 
 # ---- seeded Inception weights in torch's file format --------------------------------------

@@ -33,8 +33,8 @@ def exact_gain(f, ts) -> float:
 
 # (formulation, sampler, time steps, order of accuracy)
 DETERMINISTIC = [
-    (FM, 'euler', 'default', 1), (FM, 'heun', 'default', 2), (FM, 'euler', 'edm', 1),
-    (FM, 'heun', 'edm', 2), (VP, 'euler', 'default', 1), (VP, 'heun', 'edm', 2),
+    (FM, 'euler', 'default', 1), (FM, 'heun', 'edm', 2), (VP, 'euler', 'default', 1),
+    (VP, 'heun', 'edm', 2),
     (VP, 'ddim', 'default', 1), (VP_COS, 'heun', 'default', 2), (VP_COS, 'ddim', 'edm', 1),
     (EDM, 'euler', 'default', 1), (EDM, 'heun', 'default', 2),
 ]
