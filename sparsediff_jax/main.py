@@ -14,7 +14,8 @@ import sys
 from absl import app, flags, logging
 from ml_collections import config_flags
 
-from sparsediff_jax import config_base
+from sparsediff_jax import config_base, errors
+from sparsediff_jax.evaluation import fid, inception_weights
 
 # The embedded default is config_base.py itself, so overrides such as
 # --config.training.num_steps=100 work without a --config file too.
@@ -25,7 +26,7 @@ _CONFIG = config_flags.DEFINE_config_file(
 _WORKDIR = flags.DEFINE_string('workdir', None,
                                'Run directory (default: runs/<config name>/).')
 _MODE = flags.DEFINE_string('mode', 'train', 'What to do: ' + ', '.join(
-    ('train', 'sample')) + '.')
+    ('train', 'sample', 'fid_stats', 'eval')) + '.')
 
 EXIT_USAGE = 2
 
@@ -40,8 +41,23 @@ def _sample(config, workdir):
   generate.run_sample_mode(config, workdir)
 
 
-# --mode -> fn(config, workdir). Evaluation modes register here too.
-MODES = {'train': _train, 'sample': _sample}
+def _fid_stats(config, workdir):
+  from sparsediff_jax import evaluate
+  evaluate.run_fid_stats_mode(config, workdir)
+
+
+def _eval(config, workdir):
+  from sparsediff_jax import evaluate
+  evaluate.run_eval_mode(config, workdir)
+
+
+# --mode -> fn(config, workdir).
+MODES = {'train': _train, 'sample': _sample, 'fid_stats': _fid_stats, 'eval': _eval}
+
+# Exceptions that mean bad input, not a bug: one line on stderr and exit code 2.
+USER_ERRORS = (errors.MissingCheckpointError, errors.NonFiniteSamplesError,
+               errors.EvalInputError, fid.StatsMismatchError,
+               inception_weights.InceptionWeightsError)
 
 
 def usage_error(message: str):
@@ -109,7 +125,10 @@ def main(argv):
   logging.info('mode %s, workdir %s', _MODE.value, workdir)
   if jax.process_index() == 0 and _MODE.value == 'train':
     write_run_record(config, workdir)
-  MODES[_MODE.value](config, workdir)
+  try:
+    MODES[_MODE.value](config, workdir)
+  except USER_ERRORS as e:
+    usage_error(str(e).splitlines()[0] if str(e) else type(e).__name__)
 
 
 def run():

@@ -17,7 +17,7 @@ import optax
 from clu import metric_writers
 from flax import nnx
 
-from sparsediff_jax import checkpoints, data, formulations, generate, masking, sharding
+from sparsediff_jax import checkpoints, data, evaluate, formulations, generate, masking, sharding
 from sparsediff_jax.images import make_grid, save_png
 from sparsediff_jax.models import build_model, count_params
 
@@ -151,6 +151,7 @@ def train(config, workdir: str) -> TrainState:
     writer.write_hparams({k: str(v) for k, v in _flatten(config.to_dict()).items()})
   step_fn = compile_train_step(config, graphdef, tx, schedule, mesh)
   sample_fn = generate.make_grid_sampler(config, graphdef, mesh)
+  fid_fn = evaluate.make_train_fid(config, graphdef, mesh, workdir)  # None: no training FID
 
   tc = config.training
   history, t_last, step_last = [], time.time(), start
@@ -171,6 +172,8 @@ def train(config, workdir: str) -> TrainState:
       history, t_last, step_last = [], now, step
     if _due(step, tc.sample_every, is_last):
       _write_samples(config, workdir, writer, sample_fn, state.ema[0], step)
+    if fid_fn and _due(step, config.eval.train_fid_every, is_last):
+      writer.write_scalars(step, fid_fn(state))
     if _due(step, tc.checkpoint_every, is_last):
       ckpt.save(step, state, {'data': data_state})
   ckpt.wait()
