@@ -1,8 +1,10 @@
-"""Sharded generation: a set of samples does not depend on device count (exactly) or batch
-size (up to float rounding in the network), and NaN samples are an error. A stochastic
-sampler (DDPM ancestral) is used, so the injected noise is covered too."""
+"""Sharded generation and feature streams: a set of samples does not depend on device or
+host count (exactly) or batch size (up to float rounding in the network), the reference
+feature stream gives the same statistics on 1 host or 2, and NaN samples are an error. A
+stochastic sampler (DDPM ancestral) is used, so the injected noise is covered too."""
 
 import os
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -11,9 +13,11 @@ import numpy as np
 import pytest
 import jax
 import jax.numpy as jnp
+from jax.experimental import multihost_utils
 
 from eval_fakes import fake_params, tiny_config
 from sparsediff_jax import errors, generate, main, samplers, sharding
+from sparsediff_jax.evaluation import features
 
 REPO = Path(__file__).parents[1]
 INDICES = 12
@@ -34,18 +38,47 @@ def _generate(batch_size):
   return images, generate_fn, params
 
 
-def _eight_device_worker(out_path):
-  """Run in a subprocess with 8 CPU devices: the streaming path of eval in global batches
-  of 16 (the last one padding from row 12 on), 2 rows per device as in the 1-device run."""
-  assert jax.device_count() == 8
+def _mean_colour_features(images) -> np.ndarray:
+  """A cheap stand-in for Inception: per-image mean colour, tiled to [B, 2048], gathered."""
+  f = jnp.tile(images.astype(jnp.float32).mean(axis=(1, 2)), (1, 683))[:, :2048]
+  return np.asarray(multihost_utils.process_allgather(f, tiled=True), np.float32)
+
+
+def _streams(sample_batch_size):
+  """Images 0..INDICES-1 through eval's streaming path, and the reference-feature stream of
+  7 training images in global batches of 8 (2 hosts hold uneven parts: 3 and 4)."""
   config = _config()
+  config.data.num_train_examples = 7
   graphdef, params = fake_params(config)
+  mesh = sharding.make_mesh()
   keeper = generate.ImageKeeper(0, keep_all=True)
-  sample_batch = generate.make_batch_sampler(config, graphdef, sharding.make_mesh())
-  for images, indices in generate.sample_batches(sample_batch, params, INDICES, 16):
-    assert images.sharding.spec[0] == 'data' and images.shape[0] == 16
+  sample_batch = generate.make_batch_sampler(config, graphdef, mesh)
+  for images, indices in generate.sample_batches(sample_batch, params, INDICES,
+                                                 sample_batch_size):
+    assert images.shape[0] == sample_batch_size   # 2 rows on each device:
+    assert {s.data.shape[0] for s in images.addressable_shards} == {2}
     keeper.add(images, indices)
-  np.save(out_path, keeper.images())
+  batches, total = features.real_image_batches(config, mesh, 8)
+  acc, kept = features.collect(_mean_colour_features, batches, keep=lambda i: i % 3 == 0)
+  return dict(images=keeper.images(), total=total, count=acc.count, mean=acc.mean,
+              scatter=acc.scatter, kept=kept)
+
+
+def _host_worker(process_id, port, out_path):
+  """One of 2 processes with 4 CPU devices each (run in a subprocess): global batches of 16
+  put 2 rows on each device, as batches of 2 do on 1 device."""
+  jax.distributed.initialize(coordinator_address=f'127.0.0.1:{port}', num_processes=2,
+                             process_id=process_id, initialization_timeout=120)
+  assert jax.device_count() == 8 and jax.local_device_count() == 4
+  out = _streams(16)
+  if process_id == 0:
+    np.savez(out_path, **out)
+
+
+def _free_port() -> int:
+  with socket.socket() as s:
+    s.bind(('127.0.0.1', 0))
+    return s.getsockname()[1]
 
 
 @pytest.fixture(scope='module')
@@ -54,18 +87,28 @@ def batch_of_two():
   return _generate(2)
 
 
-def test_samples_do_not_depend_on_device_count(batch_of_two, tmp_path):
+def test_samples_and_reference_features_do_not_depend_on_device_or_host_count(batch_of_two,
+                                                                              tmp_path):
   images = batch_of_two[0]
   assert images.shape == (INDICES, 16, 16, 3) and images.dtype == np.uint8
   assert len(np.unique(images.reshape(INDICES, -1), axis=0)) == INDICES
-  out = tmp_path / 'eight.npy'
-  env = dict(os.environ, XLA_FLAGS='--xla_force_host_platform_device_count=8',
+  out, port = tmp_path / 'two_hosts.npz', _free_port()
+  env = dict(os.environ, XLA_FLAGS='--xla_force_host_platform_device_count=4',
              PYTHONPATH=os.pathsep.join([str(REPO), str(REPO / 'tests')]))
-  code = f'import test_generate as t; t._eight_device_worker({str(out)!r})'
-  proc = subprocess.run([sys.executable, '-c', code], env=env, cwd=REPO / 'tests',
-                        capture_output=True, text=True, timeout=600)
-  assert proc.returncode == 0, proc.stderr[-3000:]
-  np.testing.assert_array_equal(np.load(out), images)
+  procs = [subprocess.Popen(
+      [sys.executable, '-c', f'import test_generate as t; t._host_worker({i}, {port}, {str(out)!r})'],
+      env=env, cwd=REPO / 'tests', stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+      for i in range(2)]
+  logs = [p.communicate(timeout=600)[0] for p in procs]
+  assert [p.returncode for p in procs] == [0, 0], logs[0][-2000:] + logs[1][-2000:]
+  two_hosts, here = np.load(out), _streams(2)
+  np.testing.assert_array_equal(two_hosts['images'], images)   # 2 rows per device in both
+  np.testing.assert_array_equal(here['images'], images)
+  assert int(two_hosts['count']) == here['count'] == here['total'] == 7
+  np.testing.assert_allclose(two_hosts['mean'], here['mean'], rtol=1e-12)
+  np.testing.assert_allclose(two_hosts['scatter'], here['scatter'], rtol=1e-9, atol=1e-9)
+  np.testing.assert_array_equal(two_hosts['kept'], here['kept'])
+  assert here['kept'].shape == (3, 2048)   # rows 0, 3, 6
 
 
 def test_samples_do_not_depend_on_batch_size(batch_of_two):
