@@ -138,8 +138,9 @@ def get_config() -> ml_collections.ConfigDict:
   c.eval = e = ml_collections.ConfigDict()
   e.num_samples = 50_000        # generated images per --mode=eval (50k is the FID convention;
                                 # fewer gives a biased, larger FID).
-  e.batch_size = 256            # global batch (all devices and hosts) of generation and of
-                                # Inception features; must divide over the devices.
+  e.batch_size = 256            # global batch (all devices and hosts) of generation (also in
+                                # --mode=sample) and of Inception features; must divide over
+                                # the devices.
   e.reference_stats = ''        # reference statistics .npz written by --mode=fid_stats and
                                 # read by --mode=eval; '' = WORKDIR/fid_stats/
                                 # <data.name>_<image_size>px_<preprocessing>.npz.

@@ -132,6 +132,8 @@ def train(config, workdir: str) -> TrainState:
   graphdef, abstract_params = abstract_model(config)
   logging.info('model %s: %d parameters; mesh %s', config.model.name,
                count_params(abstract_params), dict(mesh.shape))
+  # First, so that missing reference statistics stop the run before it writes anything.
+  fid_fn = evaluate.make_train_fid(config, graphdef, mesh, workdir)  # None: no training FID
 
   ckpt = checkpoints.Checkpointer(os.path.join(workdir, 'checkpoints'),
                                   keep=config.training.keep_checkpoints)
@@ -151,7 +153,6 @@ def train(config, workdir: str) -> TrainState:
     writer.write_hparams({k: str(v) for k, v in _flatten(config.to_dict()).items()})
   step_fn = compile_train_step(config, graphdef, tx, schedule, mesh)
   sample_fn = generate.make_grid_sampler(config, graphdef, mesh)
-  fid_fn = evaluate.make_train_fid(config, graphdef, mesh, workdir)  # None: no training FID
 
   tc = config.training
   history, t_last, step_last = [], time.time(), start

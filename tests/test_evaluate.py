@@ -213,6 +213,10 @@ def test_missing_reference_and_too_few_samples_are_user_errors(run, tmp_path):
   config.eval.reference_stats = str(tmp_path / 'absent.npz')
   with pytest.raises(errors.EvalInputError, match='--mode=fid_stats'):
     evaluate.run_eval_mode(config, run['workdir'])
+  # Training with a training FID needs the reference too, and says so before it starts.
+  with pytest.raises(errors.EvalInputError, match='--mode=fid_stats'):
+    train.train(config, str(tmp_path / 'new_run'))
+  assert not (tmp_path / 'new_run').exists()
   config.data.num_train_examples = 1
   with pytest.raises(errors.EvalInputError, match='need at least 2'):
     evaluate.run_fid_stats_mode(config, str(tmp_path))
