@@ -113,9 +113,28 @@ def get_config() -> ml_collections.ConfigDict:
                                 # the whole state). Must divide the number of devices.
 
   # ---- sampling (grids during training and --mode=sample) ----------------------------
+  # ---- sampling (grids during training, --mode=sample and --mode=eval) ---------------
   c.sampling = s = ml_collections.ConfigDict()
-  s.sampler = 'heun'            # ODE solver: 'euler' or 'heun'.
-  s.num_steps = 18              # solver steps (Heun uses 2 * num_steps - 1 evaluations).
+  s.sampler = 'heun'            # 'euler', 'heun': ODE solvers for every formulation;
+                                # 'ddim' (deterministic) and 'ancestral' (DDPM, stochastic):
+                                # ddpm_eps only; 'churn': EDM's stochastic sampler, edm only.
+  s.num_steps = 18              # solver steps. NFE per image: euler/ddim/ancestral num_steps,
+                                # heun/churn 2 * num_steps - 1; +1 for ddpm_eps (a final
+                                # denoising call). Every mode logs and records the NFE.
+  s.time_steps = 'default'      # 'default': the formulation's own grid (uniform in t; edm:
+                                # Karras rho grid); 'edm': Karras et al.'s grid, uniform in
+                                # sigma**(1/rho), for every formulation (sigma = noise-to-
+                                # signal ratio; ddpm_eps keeps it inside its schedule).
+  s.rho = 7.0                   # time_steps='edm': the grid's exponent (larger: more steps
+                                # near the data end).
+  s.sigma_min = 0.002           # time_steps='edm': the smallest noise-to-signal ratio visited.
+  s.sigma_max = 80.0            # time_steps='edm': the largest (the start of sampling).
+  s.s_churn = 40.0              # churn: total stochasticity; each step in [s_min, s_max]
+                                # raises sigma by min(s_churn / num_steps, sqrt(2) - 1).
+  s.s_min = 0.05                # churn: smallest sigma that gets fresh noise.
+  s.s_max = 50.0                # churn: largest sigma that gets fresh noise.
+  s.s_noise = 1.003             # churn: scale of the fresh noise (slightly > 1 offsets the
+                                # denoiser's loss of detail); EDM's ImageNet-64 settings.
   s.grid_size = 8               # the grid is grid_size x grid_size images.
   s.seed = 0                    # sample i's noise comes from (seed, i) alone.
 
@@ -129,4 +148,38 @@ def get_config() -> ml_collections.ConfigDict:
   r.locality_times = 4          # noise levels of the locality measure: the first N times of
                                 # the sampler's grid of N steps (noise end first).
   r.memorization_grid = 8       # most memorized samples shown in research/memorization.png.
+  s.seed = 0                    # sample i's noise (initial and injected) comes from (seed, i).
+  s.ema_index = 0               # parameters of --mode=sample/eval and the training FID: index
+                                # into optim.ema_decays; -1 = the raw (non-EMA) parameters.
+  s.num_samples = 0             # --mode=sample: images to generate (0 = one grid).
+  s.save_npz = False            # --mode=sample/eval: also save every image as uint8 in an .npz
+                                # next to the grid (50k 64x64 images = 615 MB).
+
+  # ---- evaluation: --mode=fid_stats, --mode=eval, FID during training ---------------------
+  # See docs/evaluation.md. Inception is pytorch-fid's network (our JAX port).
+  c.eval = e = ml_collections.ConfigDict()
+  e.num_samples = 50_000        # generated images per --mode=eval (50k is the FID convention;
+                                # fewer gives a biased, larger FID).
+  e.batch_size = 256            # global batch (all devices and hosts) of generation (also in
+                                # --mode=sample) and of Inception features; must divide over
+                                # the devices.
+  e.reference_stats = ''        # reference statistics .npz written by --mode=fid_stats and
+                                # read by --mode=eval; '' = WORKDIR/fid_stats/
+                                # <data.name>_<image_size>px_<preprocessing>.npz.
+  e.reference_features = 10_000 # real features kept in the reference .npz (a seeded random
+                                # subset) for precision/recall and KID; those use as many
+                                # generated features (the first ones). 0 = none (no P/R, KID).
+  e.preprocessing = 'pytorch'   # Inception input: 'pytorch' (pytorch-fid: bilinear resize,
+                                # 2x - 1) or 'tf' (the original TF FID graph's legacy resize).
+  e.inception_weights = ''      # pytorch-fid's pt_inception-2015-12-05-6726825d.pth; '' =
+                                # download once into $SPARSEDIFF_CACHE (default
+                                # ~/.cache/sparsediff_jax), where the converted weights are
+                                # cached too.
+  e.inception_sha256 = 'pytorch-fid'  # SHA-256 the weights file must have: 'pytorch-fid' = the
+                                # published file's; '' = accept any file (own weights; its hash
+                                # is still recorded and compared); or a hex digest.
+  e.train_fid_every = 0         # training steps between small-sample FIDs (0 = never); needs
+                                # reference statistics (--mode=fid_stats) first.
+  e.train_fid_samples = 1000    # samples of the training FID, logged as fid_<n>: a biased
+                                # small-sample estimate, comparable only to itself.
   return c

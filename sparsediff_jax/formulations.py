@@ -40,6 +40,11 @@ class Formulation(Protocol):
   def denoised(self, net_out: jax.Array, x: jax.Array, t: jax.Array) -> jax.Array: ...
   def time_grid(self, num_steps: int) -> jax.Array: ...
   def prior_std(self) -> float: ...
+  # Noise-to-signal view x = scale(t) (x0 + sigma(t) n) of Karras et al. (2022), used by
+  # samplers for time grids spaced in sigma and for the noise level at a grid's start.
+  def sigma(self, t: jax.Array) -> jax.Array: ...
+  def t_from_sigma(self, sigma: jax.Array) -> jax.Array: ...
+  def noise_std(self, t: jax.Array) -> jax.Array: ...
 
 
 def _bcast(t: jax.Array, x: jax.Array) -> jax.Array:
@@ -79,6 +84,15 @@ class FlowMatching:
 
   def prior_std(self):
     return 1.0
+
+  def sigma(self, t):
+    return t / (1.0 - t)   # inf at t = 1
+
+  def t_from_sigma(self, sigma):
+    return sigma / (1.0 + sigma)
+
+  def noise_std(self, t):
+    return t
 
 
 @dataclasses.dataclass(frozen=True)
@@ -137,6 +151,24 @@ class DDPMEps:
   def prior_std(self):
     return 1.0
 
+  def sigma(self, t):
+    return jnp.sqrt(jnp.expm1(-self.log_alpha_bar(t)))
+
+  def t_from_sigma(self, sigma):
+    """Inverse of `sigma`, clipped to the schedule's [t_min, t_max]."""
+    neg_log_abar = jnp.log1p(jnp.square(sigma))
+    if self.schedule == 'linear':
+      a, b = 0.5 * (self.beta_max - self.beta_min), self.beta_min
+      t = 2.0 * neg_log_abar / (b + jnp.sqrt(b * b + 4.0 * a * neg_log_abar))
+    else:
+      s = self.cosine_s
+      cos_t = math.cos(s / (1.0 + s) * math.pi / 2) * jnp.exp(-0.5 * neg_log_abar)
+      t = jnp.arccos(cos_t) * 2.0 * (1.0 + s) / math.pi - s
+    return jnp.clip(t, self.t_min, self.t_max)
+
+  def noise_std(self, t):
+    return jnp.sqrt(-jnp.expm1(self.log_alpha_bar(t)))
+
 
 @dataclasses.dataclass(frozen=True)
 class EDM:
@@ -185,6 +217,15 @@ class EDM:
 
   def prior_std(self):
     return self.sigma_max
+
+  def sigma(self, t):
+    return t
+
+  def t_from_sigma(self, sigma):
+    return sigma
+
+  def noise_std(self, t):
+    return t
 
 
 FORMULATIONS = ('flow_matching', 'ddpm_eps', 'edm')

@@ -1,46 +1,89 @@
-"""Sharded image generation from parameters: sample grids and `--mode=sample`.
+"""Sharded image generation from parameters: sample grids, N-sample streams, `--mode=sample`.
 
-Images are generated in batches split over all devices of the mesh; image i's noise comes
-from (config.sampling.seed, i) alone, so the result does not depend on batch size or device
-count.
+Images are generated in global batches split over the mesh's `data` axis (every device of
+every host). Image i's initial noise and the noise a stochastic sampler injects into it
+come from (config.sampling.seed, i) alone, so a set of samples does not depend on batch
+size, device count or host count.
 """
 
 from absl import logging
+import functools
 import os
+import time
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 from jax.experimental import multihost_utils
+from tqdm import tqdm
 
 from sparsediff_jax import formulations, samplers, sharding
-from sparsediff_jax.images import make_grid, save_png, to_uint8
+from sparsediff_jax.errors import MissingCheckpointError, NonFiniteSamplesError
+from sparsediff_jax.images import make_grid, save_png
+
+
+@functools.partial(jax.jit, static_argnums=(0, 1, 2, 3))
+def _sample_images(graphdef, formulation, shape, options, params, indices, keys):
+  """uint8 images [B, *shape] of `indices` and the number of non-finite samples.
+
+  Compiled once per (network, formulation, image shape, sampler options, batch shape), so
+  grids, evaluation and the training FID share executables.
+  """
+  net = nnx.merge(graphdef, params)
+  noise_key, step_key = keys
+  noise = samplers.per_sample_noise(noise_key, indices, shape)
+  step_keys = samplers.per_sample_keys(step_key, indices)
+  x = samplers.sample(formulation, lambda x, c: net(x, c), noise, keys=step_keys,
+                      **dict(options))
+  num_bad = jnp.sum(~jnp.all(jnp.isfinite(x), axis=(1, 2, 3)))
+  # The quantisation of images.to_uint8, on device so only uint8 leaves it.
+  images = jnp.clip(jnp.round((x + 1.0) * 127.5), 0, 255).astype(jnp.uint8)
+  return images, num_bad
+
+
+def make_batch_sampler(config, graphdef, mesh):
+  """Returns sample_batch(params, indices) -> uint8 jax.Array [B, H, W, C] over `data`.
+
+  indices: int [B] image indices, B divisible by the device count. Raises
+  NonFiniteSamplesError when a sample contains NaN or inf.
+  """
+  formulation = formulations.get_formulation(config.diffusion)
+  s, d = config.sampling, config.data
+  shape = (d.image_size, d.image_size, d.num_channels)
+  options = tuple(sorted(samplers.options_from_config(s).items()))
+  keys = jax.random.split(jax.random.PRNGKey(s.seed))   # initial noise, injected noise
+
+  def sample_batch(params, indices):
+    indices = np.asarray(indices, np.int32)
+    images, num_bad = _sample_images(graphdef, formulation, shape, options, params,
+                                     jax.device_put(indices, sharding.batch_sharding(mesh)),
+                                     keys)
+    if int(num_bad):
+      raise NonFiniteSamplesError(
+          f'{int(num_bad)} of the samples {indices.min()}..{indices.max()} contain NaN or '
+          'inf: the parameters have diverged or the sampler is unstable; try an earlier '
+          'checkpoint, another sampling.ema_index, or another sampler/more sampling.num_steps')
+    return images
+
+  return sample_batch
+
+
+def host_images(images: jax.Array) -> np.ndarray:
+  """The whole global array on every host, as numpy (a collective: call on every host)."""
+  return np.asarray(multihost_utils.process_allgather(images, tiled=True))
 
 
 def make_generator(config, graphdef, mesh):
   """Returns generate(params, indices) -> uint8 numpy [len(indices), H, W, C] on every host."""
-  formulation = formulations.get_formulation(config.diffusion)
-  s, d = config.sampling, config.data
-  shape = (d.image_size, d.image_size, d.num_channels)
-  key = jax.random.PRNGKey(s.seed)
-
-  @jax.jit
-  def _generate(params, indices):
-    net = nnx.merge(graphdef, params)
-    noise = samplers.per_sample_noise(key, indices, shape)
-    x = samplers.sample(formulation, lambda x, c: net(x, c), noise, sampler=s.sampler,
-                        num_steps=s.num_steps)
-    return jnp.clip(x, -1.0, 1.0)
-
+  sample_batch = make_batch_sampler(config, graphdef, mesh)
   n_dev = mesh.devices.size
 
   def generate(params, indices) -> np.ndarray:
     indices = np.asarray(indices, np.int32)
     pad = -len(indices) % n_dev   # every device gets the same number of rows
     padded = np.concatenate([indices, np.full(pad, indices[-1], np.int32)])
-    out = _generate(params, jax.device_put(padded, sharding.batch_sharding(mesh)))
-    return to_uint8(multihost_utils.process_allgather(out, tiled=True))[:len(indices)]
+    return host_images(sample_batch(params, padded))[:len(indices)]
 
   return generate
 
@@ -52,8 +95,82 @@ def make_grid_sampler(config, graphdef, mesh):
   return lambda params: generate(params, np.arange(n))
 
 
-def run_sample_mode(config, workdir: str) -> str:
-  """Writes a sample grid from the newest checkpoint's first EMA; returns its path."""
+def sample_batches(sample_batch, params, num_samples: int, batch_size: int, *,
+                   desc: str = 'sampling'):
+  """Yields (images [batch_size, H, W, C] on the mesh, indices int64 [batch_size]).
+
+  Images 0..num_samples - 1 in order; rows of the last batch past num_samples have index
+  -1 (padding: every batch has the same shape, so nothing recompiles). The next batch is
+  dispatched before the current one is handed out, so the devices stay busy while the
+  caller works on the host. Process 0 shows a progress bar in images/s.
+  """
+  starts = range(0, num_samples, batch_size)
+
+  def dispatch(start):
+    indices = np.arange(start, start + batch_size)
+    indices[indices >= num_samples] = -1
+    return sample_batch(params, np.where(indices < 0, num_samples - 1, indices)), indices
+
+  bar = tqdm(total=num_samples, desc=desc, unit='img', disable=jax.process_index() != 0,
+             dynamic_ncols=True)
+  pending = dispatch(0) if num_samples > 0 else None
+  for k in range(len(starts)):
+    current = pending
+    pending = dispatch(starts[k + 1]) if k + 1 < len(starts) else None
+    yield current
+    bar.update(int(np.sum(current[1] >= 0)))
+  bar.close()
+
+
+class ImageKeeper:
+  """Host copies of the generated images that will be written: the first `first`, or all."""
+
+  def __init__(self, first: int, keep_all: bool = False):
+    self.first, self.keep_all, self.parts = first, keep_all, []
+    self.count = 0
+
+  def add(self, images: jax.Array, indices: np.ndarray) -> None:
+    if self.keep_all or self.count < self.first:   # the same decision on every host
+      valid = indices >= 0
+      self.parts.append(host_images(images)[valid])
+      self.count += int(valid.sum())
+
+  def images(self) -> np.ndarray:
+    out = np.concatenate(self.parts) if self.parts else np.zeros((0, 1, 1, 3), np.uint8)
+    return out if self.keep_all else out[:self.first]
+
+
+def write_images(config, keeper: ImageKeeper, prefix: str, meta: dict) -> list[str]:
+  """Writes PREFIX.png (grid of the first grid_size**2 images) and, if kept, PREFIX.npz.
+
+  Process 0 writes; returns the paths. The .npz holds `images` uint8 [N, H, W, C] and the
+  JSON-able `meta` entries as scalars.
+  """
+  g = config.sampling.grid_size
+  images, paths = keeper.images(), [prefix + '.png']
+  if jax.process_index() == 0:
+    grid = make_grid(images[:g * g], rows=min(g, -(-len(images[:g * g]) // g)))
+    save_png(paths[0], grid, upscale=max(1, 256 // grid.shape[0] + 1))
+    if keeper.keep_all:
+      paths.append(prefix + '.npz')
+      np.savez(paths[1], images=images, **{k: np.asarray(v) for k, v in meta.items()})
+    for path in paths:
+      logging.info('wrote %s', path)
+  return paths
+
+
+def require_checkpoint(workdir: str) -> None:
+  """MissingCheckpointError unless WORKDIR/checkpoints holds a step (cheap: no Orbax)."""
+  directory = os.path.abspath(os.path.join(workdir, 'checkpoints'))
+  if not (os.path.isdir(directory) and any(n.isdigit() for n in os.listdir(directory))):
+    raise MissingCheckpointError(f'no checkpoint in {directory}; train first with '
+                                 f'--mode=train --workdir={workdir}')
+
+
+def restore_params(config, workdir: str):
+  """(step, parameters chosen by config.sampling.ema_index, graphdef, mesh) of the newest
+  intact checkpoint; raises MissingCheckpointError when the workdir has none."""
+  require_checkpoint(workdir)   # before Orbax, which would create the directory
   from sparsediff_jax import checkpoints, train   # train imports this module
   mesh = sharding.make_mesh(config)
   tx, _ = train.make_optimizer(config)
@@ -61,14 +178,40 @@ def run_sample_mode(config, workdir: str) -> str:
   ckpt = checkpoints.Checkpointer(os.path.join(workdir, 'checkpoints'))
   restored = ckpt.restore_latest(train.abstract_state(config, tx, mesh))
   if restored is None:
-    raise FileNotFoundError(f'no checkpoint in {ckpt.directory}; train first with '
-                            f'--mode=train --workdir={workdir}')
+    raise MissingCheckpointError(f'no checkpoint in {ckpt.directory}; train first with '
+                                 f'--mode=train --workdir={workdir}')
   step, state, _ = restored
-  images = make_grid_sampler(config, graphdef, mesh)(state.ema[0])
-  path = os.path.join(workdir, 'samples', f'sample_mode_{step:07d}.png')
-  if jax.process_index() == 0:
-    save_png(path, make_grid(images, rows=config.sampling.grid_size), upscale=2)
-    logging.info('wrote %s (%s sampler, %d NFE)', path, config.sampling.sampler,
-                 samplers.num_evaluations(formulations.get_formulation(config.diffusion),
-                                          config.sampling.sampler, config.sampling.num_steps))
-  return path
+  return step, select_params(config, state), graphdef, mesh
+
+
+def select_params(config, state):
+  """The parameter copy named by config.sampling.ema_index (-1: the raw parameters)."""
+  i = config.sampling.ema_index
+  return state.params if i == -1 else state.ema[i]
+
+
+def ema_decay(config) -> float | None:
+  """Decay of the EMA that config.sampling.ema_index selects (None for raw parameters)."""
+  i = config.sampling.ema_index
+  return None if i == -1 else float(config.optim.ema_decays[i])
+
+
+def run_sample_mode(config, workdir: str) -> list[str]:
+  """Writes a grid (and with sampling.save_npz all images as .npz) of
+  sampling.num_samples images (0: one grid) from the newest checkpoint; returns the paths."""
+  step, params, graphdef, mesh = restore_params(config, workdir)
+  s = config.sampling
+  n = s.num_samples or s.grid_size ** 2
+  nfe = samplers.num_evaluations(formulations.get_formulation(config.diffusion), s.sampler,
+                                 s.num_steps)
+  batch = -(-min(config.eval.batch_size, n) // mesh.devices.size) * mesh.devices.size
+  keeper = ImageKeeper(s.grid_size ** 2, keep_all=s.save_npz)
+  start = time.time()
+  for images, indices in sample_batches(make_batch_sampler(config, graphdef, mesh), params,
+                                        n, batch, desc=f'sampling ({s.sampler}, {nfe} NFE)'):
+    keeper.add(images, indices)
+  logging.info('%d samples in %.1f s (%s sampler, %d NFE)', n, time.time() - start,
+               s.sampler, nfe)
+  meta = dict(step=step, seed=s.seed, sampler=s.sampler, nfe=nfe, ema_index=s.ema_index)
+  return write_images(config, keeper, os.path.join(workdir, 'samples',
+                                                   f'sample_mode_{step:07d}'), meta)

@@ -17,7 +17,8 @@ import sys
 from absl import app, flags, logging
 from ml_collections import config_flags
 
-from sparsediff_jax import config_base
+from sparsediff_jax import config_base, errors
+from sparsediff_jax.evaluation import fid, inception_weights
 
 # The embedded default is config_base.py itself, so overrides such as
 # --config.training.num_steps=100 work without a --config file too.
@@ -28,7 +29,7 @@ _CONFIG = config_flags.DEFINE_config_file(
 _WORKDIR = flags.DEFINE_string('workdir', None,
                                'Run directory (default: runs/<config name>/).')
 _MODE = flags.DEFINE_string('mode', 'train', 'What to do: ' + ', '.join(
-    ('train', 'sample', 'research')) + '.')
+    ('train', 'sample', 'research', 'fid_stats', 'eval')) + '.')
 # Multi-process runs. Cloud TPU VMs, SLURM and Open MPI need none of these (detected).
 _COORDINATOR = flags.DEFINE_string(
     'coordinator_address', None, 'HOST:PORT of process 0, for a multi-process run that is '
@@ -62,8 +63,24 @@ def _research(config, workdir):
     usage_error(str(e))
 
 
-# --mode -> fn(config, workdir). Evaluation modes register here too.
-MODES = {'train': _train, 'sample': _sample, 'research': _research}
+def _fid_stats(config, workdir):
+  from sparsediff_jax import evaluate
+  evaluate.run_fid_stats_mode(config, workdir)
+
+
+def _eval(config, workdir):
+  from sparsediff_jax import evaluate
+  evaluate.run_eval_mode(config, workdir)
+
+
+# --mode -> fn(config, workdir).
+MODES = {'train': _train, 'sample': _sample, 'research': _research,
+         'fid_stats': _fid_stats, 'eval': _eval}
+
+# Exceptions that mean bad input, not a bug: one line on stderr and exit code 2.
+USER_ERRORS = (errors.MissingCheckpointError, errors.NonFiniteSamplesError,
+               errors.EvalInputError, fid.StatsMismatchError,
+               inception_weights.InceptionWeightsError)
 
 
 def usage_error(message: str):
@@ -137,7 +154,10 @@ def main(argv):
   logging.info('mode %s, workdir %s', _MODE.value, workdir)
   if jax.process_index() == 0 and _MODE.value == 'train':
     write_run_record(config, workdir)
-  MODES[_MODE.value](config, workdir)
+  try:
+    MODES[_MODE.value](config, workdir)
+  except USER_ERRORS as e:
+    usage_error(str(e).splitlines()[0] if str(e) else type(e).__name__)
 
 
 def run():

@@ -1,15 +1,46 @@
-"""ODE samplers over any formulation, and per-sample deterministic noise.
+"""Samplers over the formulations, their time grids, and per-sample deterministic noise.
 
-A sampler integrates the formulation's drift dx/dt along its time grid, from the noise end
-to the data end. `net_fn(net_input, cond) -> net_out` is the raw network. Sample i's
-initial noise comes from (key, i) alone, so a set of samples does not depend on the batch
-size or on how many devices produce it.
+`net_fn(net_input, cond) -> net_out` is the raw network. A sampler walks the time grid
+from the noise end to the data end:
+
+- 'euler', 'heun': the probability-flow ODE of any formulation (first / second order).
+- 'ddim': deterministic DDIM (Song et al. 2021) for 'ddpm_eps'.
+- 'ancestral': DDPM ancestral sampling (Ho et al. 2020; DDIM with eta = 1) for 'ddpm_eps'.
+- 'churn': EDM's stochastic sampler (Karras et al. 2022, Algorithm 2) for 'edm': Heun
+  steps after raising the noise level by a factor 1 + gamma inside [s_min, s_max].
+
+Determinism: sample i's initial noise and every noise injected by a stochastic sampler come
+from (seed, i) alone (`per_sample_noise`, `per_sample_keys`), so a set of samples does not
+depend on batch size, device count or host count.
 """
+
+import math
 
 import jax
 import jax.numpy as jnp
 
-SAMPLERS = ('euler', 'heun')
+SAMPLERS = ('euler', 'heun', 'ddim', 'ancestral', 'churn')
+STOCHASTIC = ('ancestral', 'churn')
+# Samplers bound to one formulation; the others work with every formulation.
+_ONLY_FOR = {'ddim': 'ddpm_eps', 'ancestral': 'ddpm_eps', 'churn': 'edm'}
+_NAMES = {'FlowMatching': 'flow_matching', 'DDPMEps': 'ddpm_eps', 'EDM': 'edm'}
+TIME_STEPS = ('default', 'edm')
+
+
+def sampler_mismatch(formulation_name: str, sampler: str) -> str | None:
+  """Why `sampler` cannot run with `formulation_name`, or None when it can."""
+  if sampler not in SAMPLERS:
+    return f'unknown sampler {sampler!r}; choose from {SAMPLERS}'
+  needed = _ONLY_FOR.get(sampler)
+  if needed is None or needed == formulation_name:
+    return None
+  fitting = [s for s in SAMPLERS if _ONLY_FOR.get(s, formulation_name) == formulation_name]
+  return (f'sampler {sampler!r} only works with formulation {needed!r}, not '
+          f'{formulation_name!r}; for {formulation_name!r} choose one of {fitting}')
+
+
+def _formulation_name(formulation) -> str:
+  return _NAMES.get(type(formulation).__name__, type(formulation).__name__)
 
 
 def per_sample_noise(key: jax.Array, indices: jax.Array, shape: tuple[int, ...]) -> jax.Array:
@@ -17,41 +48,137 @@ def per_sample_noise(key: jax.Array, indices: jax.Array, shape: tuple[int, ...])
   return jax.vmap(lambda i: jax.random.normal(jax.random.fold_in(key, i), shape))(indices)
 
 
+def per_sample_keys(key: jax.Array, indices: jax.Array) -> jax.Array:
+  """Keys [len(indices), ...] for the noise a stochastic sampler injects into each sample.
+
+  Use a key other than the one of the initial noise (e.g. split the seed's key in two).
+  """
+  return jax.vmap(lambda i: jax.random.fold_in(key, i))(indices)
+
+
 def num_evaluations(formulation, sampler: str, num_steps: int) -> int:
   """Network evaluations (NFE) one `sample` call makes per image."""
-  nfe = num_steps if sampler == 'euler' else 2 * num_steps - int(formulation.ends_at_zero)
+  if sampler in ('euler', 'ddim', 'ancestral'):
+    nfe = num_steps
+  else:   # heun, churn: two per step, except a last step that ends at time 0
+    nfe = 2 * num_steps - int(formulation.ends_at_zero)
   return nfe + int(not formulation.ends_at_zero)   # the final denoising call
 
 
-def sample(formulation, net_fn, noise: jax.Array, *, sampler: str = 'heun',
-           num_steps: int = 18) -> jax.Array:
-  """Integrates from `noise` ([B, H, W, C] standard normal) to images (about [-1, 1]).
+def time_grid(formulation, num_steps: int, time_steps: str = 'default', *, rho: float = 7.0,
+              sigma_min: float = 0.002, sigma_max: float = 80.0) -> jax.Array:
+  """The num_steps + 1 times a sampler visits, from the noise end to the data end.
 
-  Heun (second order) corrects every step except a last step that ends at time 0, where
-  the drift of some formulations is singular; Euler is first order.
+  'default': the formulation's own grid (uniform in t for flow matching and ddpm_eps,
+  EDM's rho = 7 grid for edm). 'edm': Karras et al.'s spacing for every formulation,
+  uniform in sigma**(1/rho) from sigma_max to sigma_min, where sigma is the formulation's
+  noise-to-signal ratio; formulations that end at time 0 take a last step to 0 (EDM's
+  convention), ddpm_eps keeps sigma inside its schedule (linear: about [0.01, 152]).
   """
-  if sampler not in SAMPLERS:
-    raise ValueError(f'unknown sampler {sampler!r}; choose from {SAMPLERS}')
-  ts = formulation.time_grid(num_steps)
+  if time_steps == 'default':
+    return formulation.time_grid(num_steps)
+  if time_steps != 'edm':
+    raise ValueError(f'unknown time_steps {time_steps!r}; choose from {TIME_STEPS}')
+  if not 0.0 < sigma_min < sigma_max:
+    raise ValueError(f'need 0 < sigma_min < sigma_max, got {sigma_min}, {sigma_max}')
+  # The round trip through time clamps sigma to what the formulation can represent.
+  hi = formulation.sigma(formulation.t_from_sigma(jnp.float32(sigma_max)))
+  lo = formulation.sigma(formulation.t_from_sigma(jnp.float32(sigma_min)))
+  n = num_steps if formulation.ends_at_zero else num_steps + 1
+  frac = jnp.arange(n) / max(n - 1, 1)
+  sigmas = (hi ** (1 / rho) + frac * (lo ** (1 / rho) - hi ** (1 / rho))) ** rho
+  ts = formulation.t_from_sigma(sigmas)
+  return jnp.concatenate([ts, jnp.zeros(1)]) if formulation.ends_at_zero else ts
+
+
+def options_from_config(s) -> dict:
+  """Keyword arguments of `sample` from a `config.sampling` block."""
+  return dict(sampler=s.sampler, num_steps=s.num_steps, time_steps=s.time_steps, rho=s.rho,
+              sigma_min=s.sigma_min, sigma_max=s.sigma_max,
+              churn=(s.s_churn, s.s_min, s.s_max, s.s_noise))
+
+
+def sample(formulation, net_fn, noise: jax.Array, *, sampler: str = 'heun',
+           num_steps: int = 18, keys: jax.Array | None = None, time_steps: str = 'default',
+           rho: float = 7.0, sigma_min: float = 0.002, sigma_max: float = 80.0,
+           churn: tuple[float, float, float, float] = (0.0, 0.0, math.inf, 1.0)) -> jax.Array:
+  """Turns `noise` ([B, H, W, C] standard normal) into images (about [-1, 1]).
+
+  Args:
+    keys: per-sample keys [B] (`per_sample_keys`); required by the stochastic samplers,
+      step i of sample j draws its noise from fold_in(keys[j], i).
+    time_steps, rho, sigma_min, sigma_max: the time grid, see `time_grid`.
+    churn: (s_churn, s_min, s_max, s_noise) of the 'churn' sampler: each step whose time
+      is in [s_min, s_max] first raises the noise level t to t (1 + gamma),
+      gamma = min(s_churn / num_steps, sqrt(2) - 1), with fresh noise scaled by s_noise.
+  Heun and churn correct every step except a last step that ends at time 0, where the
+  drift of some formulations is singular. Formulations that stop short of time 0
+  (ddpm_eps) finish with one denoising call. NFE: `num_evaluations`.
+  """
+  why = sampler_mismatch(_formulation_name(formulation), sampler)
+  if why:
+    raise ValueError(why)
+  if sampler in STOCHASTIC and keys is None:
+    raise ValueError(f'sampler {sampler!r} injects noise: pass per-sample keys '
+                     '(samplers.per_sample_keys)')
+  if num_steps < 1:
+    raise ValueError(f'num_steps must be >= 1, got {num_steps}')
+  ts = time_grid(formulation, num_steps, time_steps, rho=rho, sigma_min=sigma_min,
+                 sigma_max=sigma_max)
   b = noise.shape[0]
 
+  def net(x, t):
+    return net_fn(*formulation.net_inputs(x, jnp.full((b,), t)))
+
   def drift(x, t):
-    net_in, cond = formulation.net_inputs(x, jnp.full((b,), t))
-    return formulation.drift(net_fn(net_in, cond), x, jnp.full((b,), t))
+    return formulation.drift(net(x, t), x, jnp.full((b,), t))
 
-  def euler_step(x, t, t_next):
-    return x + (t_next - t) * drift(x, t)
+  def step_noise(i):
+    return jax.vmap(lambda k: jax.random.normal(jax.random.fold_in(k, i), noise.shape[1:]))(keys)
 
-  def heun_step(x, t, t_next):
+  def heun_step(x, i, correct):
+    t, t_next = ts[i], ts[i + 1]
     d = drift(x, t)
-    x_euler = x + (t_next - t) * d
-    return x + (t_next - t) * 0.5 * (d + drift(x_euler, t_next))
+    x_next = x + (t_next - t) * d
+    if correct:   # second order: average the slopes at both ends
+      x_next = x + (t_next - t) * 0.5 * (d + drift(x_next, t_next))
+    return x_next
 
-  step = heun_step if sampler == 'heun' else euler_step
-  last = euler_step if formulation.ends_at_zero else step
-  x = noise * formulation.prior_std()
-  x = jax.lax.fori_loop(0, num_steps - 1, lambda i, x: step(x, ts[i], ts[i + 1]), x)
-  x = last(x, ts[num_steps - 1], ts[num_steps])
+  def ddim_step(x, i, eta):
+    # Generalised DDIM update; eta = 0: deterministic DDIM, eta = 1: DDPM's posterior noise.
+    t, t_next = ts[i], ts[i + 1]
+    a, a_next = (jnp.exp(formulation.log_alpha_bar(u)) for u in (t, t_next))
+    eps = net(x, t)
+    x0 = (x - jnp.sqrt(1.0 - a) * eps) / jnp.sqrt(a)
+    c = eta * jnp.sqrt((1.0 - a_next) / (1.0 - a) * (1.0 - a / a_next))
+    x_next = jnp.sqrt(a_next) * x0 + jnp.sqrt(1.0 - a_next - c * c) * eps
+    return x_next + c * step_noise(i) if eta else x_next
+
+  def churn_step(x, i, correct):
+    s_churn, s_min, s_max, s_noise = churn
+    t, t_next = ts[i], ts[i + 1]
+    gamma = jnp.where((t >= s_min) & (t <= s_max),
+                      min(s_churn / num_steps, math.sqrt(2.0) - 1.0), 0.0)
+    t_hat = t + gamma * t
+    # sqrt(t_hat^2 - t^2), written so that rounding cannot make it sqrt(negative).
+    x_hat = x + t * jnp.sqrt(gamma * (2.0 + gamma)) * s_noise * step_noise(i)
+    d = drift(x_hat, t_hat)
+    x_next = x_hat + (t_next - t_hat) * d
+    if correct:
+      x_next = x_hat + (t_next - t_hat) * 0.5 * (d + drift(x_next, t_next))
+    return x_next
+
+  def step(x, i, last=False):
+    correct = not (last and formulation.ends_at_zero)
+    if sampler in ('euler', 'heun'):
+      return heun_step(x, i, correct and sampler == 'heun')
+    if sampler == 'churn':
+      return churn_step(x, i, correct)
+    return ddim_step(x, i, 1.0 if sampler == 'ancestral' else 0.0)
+
+  x = noise * formulation.noise_std(ts[0])
+  x = jax.lax.fori_loop(0, num_steps - 1, lambda i, x: step(x, i), x)
+  x = step(x, num_steps - 1, last=True)
   if not formulation.ends_at_zero:
     t = jnp.full((b,), ts[-1])
     x = formulation.denoised(net_fn(*formulation.net_inputs(x, t)), x, t)

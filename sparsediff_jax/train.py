@@ -17,7 +17,7 @@ import optax
 from clu import metric_writers
 from flax import nnx
 
-from sparsediff_jax import checkpoints, data, formulations, generate, masking, sharding
+from sparsediff_jax import checkpoints, data, evaluate, formulations, generate, masking, sharding
 from sparsediff_jax.images import make_grid, save_png
 from sparsediff_jax.models import build_model, count_params
 
@@ -158,6 +158,8 @@ def train(config, workdir: str) -> TrainState:
   graphdef, abstract_params = abstract_model(config)
   logging.info('model %s: %d parameters; mesh %s', config.model.name,
                count_params(abstract_params), dict(mesh.shape))
+  # First, so that missing reference statistics stop the run before it writes anything.
+  fid_fn = evaluate.make_train_fid(config, graphdef, mesh, workdir)  # None: no training FID
 
   ckpt = checkpoints.Checkpointer(os.path.join(workdir, 'checkpoints'),
                                   keep=config.training.keep_checkpoints)
@@ -199,6 +201,8 @@ def train(config, workdir: str) -> TrainState:
       history, t_last, step_last = [], now, step
     if _due(step, tc.sample_every, is_last):
       _write_samples(config, workdir, writer, sample_fn, state.ema[0], step)
+    if fid_fn and _due(step, config.eval.train_fid_every, is_last):
+      writer.write_scalars(step, fid_fn(state))
     if _due(step, tc.checkpoint_every, is_last):
       ckpt.save(step, state, {'data': data_state})
   ckpt.wait()

@@ -116,3 +116,33 @@ def validate_config(config, num_devices: int) -> None:
   if num_devices % config.sharding.fsdp:
     _fail('sharding.fsdp', config.sharding.fsdp,
           f'the fsdp mesh axis must divide the {num_devices} devices (e.g. 1 or {num_devices})')
+  _validate_sampling_and_eval(config, num_devices)
+
+
+def _validate_sampling_and_eval(config, num_devices: int) -> None:
+  """The fields of config.sampling and config.eval (samplers, --mode=eval, training FID)."""
+  from sparsediff_jax import samplers
+  s = config.sampling
+  why = samplers.sampler_mismatch(config.diffusion.formulation, s.sampler)
+  if why:
+    _fail('sampling.sampler', s.sampler, why)
+  _choice(config, 'sampling.time_steps', samplers.TIME_STEPS)
+  _number(config, 'sampling.rho', 0.0, lo_open=True)
+  _number(config, 'sampling.sigma_min', 0.0, lo_open=True)
+  _number(config, 'sampling.sigma_max', s.sigma_min, lo_open=True,
+          allowed=f'must be > sampling.sigma_min={s.sigma_min}')
+  for field in ('sampling.s_churn', 'sampling.s_min', 'sampling.s_max', 'sampling.s_noise'):
+    _number(config, field, 0)
+  for field in ('sampling.num_samples', 'eval.train_fid_every', 'eval.reference_features'):
+    _number(config, field, 0, integer=True)
+  n_ema = len(config.optim.ema_decays)
+  _number(config, 'sampling.ema_index', -1, n_ema, integer=True,
+          allowed=f'-1 (raw parameters) or an index into optim.ema_decays (0..{n_ema - 1})')
+  for field in ('eval.num_samples', 'eval.train_fid_samples'):
+    _number(config, field, 2, integer=True,
+            allowed='needs at least 2 samples (a covariance); FID is conventionally on 50000')
+  _number(config, 'eval.batch_size', 1, integer=True)
+  if config.eval.batch_size % num_devices:
+    _fail('eval.batch_size', config.eval.batch_size,
+          f'must divide evenly over the {num_devices} devices')
+  _choice(config, 'eval.preprocessing', ('pytorch', 'tf'))

@@ -39,6 +39,7 @@ __all__ = [
     "check_compatible",
     "save_stats",
     "load_stats",
+    "load_features",
 ]
 
 
@@ -316,13 +317,19 @@ def check_compatible(a: StatsMetadata, b: StatsMetadata, fields=COMPARABLE_FIELD
                 f"statistics are not comparable: field '{field}' differs ({va!r} vs {vb!r})")
 
 
-def save_stats(path: str | os.PathLike, stats: FeatureStats, metadata: StatsMetadata) -> None:
-    """Writes mu, sigma, count and JSON metadata to an .npz (loadable without pickle)."""
+def save_stats(path: str | os.PathLike, stats: FeatureStats, metadata: StatsMetadata,
+               features: np.ndarray | None = None) -> None:
+    """Writes mu, sigma, count and JSON metadata to an .npz (loadable without pickle).
+
+    features: optionally a subset of the feature rows [K, D] (stored as float32), for the
+    metrics that need samples rather than moments (precision/recall, KID).
+    """
     if metadata.num_images != stats.count:
         raise ValueError(
             f"metadata.num_images={metadata.num_images} but the statistics have {stats.count} samples")
+    extra = {} if features is None else {"features": np.asarray(features, np.float32)}
     np.savez(path, mu=stats.mu, sigma=stats.sigma, count=np.int64(stats.count),
-             metadata=np.array(json.dumps(dataclasses.asdict(metadata))))
+             metadata=np.array(json.dumps(dataclasses.asdict(metadata))), **extra)
 
 
 def load_stats(path: str | os.PathLike) -> tuple[FeatureStats, StatsMetadata]:
@@ -332,3 +339,9 @@ def load_stats(path: str | os.PathLike) -> tuple[FeatureStats, StatsMetadata]:
                              int(f["count"]))
         metadata = StatsMetadata(**json.loads(str(f["metadata"])))
     return stats, metadata
+
+
+def load_features(path: str | os.PathLike) -> np.ndarray | None:
+    """The feature subset [K, D] float32 stored by save_stats, or None if it stored none."""
+    with np.load(path, allow_pickle=False) as f:
+        return f["features"] if "features" in f.files else None
