@@ -151,7 +151,7 @@ def test_an_interrupted_sweep_runs_only_what_is_unfinished(tmp_path, monkeypatch
 def test_print_mode_runs_nothing(tmp_path, monkeypatch, capsys):
   log = tmp_path / 'calls.log'
   monkeypatch.setenv('FAKE_RUNNER_LOG', str(log))
-  assert _sweep(tmp_path / 'sweep', '--print') == 0
+  assert _sweep(tmp_path / 'sweep', '--print', '--set', 'training.batch_size=32') == 0
   lines = capsys.readouterr().out.strip().split('\n')
   assert len(lines) == 6 and not log.exists()
   assert all('--mode=train' in l and '--mode=research' in l for l in lines)
