@@ -115,8 +115,8 @@ def sample_metrics(gen: fid.FeatureStats, gen_features: np.ndarray, ref: fid.Fea
   with warnings.catch_warnings(record=True) as caught:
     warnings.simplefilter('always')
     out = {'fid': fid.fid_from_stats(gen, ref)}
-  if caught:
-    out['fid_note'] = str(caught[0].message)
+  if caught:   # fid_from_stats warns when a set is too small for a full-rank covariance
+    out['fid_note'] = '; '.join(str(w.message) for w in caught)
   out.update(kid=None, kid_std=None, precision=None, recall=None)
   n_ref = 0 if ref_features is None else len(ref_features)
   n = min(n_ref, len(gen_features))
