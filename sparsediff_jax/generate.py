@@ -54,18 +54,17 @@ def make_grid_sampler(config, graphdef, mesh):
 
 def run_sample_mode(config, workdir: str) -> str:
   """Writes a sample grid from the newest checkpoint's first EMA; returns its path."""
-  from sparsediff_jax import checkpoints, train   # train imports this module
+  from sparsediff_jax import checkpoints, run_dir, train   # train imports this module
+  if not run_dir.has_checkpoints(workdir):   # checked before Orbax creates the folder
+    raise FileNotFoundError(f'no checkpoint in {os.path.abspath(workdir)}/checkpoints; train '
+                            f'first with --mode=train --workdir={workdir}')
   mesh = sharding.make_mesh()
   tx, _ = train.make_optimizer(config)
   graphdef, _ = train.abstract_model(config)
   abstract = jax.eval_shape(lambda: train.init_state(config, tx, mesh))
   ckpt = checkpoints.Checkpointer(os.path.join(workdir, 'checkpoints'))
-  restored = ckpt.restore_latest(checkpoints.abstract_like(abstract,
-                                                           sharding.replicated(mesh)))
-  if restored is None:
-    raise FileNotFoundError(f'no checkpoint in {ckpt.directory}; train first with '
-                            f'--mode=train --workdir={workdir}')
-  step, state, _ = restored
+  step, state, _ = ckpt.restore_latest(checkpoints.abstract_like(abstract,
+                                                                sharding.replicated(mesh)))
   images = make_grid_sampler(config, graphdef, mesh)(state.ema[0])
   path = os.path.join(workdir, 'samples', f'sample_mode_{step:07d}.png')
   if jax.process_index() == 0:

@@ -74,6 +74,23 @@ def validate_config(config, num_devices: int) -> None:
                 'optim.warmup_steps', 'data.num_train_examples'):
     _number(config, field, 0, integer=True)
   _number(config, 'training.keep_checkpoints', 1, integer=True)
+  _choice(config, 'training.on_nonfinite', ('skip', 'stop'))
+  if not isinstance(config.training.resume_may_change, str):
+    _fail('training.resume_may_change', config.training.resume_may_change,
+          "give comma-separated field names, e.g. 'optim.learning_rate,optim.grad_clip'")
+  _number(config, 'training.nonfinite_patience', 0, integer=True)
+  _choice(config, 'data.crop', ('center', 'none'))
+  _choice(config, 'data.on_bad_image', ('error', 'skip'))
+  _choice(config, 'data.num_channels', (3,))
+  if config.data.name == 'shapes':
+    # Smaller images leave no room for the objects, and more pairs make the layout search
+    # of data/shapes.py restart forever (measured: 3 pairs at 16 px, 4 pairs at any size).
+    _number(config, 'data.image_size', 16, integer=True,
+            allowed='the shapes dataset needs images of at least 16 pixels')
+    most = 3 if config.data.image_size >= 32 else 2
+    _number(config, 'data.shapes_pairs', 1, most, integer=True, hi_open=False,
+            allowed=f'the shapes dataset fits 1 to {most} mirrored pairs per image at '
+                    f'data.image_size={config.data.image_size} (3 need at least 32 pixels)')
   _number(config, 'optim.learning_rate', 0.0, lo_open=True)
 
   batch = config.training.batch_size
