@@ -12,8 +12,8 @@ opens the directory. A state with NaN or inf values is never written (NonFiniteE
 """
 
 from absl import logging
-import atexit
 import os
+import weakref
 
 from etils import epath
 import jax
@@ -27,6 +27,23 @@ class CheckpointError(RuntimeError):
   """Checkpoints exist but none of them can be restored."""
 
 
+_OPEN = weakref.WeakSet()   # Checkpointers not closed yet
+
+
+def wait_for_saves() -> None:
+  """Waits until every save in flight is on disk.
+
+  Saves run on daemon threads that need Python's thread pools, which are shut down before
+  atexit handlers run: a process that ends on an exception must call this first (the CLI
+  does) or it loses the save in flight.
+  """
+  for checkpointer in list(_OPEN):
+    try:
+      checkpointer.wait()
+    except Exception as e:  # noqa: BLE001 - the error that ends the process matters more
+      logging.error('a checkpoint write in %s failed: %s', checkpointer.directory, e)
+
+
 class Checkpointer:
 
   def __init__(self, directory: str, *, keep: int = 3, async_save: bool = True):
@@ -38,9 +55,7 @@ class Checkpointer:
                                              enable_async_checkpointing=async_save,
                                              cleanup_tmp_directories=True),
         item_names=('state', 'meta'))
-    # Saves are asynchronous, on daemon threads: an exception or sys.exit in the loop would
-    # drop a save in flight, so the interpreter waits for it on the way out.
-    atexit.register(self.wait)
+    _OPEN.add(self)
 
   def save(self, step: int, state, meta: dict) -> None:
     """Starts writing `state` (a pytree of arrays) and `meta` (JSON) as checkpoint `step`.
@@ -116,7 +131,7 @@ class Checkpointer:
     self.manager.wait_until_finished()
 
   def close(self) -> None:
-    atexit.unregister(self.wait)
+    _OPEN.discard(self)
     self.manager.close()
 
 

@@ -90,8 +90,8 @@ def get_config() -> ml_collections.ConfigDict:
   t.sample_every = 500          # steps between sample grids (0 = only at the end).
   t.checkpoint_every = 500      # steps between checkpoints (0 = only at the end).
   t.keep_checkpoints = 3        # checkpoints kept on disk.
-  t.on_nonfinite = 'skip'       # a step whose loss, gradient or new parameters are not finite
-                                # (NaN/inf): 'skip' leaves parameters, EMA and optimiser state
+  t.on_nonfinite = 'skip'       # a step whose loss or gradient is not finite (NaN/inf):
+                                # 'skip' leaves parameters, EMA and optimiser state
                                 # as they were (the batch is consumed; counted in the metric
                                 # skipped_steps); 'stop' ends the run with an error naming the
                                 # step, the newest checkpoint being the last good state. See

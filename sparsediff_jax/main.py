@@ -169,6 +169,9 @@ def main(argv):
       raise
     message = ' '.join(str(e).split())   # one line
     usage_error(message + _ADVICE.get(type(e).__name__, ''))
+  finally:   # however the run ended, a checkpoint being written is finished first
+    if 'sparsediff_jax.checkpoints' in sys.modules:
+      sys.modules['sparsediff_jax.checkpoints'].wait_for_saves()
 
 
 def run():

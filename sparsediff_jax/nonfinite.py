@@ -1,12 +1,15 @@
 """Non-finite losses and gradients: skipped inside the jitted step, acted on by the host.
 
-Inside the step (pure, no host sync): `all_finite` says whether the loss, the gradient norm
-and the new parameters and optimiser state are finite, and `keep_if` selects, leaf by leaf,
-the updated trees or the old ones (`jnp.where`, fused into the update). A skipped step
-leaves parameters, EMA and optimiser state exactly as they were (so the optimiser's own
-step count, which drives Adam's bias correction and optax schedules, counts applied updates
-only); the run's step counter still advances, so the batch is consumed and the next step
-draws fresh noise and masks. The step reports `skipped` (1.0 or 0.0) in its metrics.
+Inside the step (pure, no host sync): `all_finite` says whether the loss and the gradient
+norm are finite (a NaN or inf anywhere in the gradient makes its norm so), and `keep_if`
+selects the updated trees or the old ones. A skipped step leaves parameters, EMA and
+optimiser state exactly as they were (so the optimiser's own step count, which drives
+Adam's bias correction and optax schedules, counts applied updates only); the run's step
+counter still advances, so the batch is consumed and the next step draws fresh noise and
+masks. The step reports `skipped` (1.0 or 0.0) in its metrics. Parameters that a finite
+update pushes past the float range are not looked for in the step (that would need a pass
+over them before the select); they make the next loss non-finite, and
+`checkpoints.Checkpointer.save` refuses any state holding NaN or inf.
 
 On the host, `NonFiniteMonitor` keeps each step's flags as device arrays and reads them only
 where the loop waits anyway (a log line, a checkpoint), so it never stalls the pipeline:
@@ -33,7 +36,13 @@ def all_finite(*trees) -> jax.Array:
 
 
 def keep_if(ok: jax.Array, new, old):
-  """`new` where the bool scalar `ok`, else `old` (trees of the same structure)."""
+  """`new` where the bool scalar `ok`, else `old` (trees of the same structure).
+
+  `ok` should not depend on `new`: then each select fuses into the elementwise update that
+  makes its leaf, costing no extra pass over memory. (A predicate that reduces over the
+  new arrays themselves forces them to be materialised first, and made XLA's CPU compile
+  of the U-Net step many times slower.)
+  """
   return jax.tree.map(lambda n, o: jnp.where(ok, n, o), new, old)
 
 
@@ -69,8 +78,8 @@ class NonFiniteMonitor:
         continue
       self.skipped_steps += 1
       self.in_row += 1
-      what = (f'step {step}: loss={_fmt(m["loss"])}, grad_norm={_fmt(m["grad_norm"])} (or the '
-              'updated parameters) not finite; the update was not applied')
+      what = (f'step {step}: loss={_fmt(m["loss"])}, grad_norm={_fmt(m["grad_norm"])} is not '
+              'finite; the update was not applied')
       if self.policy == 'stop':
         raise NonFiniteError(
             f'{what}. Stopping (config.training.on_nonfinite=\'stop\'); the newest checkpoint '

@@ -97,8 +97,8 @@ def make_train_step(config, graphdef, tx, schedule):
     ema = tuple(jax.tree.map(lambda e, p, d=d: d * e + (1.0 - d) * p, e, params)
                 for d, e in zip(decays, state.ema))
     grad_norm = optax.global_norm(grads)
-    # NaN/inf anywhere: keep the old state (see nonfinite.py); the host reads `skipped` lazily.
-    finite = nonfinite.all_finite(loss, grad_norm, params, opt_state)
+    # NaN/inf: keep the old state (see nonfinite.py); the host reads `skipped` lazily.
+    finite = nonfinite.all_finite(loss, grad_norm)
     params, ema, opt_state = nonfinite.keep_if(finite, (params, ema, opt_state),
                                                (state.params, state.ema, state.opt_state))
     metrics = {'loss': loss, 'dense_loss': dense, 'grad_norm': grad_norm,

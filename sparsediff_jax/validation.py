@@ -75,12 +75,9 @@ def validate_config(config, num_devices: int) -> None:
     _number(config, field, 0, integer=True)
   _number(config, 'training.keep_checkpoints', 1, integer=True)
   _choice(config, 'training.on_nonfinite', ('skip', 'stop'))
-  if not isinstance(config.training.resume_may_change, str):
-    _fail('training.resume_may_change', config.training.resume_may_change,
-          "give comma-separated field names, e.g. 'optim.learning_rate,optim.grad_clip'")
   _number(config, 'training.nonfinite_patience', 0, integer=True)
-  _choice(config, 'data.crop', ('center', 'none'))
-  _choice(config, 'data.on_bad_image', ('error', 'skip'))
+  _choice(config, 'data.crop', data.preprocess.CROPS)
+  _choice(config, 'data.on_bad_image', data.folders.BAD_IMAGE_POLICIES)
   _choice(config, 'data.num_channels', (3,))
   if config.data.name == 'shapes':
     # Smaller images leave no room for the objects, and more pairs make the layout search

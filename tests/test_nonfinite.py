@@ -18,7 +18,7 @@ def _adam_step():
     loss, grads = jax.value_and_grad(lambda p: jnp.sum((p['w'] - target) ** 2))(params)
     updates, new_opt = tx.update(grads, opt_state, params)
     new_params = optax.apply_updates(params, updates)
-    ok = nonfinite.all_finite(loss, optax.global_norm(grads), new_params, new_opt)
+    ok = nonfinite.all_finite(loss, optax.global_norm(grads))
     new_params, new_opt = nonfinite.keep_if(ok, (new_params, new_opt), (params, opt_state))
     return new_params, new_opt, 1.0 - ok.astype(jnp.float32)
 
@@ -67,7 +67,8 @@ def test_skip_stops_after_patience_in_a_row_naming_the_step():
   _feed(monitor, [1, 1, 0, 1, 1])
   monitor.check()
   _feed(monitor, [1], start=6)
-  with pytest.raises(nonfinite.NonFiniteError, match=r'step 6: loss=nan.*after 3 skipped steps in a row'):
+  with pytest.raises(nonfinite.NonFiniteError,
+                     match=r'step 6: loss=nan.*after 3 skipped steps in a row'):
     monitor.check()
 
 

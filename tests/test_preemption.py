@@ -81,4 +81,5 @@ def test_two_processes_stop_at_the_same_step(tmp_path, signum):
   steps = {int(out.split()[2]) for out in outputs}
   assert len(steps) == 1 and steps.pop() > 1, outputs
   # A SIGINT travels to JAX's notifier as SIGTERM; the process that got it knows which.
-  assert outputs[1].endswith(f'by {int(signum)}') and outputs[0].endswith(f'by {int(signal.SIGTERM)}')
+  assert outputs[1].endswith(f'by {int(signum)}')
+  assert outputs[0].endswith(f'by {int(signal.SIGTERM)}')
