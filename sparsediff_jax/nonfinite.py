@@ -16,7 +16,8 @@ where the loop waits anyway (a log line, a checkpoint), so it never stalls the p
 config.training.on_nonfinite='skip' counts the skipped steps (metric `skipped_steps`, the
 run's total, carried across resume in the checkpoint meta) and stops after
 config.training.nonfinite_patience of them in a row; 'stop' raises NonFiniteError naming the
-first bad step. The loop checks before every checkpoint, so under 'stop' no checkpoint is
+first bad step (`check` returns the error, the loop raises it once that step's metrics
+line is written). The loop checks before every checkpoint, so under 'stop' no checkpoint is
 written after a bad step and the newest one is the last good state.
 """
 
@@ -69,8 +70,12 @@ class NonFiniteMonitor:
     """Records step `step`'s metrics (device arrays; nothing is read here)."""
     self._pending.append((step, {k: metrics[k] for k in ('skipped', 'loss', 'grad_norm')}))
 
-  def check(self) -> None:
-    """Reads the flags recorded since the last check; raises NonFiniteError per the policy."""
+  def check(self) -> NonFiniteError | None:
+    """Reads the flags recorded since the last check and counts the skipped steps.
+
+    Returns the NonFiniteError that the policy calls for, or None: the caller raises it,
+    after writing the metrics of the step that revealed it.
+    """
     pending, self._pending = jax.device_get(self._pending), []
     for step, m in pending:
       if not m['skipped']:
@@ -81,15 +86,16 @@ class NonFiniteMonitor:
       what = (f'step {step}: loss={_fmt(m["loss"])}, grad_norm={_fmt(m["grad_norm"])} is not '
               'finite; the update was not applied')
       if self.policy == 'stop':
-        raise NonFiniteError(
+        return NonFiniteError(
             f'{what}. Stopping (config.training.on_nonfinite=\'stop\'); the newest checkpoint '
             'is the last good state. Lower optim.learning_rate or optim.grad_clip, or set '
             'training.on_nonfinite=skip to skip such steps')
       if self.patience and self.in_row >= self.patience:
-        raise NonFiniteError(
+        return NonFiniteError(
             f'{what}, after {self.in_row} skipped steps in a row '
             f'(config.training.nonfinite_patience={self.patience}): the run is not recovering. '
             'The newest checkpoint holds the last good state; lower optim.learning_rate')
+    return None
 
   def meta(self) -> dict:
     """What a checkpoint carries so that the count survives a resume."""

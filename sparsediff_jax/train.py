@@ -2,7 +2,10 @@
 
 The hot step is one compiled function of the split NNX state: it turns uint8 images into a
 training pair of the formulation, runs the network, takes the sparse-mask loss
-(`masking.masked_mse`), and applies gradients and EMA updates, all over the mesh.
+(`masking.masked_mse`), and applies gradients and EMA updates, all over the mesh; a step
+with a NaN/inf loss or gradient applies nothing (nonfinite.py). The loop resumes exactly
+from the newest intact checkpoint, stops cleanly on SIGTERM/SIGINT (preemption.py) and
+writes every logged line to WORKDIR/metrics.jsonl too (docs/troubleshooting.md).
 """
 
 from absl import logging
@@ -134,7 +137,13 @@ def _write_samples(config, workdir, writer, sample_fn, params, step):
 
 
 def train(config, workdir: str) -> TrainState:
-  """Trains (resuming from WORKDIR/checkpoints when present) and returns the final state."""
+  """Trains (resuming from WORKDIR/checkpoints when present) and returns the final state.
+
+  Raises preemption.TrainingInterrupted after checkpointing the current step when stopped
+  by a signal, nonfinite.NonFiniteError per config.training.on_nonfinite,
+  run_dir.ConfigMismatchError when the checkpoints belong to a different config, and
+  checkpoints.CheckpointError when none of them can be read.
+  """
   mesh = sharding.make_mesh()
   tx, schedule = make_optimizer(config)
   graphdef, abstract_params = abstract_model(config)
@@ -182,7 +191,7 @@ def train(config, workdir: str) -> TrainState:
     stopping = stop.should_stop(step)
     is_last = step == tc.num_steps
     if step % tc.log_every == 0 or is_last or stopping:
-      monitor.check()
+      failure = monitor.check()
       scalars = _mean_metrics(history)
       now = time.time()
       steps_per_sec = (step - step_last) / max(now - t_last, 1e-9)
@@ -192,10 +201,13 @@ def train(config, workdir: str) -> TrainState:
                      skipped_steps=monitor.skipped_steps)
       writer.write_scalars(step, scalars)
       history, t_last, step_last = [], now, step
+      if failure:
+        raise failure
     if _due(step, tc.sample_every, is_last) and not stopping:
       _write_samples(config, workdir, writer, sample_fn, state.ema[0], step)
     if _due(step, tc.checkpoint_every, is_last) or stopping:
-      monitor.check()   # never checkpoint past a bad step under 'stop'
+      if failure := monitor.check():   # never checkpoint past a bad step under 'stop'
+        raise failure
       ckpt.save(step, state, {'data': data_state, 'config': run_dir.config_dict(config),
                               **monitor.meta()})
     if stopping:

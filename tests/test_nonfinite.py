@@ -1,5 +1,7 @@
 """Non-finite guards: the in-step selection, the host-side policies, the checkpoint refusal."""
 
+import re
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -55,9 +57,9 @@ def _feed(monitor, flags, start=1):
 def test_skip_counts_across_checks_and_resets_the_streak():
   monitor = nonfinite.NonFiniteMonitor('skip', patience=3, skipped_steps=5)
   _feed(monitor, [0, 1, 1, 0, 1])
-  monitor.check()
+  assert monitor.check() is None
   _feed(monitor, [1, 0], start=6)
-  monitor.check()
+  assert monitor.check() is None
   assert monitor.skipped_steps == 5 + 4
   assert monitor.meta() == {'skipped_steps': 9}
 
@@ -65,26 +67,25 @@ def test_skip_counts_across_checks_and_resets_the_streak():
 def test_skip_stops_after_patience_in_a_row_naming_the_step():
   monitor = nonfinite.NonFiniteMonitor('skip', patience=3)
   _feed(monitor, [1, 1, 0, 1, 1])
-  monitor.check()
+  assert monitor.check() is None
   _feed(monitor, [1], start=6)
-  with pytest.raises(nonfinite.NonFiniteError,
-                     match=r'step 6: loss=nan.*after 3 skipped steps in a row'):
-    monitor.check()
+  error = monitor.check()
+  assert isinstance(error, nonfinite.NonFiniteError)
+  assert re.match(r'step 6: loss=nan.*after 3 skipped steps in a row', str(error))
 
 
 def test_patience_zero_skips_forever():
   monitor = nonfinite.NonFiniteMonitor('skip', patience=0)
   _feed(monitor, [1] * 50)
-  monitor.check()
+  assert monitor.check() is None
   assert monitor.skipped_steps == 50
 
 
 def test_stop_names_the_first_bad_step():
   monitor = nonfinite.NonFiniteMonitor('stop', patience=100)
   _feed(monitor, [0, 0, 1, 1], start=10)
-  with pytest.raises(nonfinite.NonFiniteError,
-                     match=r"^step 12: loss=nan, grad_norm=1 .*on_nonfinite='stop'"):
-    monitor.check()
+  assert re.match(r"^step 12: loss=nan, grad_norm=1 is not finite.*on_nonfinite='stop'",
+                  str(monitor.check()))
 
 
 def test_nothing_is_read_until_check():
