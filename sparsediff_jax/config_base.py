@@ -90,6 +90,18 @@ def get_config() -> ml_collections.ConfigDict:
   t.sample_every = 250          # steps between sample grids (0 = only at the end).
   t.checkpoint_every = 250      # steps between checkpoints (0 = only at the end).
   t.keep_checkpoints = 3        # checkpoints kept on disk.
+  t.on_nonfinite = 'skip'       # a step whose loss or gradient is not finite (NaN/inf):
+                                # 'skip' leaves parameters, EMA and optimiser state
+                                # as they were (the batch is consumed; counted in the metric
+                                # skipped_steps); 'stop' ends the run with an error naming the
+                                # step, the newest checkpoint being the last good state. See
+                                # sparsediff_jax/nonfinite.py.
+  t.nonfinite_patience = 100    # 'skip': this many skipped steps in a row end the run as 'stop'
+                                # does (0 = never).
+  t.resume_may_change = ''      # comma-separated config fields (a section as 'optim.') that this
+                                # resume may change besides those always allowed
+                                # (run_dir.MAY_CHANGE), e.g. 'optim.learning_rate' to continue
+                                # a diverged run at a lower rate. Shapes must still match.
 
   c.optim = o = ml_collections.ConfigDict()
   o.learning_rate = 1e-3        # peak learning rate of AdamW.

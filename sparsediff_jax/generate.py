@@ -161,8 +161,9 @@ def write_images(config, keeper: ImageKeeper, prefix: str, meta: dict) -> list[s
 
 def require_checkpoint(workdir: str) -> None:
   """MissingCheckpointError unless WORKDIR/checkpoints holds a step (cheap: no Orbax)."""
-  directory = os.path.abspath(os.path.join(workdir, 'checkpoints'))
-  if not (os.path.isdir(directory) and any(n.isdigit() for n in os.listdir(directory))):
+  from sparsediff_jax import run_dir
+  if not run_dir.has_checkpoints(workdir):
+    directory = os.path.abspath(os.path.join(workdir, 'checkpoints'))
     raise MissingCheckpointError(f'no checkpoint in {directory}; train first with '
                                  f'--mode=train --workdir={workdir}')
 

@@ -2,13 +2,18 @@
 
 With no --config the embedded `shapes` run is used; with no --workdir runs go to
 runs/<config name>/. Any config field can be overridden: --config.mask.ratio=0.5.
-Bad input (a config value, a missing file) is one line on stderr and exit code 2, before
-anything is compiled or written.
 
 The same command runs on several hosts: detected on Cloud TPU, SLURM and Open MPI, else with
 --coordinator_address, --num_processes and --process_id on every process (docs/launch.md).
+Exit codes: 0 done; 2 bad input (a config value, a missing file or dataset, a workdir
+holding another run or only damaged checkpoints), reported as one line on stderr, with the
+workdir left as it was (see run_dir.undo_record_on); 1 the run failed (e.g. NaN under
+training.on_nonfinite='stop'; the newest checkpoint is the last good state); 128 + N stopped
+by signal N (143 SIGTERM, 130 SIGINT) after writing a checkpoint: rerun to resume.
+docs/troubleshooting.md lists the errors and what to do about each.
 """
 
+import contextlib
 import json
 import logging as pylogging
 import os
@@ -21,10 +26,13 @@ from sparsediff_jax import config_base, errors
 from sparsediff_jax.evaluation import fid, inception_weights
 
 # The embedded default is config_base.py itself, so overrides such as
-# --config.training.num_steps=100 work without a --config file too.
+# --config.training.num_steps=100 work without a --config file too. parse_flags supplies it:
+# a default given here would be loaded when this module is imported, where a mistyped
+# override could only end in a traceback.
 _CONFIG = config_flags.DEFINE_config_file(
-    'config', config_base.__file__,
-    'Python config file with get_config() (default: the embedded shapes run).',
+    'config', None,
+    'Python config file with get_config() (default: the embedded shapes run, '
+    f'{config_base.__file__}).',
     lock_config=True)
 _WORKDIR = flags.DEFINE_string('workdir', None,
                                'Run directory (default: runs/<config name>/).')
@@ -100,13 +108,22 @@ def _config_path(argv) -> str | None:
 def parse_flags(argv):
   """absl's parser, but a bad flag or config file is one line and exit code 2."""
   path = _config_path(argv)
-  if path is not None and not os.path.isfile(path.split(':', 1)[0]):
+  if path is None:
+    argv = [argv[0], f'--config={config_base.__file__}', *argv[1:]]
+  elif not os.path.isfile(path.split(':', 1)[0]):
     usage_error(f'--config={path}: no such file (expected a Python file with get_config(), '
                 'e.g. configs/celeba.py)')
   try:
     return flags.FLAGS(argv)
   except flags.Error as e:
     usage_error(str(e).splitlines()[0])
+  except (KeyError, AttributeError) as e:   # ml_collections: an override of no field
+    overrides = [a for a in argv if a.startswith(('--config.', '-config.'))]
+    usage_error(f'unknown config field {str(e).strip(chr(34))} in {" ".join(overrides)}; '
+                'the fields are listed in sparsediff_jax/config_base.py')
+  except Exception as e:  # the config file itself failed to load
+    usage_error(f'--config={path}: cannot load it ({type(e).__name__}: '
+                f'{str(e).splitlines()[0] if str(e) else ""}); it must define get_config()')
 
 
 def config_name(argv_config_path: str | None) -> str:
@@ -119,16 +136,41 @@ def config_name(argv_config_path: str | None) -> str:
 def write_run_record(config, workdir):
   """WORKDIR/config.json (the resolved config) and dataset.json (which images)."""
   from etils import epath   # local paths and gs:// alike
-  from sparsediff_jax import data
+  from sparsediff_jax import data, validation
+  try:   # first, so that a missing dataset leaves the workdir as it was
+    dataset = data.describe_dataset(config)
+  except ValueError as e:   # a config value the data cannot satisfy
+    raise validation.ConfigError(str(e)) from e
   path = epath.Path(workdir)
   path.mkdir(parents=True, exist_ok=True)
   (path / 'config.json').write_text(config.to_json_best_effort(indent=2))
-  (path / 'dataset.json').write_text(json.dumps(data.describe_dataset(config), indent=2))
+  (path / 'dataset.json').write_text(json.dumps(dataset, indent=2))
 
 
 def _quiet_library_info(record) -> bool:
   """Drops Orbax's per-save INFO chatter from the console; warnings still show."""
   return record.levelno >= pylogging.WARNING or 'orbax' not in record.pathname
+
+
+# More errors that mean bad input (a path, a file, a dataset, a config that does not fit
+# the workdir), from modules imported lazily: (module, class name), looked up only in modules already imported, since an
+# error can only come from a module that was. Extra advice where the message has none.
+BAD_INPUT_ERRORS = (
+    ('sparsediff_jax.validation', 'ConfigError'),
+    ('sparsediff_jax.run_dir', 'WorkdirError'),
+    ('sparsediff_jax.checkpoints', 'CheckpointError'),
+    ('sparsediff_jax.data.tfds_sources', 'DatasetUnavailableError'),
+    ('sparsediff_jax.data.folders', 'BadImageError'),
+    ('builtins', 'FileNotFoundError'),
+)
+_ADVICE = {'StatsMismatchError': '; compute the reference statistics with the same Inception '
+                                 'weights, preprocessing and resolution'}
+
+
+def is_bad_input(error: BaseException) -> bool:
+  lazy = tuple(getattr(sys.modules[m], c) for m, c in BAD_INPUT_ERRORS
+               if m in sys.modules and hasattr(sys.modules[m], c))
+  return isinstance(error, USER_ERRORS + lazy)
 
 
 def main(argv):
@@ -139,25 +181,41 @@ def main(argv):
     usage_error(f'--mode={_MODE.value!r} is unknown; choose one of {", ".join(MODES)}')
   logging.get_absl_handler().addFilter(_quiet_library_info)
   import jax
-  from sparsediff_jax import distributed, validation
+  from sparsediff_jax import distributed, nonfinite, preemption, run_dir, validation
   try:
     logging.info('processes: %s', distributed.initialize(
         _COORDINATOR.value, _NUM_PROCESSES.value, _PROCESS_ID.value, _INIT_TIMEOUT.value))
   except distributed.DistributedError as e:
     usage_error(str(e))
   config, name = _CONFIG.value, config_name(_config_path(sys.argv))
+  workdir = _WORKDIR.value or os.path.join('runs', name)
+  training = _MODE.value == 'train'
+  writes_record = training and jax.process_index() == 0
   try:
     validation.validate_config(config, jax.device_count())
-  except validation.ConfigError as e:
-    usage_error(str(e))
-  workdir = _WORKDIR.value or os.path.join('runs', name)
-  logging.info('mode %s, workdir %s', _MODE.value, workdir)
-  if jax.process_index() == 0 and _MODE.value == 'train':
-    write_run_record(config, workdir)
-  try:
-    MODES[_MODE.value](config, workdir)
-  except USER_ERRORS as e:
-    usage_error(str(e).splitlines()[0] if str(e) else type(e).__name__)
+    if training:   # before anything is written
+      run_dir.check_writable(workdir)
+      run_dir.check_can_resume(config, workdir)
+    logging.info('mode %s, workdir %s', _MODE.value, workdir)
+    with (run_dir.undo_record_on(is_bad_input, workdir) if writes_record
+          else contextlib.nullcontext()):
+      if writes_record:
+        write_run_record(config, workdir)
+      MODES[_MODE.value](config, workdir)
+  except preemption.TrainingInterrupted as e:
+    logging.warning('%s', e)
+    sys.exit(128 + e.signum)
+  except nonfinite.NonFiniteError as e:   # the run failed, not its input: exit code 1
+    print(f'error: {e}', file=sys.stderr)
+    sys.exit(1)
+  except Exception as e:
+    if not is_bad_input(e):
+      raise
+    message = ' '.join(str(e).split())   # one line
+    usage_error(message + _ADVICE.get(type(e).__name__, ''))
+  finally:   # however the run ended, a checkpoint being written is finished first
+    if 'sparsediff_jax.checkpoints' in sys.modules:
+      sys.modules['sparsediff_jax.checkpoints'].wait_for_saves()
 
 
 def run():

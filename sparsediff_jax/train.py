@@ -2,7 +2,10 @@
 
 The hot step is one compiled function of the split NNX state: it turns uint8 images into a
 training pair of the formulation, runs the network, takes the sparse-mask loss
-(`masking.masked_mse`), and applies gradients and EMA updates, all over the mesh.
+(`masking.masked_mse`), and applies gradients and EMA updates, all over the mesh; a step
+with a NaN/inf loss or gradient applies nothing (nonfinite.py). The loop resumes exactly
+from the newest intact checkpoint, stops cleanly on SIGTERM/SIGINT (preemption.py) and
+writes every logged line to WORKDIR/metrics.jsonl too (docs/troubleshooting.md).
 """
 
 from absl import logging
@@ -17,9 +20,11 @@ import optax
 from clu import metric_writers
 from flax import nnx
 
-from sparsediff_jax import checkpoints, data, evaluate, formulations, generate, masking, sharding
+from sparsediff_jax import (checkpoints, data, evaluate, formulations, generate, masking,
+                            metrics_jsonl, nonfinite, preemption, run_dir, sharding)
 from sparsediff_jax.images import make_grid, save_png
 from sparsediff_jax.models import build_model, count_params
+from sparsediff_jax.run_dir import flatten as _flatten
 
 
 @flax.struct.dataclass
@@ -120,8 +125,14 @@ def make_train_step(config, graphdef, tx, schedule):
     ema = tuple(jax.tree.map(lambda e, p, d=ema_decay(d, state.step): d * e + (1.0 - d) * p,
                              e, params)
                 for d, e in zip(decays, state.ema))
-    metrics = {'loss': loss, 'dense_loss': dense, 'grad_norm': optax.global_norm(grads),
-               'learning_rate': schedule(state.step), 'kept_fraction': jnp.mean(mask)}
+    grad_norm = optax.global_norm(grads)
+    # NaN/inf: keep the old state (see nonfinite.py); the host reads `skipped` lazily.
+    finite = nonfinite.all_finite(loss, grad_norm)
+    params, ema, opt_state = nonfinite.keep_if(finite, (params, ema, opt_state),
+                                               (state.params, state.ema, state.opt_state))
+    metrics = {'loss': loss, 'dense_loss': dense, 'grad_norm': grad_norm,
+               'learning_rate': schedule(state.step), 'kept_fraction': jnp.mean(mask),
+               'skipped': 1.0 - finite.astype(jnp.float32)}
     return state.replace(step=state.step + 1, params=params, ema=ema,
                          opt_state=opt_state), metrics
 
@@ -152,7 +163,13 @@ def _write_samples(config, workdir, writer, sample_fn, params, step):
 
 
 def train(config, workdir: str) -> TrainState:
-  """Trains (resuming from WORKDIR/checkpoints when present) and returns the final state."""
+  """Trains (resuming from WORKDIR/checkpoints when present) and returns the final state.
+
+  Raises preemption.TrainingInterrupted after checkpointing the current step when stopped
+  by a signal, nonfinite.NonFiniteError per config.training.on_nonfinite,
+  run_dir.ConfigMismatchError when the checkpoints belong to a different config, and
+  checkpoints.CheckpointError when none of them can be read.
+  """
   mesh = sharding.make_mesh(config)
   tx, schedule = make_optimizer(config)
   graphdef, abstract_params = abstract_model(config)
@@ -161,22 +178,32 @@ def train(config, workdir: str) -> TrainState:
   # First, so that missing reference statistics stop the run before it writes anything.
   fid_fn = evaluate.make_train_fid(config, graphdef, mesh, workdir)  # None: no training FID
 
-  ckpt = checkpoints.Checkpointer(os.path.join(workdir, 'checkpoints'),
-                                  keep=config.training.keep_checkpoints)
+  # The data first: a missing or broken dataset stops the run before anything is written.
   data_it = data.make_train_iterator(config, process_index=jax.process_index(),
                                      process_count=jax.process_count())
+  ckpt = checkpoints.Checkpointer(os.path.join(workdir, 'checkpoints'),
+                                  keep=config.training.keep_checkpoints)
   target = abstract_state(config, tx, mesh)
   logging.info('training state per device: %s', memory_per_device(target))
   state = init_state(config, tx, mesh)
-  restored = ckpt.restore_latest(target)
+  restored = ckpt.restore_latest(
+      target, check_meta=lambda meta: run_dir.check_same_run(meta.get('config'), config,
+                                                             ckpt.directory))
+  skipped_steps = 0
   if restored is not None:
     start, state, meta = restored
     data_it.set_state(meta['data'])
+    skipped_steps = meta.get('skipped_steps', 0)
     logging.info('resumed from step %d', start)
   start = int(state.step)
 
   writer = metric_writers.create_default_writer(
       workdir, just_logging=jax.process_index() > 0, asynchronous=True)
+  if jax.process_index() == 0 and '://' not in workdir:   # appends need a local file
+    writer = metric_writers.MultiWriter([writer, metrics_jsonl.JsonlWriter(
+        os.path.join(workdir, 'metrics.jsonl'), resume_step=start)])
+  elif jax.process_index() == 0:
+    logging.info('no metrics.jsonl for a remote workdir; the TensorBoard events hold them')
   if start == 0:
     writer.write_hparams({k: str(v) for k, v in _flatten(config.to_dict()).items()})
   step_fn = compile_train_step(config, graphdef, tx, schedule, mesh)
@@ -185,29 +212,45 @@ def train(config, workdir: str) -> TrainState:
   tc = config.training
   history, t_last, step_last = [], time.time(), start
   batches = sharding.prefetch_to_mesh(data_it, mesh)
+  monitor = nonfinite.NonFiniteMonitor(tc.on_nonfinite, tc.nonfinite_patience, skipped_steps)
+  stop, stopping = preemption.StopRequest(), False
   for step in range(start + 1, tc.num_steps + 1):
     batch, data_state = next(batches)
     state, metrics = step_fn(state, batch)
     history.append(metrics)
+    monitor.observe(step, metrics)
+    stopping = stop.should_stop(step)
     is_last = step == tc.num_steps
-    if step % tc.log_every == 0 or is_last:
+    if step % tc.log_every == 0 or is_last or stopping:
+      failure = monitor.check()
       scalars = _mean_metrics(history)
       now = time.time()
       steps_per_sec = (step - step_last) / max(now - t_last, 1e-9)
       scalars.update(steps_per_sec=steps_per_sec,
                      images_per_sec=steps_per_sec * tc.batch_size,
-                     eta_minutes=(tc.num_steps - step) / max(steps_per_sec, 1e-9) / 60.0)
+                     eta_minutes=(tc.num_steps - step) / max(steps_per_sec, 1e-9) / 60.0,
+                     skipped_steps=monitor.skipped_steps)
       writer.write_scalars(step, scalars)
       history, t_last, step_last = [], now, step
-    if _due(step, tc.sample_every, is_last):
+      if failure:
+        raise failure
+    if _due(step, tc.sample_every, is_last) and not stopping:
       _write_samples(config, workdir, writer, sample_fn, state.ema[0], step)
-    if fid_fn and _due(step, config.eval.train_fid_every, is_last):
+    if fid_fn and _due(step, config.eval.train_fid_every, is_last) and not stopping:
       writer.write_scalars(step, fid_fn(state))
-    if _due(step, tc.checkpoint_every, is_last):
-      ckpt.save(step, state, {'data': data_state})
+    if _due(step, tc.checkpoint_every, is_last) or stopping:
+      if failure := monitor.check():   # never checkpoint past a bad step under 'stop'
+        raise failure
+      ckpt.save(step, state, {'data': data_state, 'config': run_dir.config_dict(config),
+                              **monitor.meta()})
+    if stopping:
+      break
   ckpt.wait()
   ckpt.close()
   writer.flush()
+  stop.close()   # only now: a SIGTERM during the last write must not cut it short
+  if stopping and not is_last:
+    raise preemption.TrainingInterrupted(step, stop.signum)
   return state
 
 
@@ -224,12 +267,3 @@ def memory_per_device(state: TrainState) -> str:
 def _due(step: int, every: int, is_last: bool) -> bool:
   return is_last or (every > 0 and step % every == 0)
 
-
-def _flatten(d: dict, prefix: str = '') -> dict:
-  out = {}
-  for k, v in d.items():
-    if isinstance(v, dict):
-      out.update(_flatten(v, f'{prefix}{k}.'))
-    else:
-      out[f'{prefix}{k}'] = v
-  return out

@@ -74,6 +74,20 @@ def validate_config(config, num_devices: int) -> None:
                 'optim.warmup_steps', 'data.num_train_examples'):
     _number(config, field, 0, integer=True)
   _number(config, 'training.keep_checkpoints', 1, integer=True)
+  _choice(config, 'training.on_nonfinite', ('skip', 'stop'))
+  _number(config, 'training.nonfinite_patience', 0, integer=True)
+  _choice(config, 'data.crop', data.preprocess.CROPS)
+  _choice(config, 'data.on_bad_image', data.folders.BAD_IMAGE_POLICIES)
+  _choice(config, 'data.num_channels', (3,))
+  if config.data.name == 'shapes':
+    # Smaller images leave no room for the objects, and more pairs make the layout search
+    # of data/shapes.py restart forever (measured: 3 pairs at 16 px, 4 pairs at any size).
+    _number(config, 'data.image_size', 16, integer=True,
+            allowed='the shapes dataset needs images of at least 16 pixels')
+    most = 3 if config.data.image_size >= 32 else 2
+    _number(config, 'data.shapes_pairs', 1, most, integer=True, hi_open=False,
+            allowed=f'the shapes dataset fits 1 to {most} mirrored pairs per image at '
+                    f'data.image_size={config.data.image_size} (3 need at least 32 pixels)')
   _number(config, 'optim.learning_rate', 0.0, lo_open=True)
 
   if config.data.name == 'shapes':

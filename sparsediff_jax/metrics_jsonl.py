@@ -1,0 +1,78 @@
+"""WORKDIR/metrics.jsonl: every logged metric line as one JSON object, written as it happens.
+
+Each line is {"step": S, "<name>": value, ...} with the same scalars as the console and
+TensorBoard (`pandas.read_json(path, lines=True)` reads it; NaN/inf appear as the bare
+tokens NaN/Infinity, which Python's json and pandas accept). Lines are written and flushed
+synchronously, so a killed run loses none that were logged. On resume from step S the file
+is first cut back to the lines of steps <= S, so after any number of interruptions it reads
+like the log of one uninterrupted run (the timing columns aside).
+"""
+
+import json
+import os
+
+from clu.metric_writers import interface
+
+
+class JsonlWriter(interface.MetricWriter):
+  """A clu MetricWriter that appends write_scalars calls to a JSON-lines file."""
+
+  def __init__(self, path: str, *, resume_step: int = 0):
+    self.path = path
+    _cut_after(path, resume_step)
+    self._file = open(path, 'a')
+
+  def write_scalars(self, step, scalars):
+    record = {'step': int(step), **{k: float(v) for k, v in scalars.items()}}
+    self._file.write(json.dumps(record) + '\n')
+    self._file.flush()
+
+  # Only scalars go to this file.
+  def write_summaries(self, step, values, metadata=None):
+    pass
+
+  def write_images(self, step, images):
+    pass
+
+  def write_videos(self, step, videos):
+    pass
+
+  def write_audios(self, step, audios, *, sample_rate):
+    pass
+
+  def write_texts(self, step, texts):
+    pass
+
+  def write_histograms(self, step, arrays, num_buckets=None):
+    pass
+
+  def write_hparams(self, hparams):
+    pass
+
+  def flush(self):
+    self._file.flush()
+
+  def close(self):
+    self._file.close()
+
+
+def read(path: str) -> list[dict]:
+  """The records of a metrics.jsonl file, skipping a line cut off by a kill."""
+  records = []
+  with open(path) as f:
+    for line in f:
+      try:
+        records.append(json.loads(line))
+      except json.JSONDecodeError:
+        pass
+  return records
+
+
+def _cut_after(path: str, step: int) -> None:
+  if not os.path.exists(path):
+    return
+  kept = [r for r in read(path) if r.get('step', 0) <= step]
+  tmp = f'{path}.tmp'
+  with open(tmp, 'w') as f:
+    f.writelines(json.dumps(r) + '\n' for r in kept)
+  os.replace(tmp, path)

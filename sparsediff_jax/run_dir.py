@@ -1,0 +1,187 @@
+"""The run directory (WORKDIR): can it be written, may this config continue the run it
+holds, and undoing the run record when bad input ends a run before it did anything.
+
+Resuming with a different config would silently mix two experiments in one run, or fail
+deep inside Orbax on mismatched shapes. A run's config is saved twice: WORKDIR/config.json
+(written by the CLI at start) and the `config` entry of every checkpoint's meta. Before
+anything is written, the CLI compares the new config with config.json when the workdir holds
+checkpoints; `train()` compares it with the restored checkpoint's meta (which also covers a
+lost config.json and library use). Every field must be equal except those in MAY_CHANGE:
+what the run logs, samples, evaluates and how long it runs, never what it trains (model,
+formulation, mask, data, batch, seed, optimiser). A field that only one of the two configs
+has (a field added to the code since) is passed over with a warning.
+"""
+
+from absl import logging
+import contextlib
+import json
+import os
+
+from sparsediff_jax.validation import ConfigError
+
+# Fields a resumed run may change; a trailing '.' covers a whole section. Note that with
+# optim.schedule='cosine' the decay is laid out over training.num_steps, so changing it
+# reshapes the learning rate of the steps still to come.
+MAY_CHANGE = (
+    'training.num_steps', 'training.log_every', 'training.sample_every',
+    'training.checkpoint_every', 'training.keep_checkpoints', 'training.on_nonfinite',
+    'training.nonfinite_patience', 'training.resume_may_change',
+    'data.data_dir', 'data.download', 'data.manual_dir', 'data.on_bad_image',
+    'sampling.', 'eval.', 'evaluation.', 'research.', 'sharding.',
+)
+
+
+class WorkdirError(ValueError):
+  """The workdir cannot be created or written."""
+
+
+class ConfigMismatchError(ConfigError):
+  """The workdir holds a run whose config differs in a field that may not change."""
+
+
+def config_dict(config) -> dict:
+  """The config as plain JSON data (tuples become lists), as config.json stores it."""
+  return json.loads(config.to_json_best_effort())
+
+
+def flatten(d: dict, prefix: str = '') -> dict:
+  """{'a': {'b': 1}} -> {'a.b': 1}."""
+  out = {}
+  for k, v in d.items():
+    if isinstance(v, dict):
+      out.update(flatten(v, f'{prefix}{k}.'))
+    else:
+      out[f'{prefix}{k}'] = v
+  return out
+
+
+def _matches(field: str, patterns) -> bool:
+  return any(field == m or (m.endswith('.') and field.startswith(m)) for m in patterns)
+
+
+def config_differences(saved: dict, current: dict) -> list[str]:
+  """'field: saved -> current' for every field that differs and may not change: those in
+  MAY_CHANGE and in current's training.resume_may_change may."""
+  a, b = flatten(saved), flatten(current)
+  extra = [f.strip() for f in b.get('training.resume_may_change', '').split(',') if f.strip()]
+  may_change = lambda f: _matches(f, MAY_CHANGE) or _matches(f, extra)
+  one_sided = sorted(f for f in a.keys() ^ b.keys() if not may_change(f))
+  if one_sided:
+    logging.warning('fields in only one of the saved and the new config, not compared: %s',
+                    ', '.join(one_sided))
+  return [f'{f}: {a[f]!r} -> {b[f]!r}' for f in sorted(a.keys() & b.keys())
+          if a[f] != b[f] and not may_change(f)]
+
+
+def check_same_run(saved: dict | None, config, where: str) -> None:
+  """Raises ConfigMismatchError unless `config` may continue the run saved with `saved`."""
+  if saved is None:
+    return
+  diffs = config_differences(saved, config_dict(config))
+  if diffs:
+    raise ConfigMismatchError(
+        f'{where} holds a run trained with a different config ({"; ".join(diffs)}); '
+        'resume with the saved values, list the fields in --config.training.resume_may_change'
+        f' to change them knowingly, or use a new --workdir (always allowed to change: '
+        f'{", ".join(MAY_CHANGE)})')
+
+
+def has_checkpoints(workdir: str) -> bool:
+  directory = os.path.join(workdir, 'checkpoints')
+  return os.path.isdir(directory) and any(n.isdigit() for n in os.listdir(directory))
+
+
+def check_can_resume(config, workdir: str) -> None:
+  """The CLI's check before it writes anything: config.json against `config`."""
+  path = os.path.join(workdir, 'config.json')
+  if not (os.path.isfile(path) and has_checkpoints(workdir)):
+    return
+  try:
+    with open(path) as f:
+      saved = json.load(f)
+  except (OSError, ValueError) as e:
+    logging.warning('cannot read %s (%s); the checkpoint meta will be compared instead',
+                    path, e)
+    return
+  check_same_run(saved, config, workdir)
+
+
+def check_writable(workdir: str) -> None:
+  """Raises WorkdirError unless `workdir` is, or can be made as, a writable directory."""
+  if '://' in workdir:   # remote file systems are checked by their first write
+    return
+  path = os.path.abspath(workdir)
+  while not os.path.exists(path):
+    path = os.path.dirname(path)
+  what = 'it' if path == os.path.abspath(workdir) else f'its ancestor {path}'
+  if not os.path.isdir(path):
+    raise WorkdirError(f'--workdir={workdir}: {what} is a file, not a directory; choose '
+                       'another --workdir')
+  if not os.access(path, os.W_OK | os.X_OK):
+    raise WorkdirError(f'--workdir={workdir}: {what} is not writable; choose another '
+                       '--workdir or fix its permissions')
+
+
+RECORD_FILES = ('config.json', 'dataset.json')
+
+
+@contextlib.contextmanager
+def undo_record_on(is_bad_input, workdir: str):
+  """Runs the body; when it raises an error for which `is_bad_input(error)` is true before
+  anything but the run record (RECORD_FILES) and empty directories appeared in `workdir`,
+  puts the workdir back as it was (the run record restored or removed, the directories this
+  run made removed). Remote workdirs (gs://...) are left as they are."""
+  if '://' in workdir:
+    yield
+    return
+  workdir = os.path.abspath(workdir)
+  existing = workdir
+  while not os.path.exists(existing):
+    existing = os.path.dirname(existing)
+  before = {n: _read(os.path.join(workdir, n)) for n in RECORD_FILES}
+  listing = _listing(workdir)
+  try:
+    yield
+  except Exception as e:
+    new = _listing(workdir) - listing - set(RECORD_FILES)
+    if is_bad_input(e) and all(_is_empty_dir(os.path.join(workdir, n)) for n in new):
+      try:
+        _undo(workdir, existing, before, new)
+      except OSError as undo_error:   # the original error matters more
+        logging.warning('could not undo the run record in %s: %s', workdir, undo_error)
+    raise
+
+
+def _undo(workdir: str, existing: str, before: dict, new: set) -> None:
+  for name, content in before.items():
+    path = os.path.join(workdir, name)
+    if content is not None:
+      with open(path, 'wb') as f:
+        f.write(content)
+    elif os.path.exists(path):
+      os.remove(path)
+  for name in new:
+    os.rmdir(os.path.join(workdir, name))
+  path = workdir
+  while path != existing:   # the directories this run made, if it got to make them
+    if _is_empty_dir(path):
+      os.rmdir(path)
+    elif os.path.exists(path):
+      break
+    path = os.path.dirname(path)
+
+
+def _is_empty_dir(path: str) -> bool:
+  return os.path.isdir(path) and not os.listdir(path)
+
+
+def _read(path: str) -> bytes | None:
+  try:
+    with open(path, 'rb') as f:
+      return f.read()
+  except FileNotFoundError:
+    return None
+
+
+def _listing(directory: str) -> set:
+  return set(os.listdir(directory)) if os.path.isdir(directory) else set()

@@ -1,0 +1,100 @@
+"""Non-finite guards: the in-step selection, the host-side policies, the checkpoint refusal."""
+
+import re
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+
+from sparsediff_jax import nonfinite
+
+
+def _adam_step():
+  """A jitted step built like train.make_train_step: Adam on a quadratic, guarded."""
+  tx = optax.adam(0.1)
+
+  @jax.jit
+  def step(params, opt_state, target):
+    loss, grads = jax.value_and_grad(lambda p: jnp.sum((p['w'] - target) ** 2))(params)
+    updates, new_opt = tx.update(grads, opt_state, params)
+    new_params = optax.apply_updates(params, updates)
+    ok = nonfinite.all_finite(loss, optax.global_norm(grads))
+    new_params, new_opt = nonfinite.keep_if(ok, (new_params, new_opt), (params, opt_state))
+    return new_params, new_opt, 1.0 - ok.astype(jnp.float32)
+
+  params = {'w': jnp.ones(3)}
+  return step, params, tx.init(params)
+
+
+def test_a_nan_step_leaves_parameters_and_optimiser_state_untouched():
+  step, params, opt = _adam_step()
+  params, opt, skipped = step(params, opt, jnp.zeros(3))
+  assert float(skipped) == 0.0
+  before = jax.device_get((params, opt))
+  params, opt, skipped = step(params, opt, jnp.array([0.0, np.nan, 0.0]))
+  assert float(skipped) == 1.0
+  jax.tree.map(np.testing.assert_array_equal, before, jax.device_get((params, opt)))
+  # Training goes on from there as if the bad batch had never come.
+  params, opt, skipped = step(params, opt, jnp.zeros(3))
+  assert float(skipped) == 0.0 and np.all(np.isfinite(params['w']))
+  assert int(opt[0].count) == 2   # Adam counted only the applied updates
+
+
+def test_all_finite_ignores_integer_leaves_and_sees_inf():
+  assert bool(nonfinite.all_finite({'i': jnp.array([2**31 - 1]), 'x': jnp.ones(2)}))
+  assert not bool(nonfinite.all_finite({'x': jnp.array([1.0, jnp.inf])}))
+  assert not bool(nonfinite.all_finite(jnp.float32(1.0), {'x': jnp.array([jnp.nan])}))
+
+
+def _feed(monitor, flags, start=1):
+  for i, bad in enumerate(flags):
+    monitor.observe(start + i, {'skipped': jnp.float32(bad), 'grad_norm': jnp.float32(1.0),
+                                'loss': jnp.float32(np.nan if bad else 0.5)})
+
+
+def test_skip_counts_across_checks_and_resets_the_streak():
+  monitor = nonfinite.NonFiniteMonitor('skip', patience=3, skipped_steps=5)
+  _feed(monitor, [0, 1, 1, 0, 1])
+  assert monitor.check() is None
+  _feed(monitor, [1, 0], start=6)
+  assert monitor.check() is None
+  assert monitor.skipped_steps == 5 + 4
+  assert monitor.meta() == {'skipped_steps': 9}
+
+
+def test_skip_stops_after_patience_in_a_row_naming_the_step():
+  monitor = nonfinite.NonFiniteMonitor('skip', patience=3)
+  _feed(monitor, [1, 1, 0, 1, 1])
+  assert monitor.check() is None
+  _feed(monitor, [1], start=6)
+  error = monitor.check()
+  assert isinstance(error, nonfinite.NonFiniteError)
+  assert re.match(r'step 6: loss=nan.*after 3 skipped steps in a row', str(error))
+
+
+def test_patience_zero_skips_forever():
+  monitor = nonfinite.NonFiniteMonitor('skip', patience=0)
+  _feed(monitor, [1] * 50)
+  assert monitor.check() is None
+  assert monitor.skipped_steps == 50
+
+
+def test_stop_names_the_first_bad_step():
+  monitor = nonfinite.NonFiniteMonitor('stop', patience=100)
+  _feed(monitor, [0, 0, 1, 1], start=10)
+  assert re.match(r"^step 12: loss=nan, grad_norm=1 is not finite.*on_nonfinite='stop'",
+                  str(monitor.check()))
+
+
+def test_nothing_is_read_until_check():
+  monitor = nonfinite.NonFiniteMonitor('stop', patience=0)
+  _feed(monitor, [1])
+  assert monitor.skipped_steps == 0   # observe() only records
+
+
+def test_a_state_with_nan_is_refused():
+  nonfinite.check_state_finite({'w': jnp.ones(2), 'rng': jnp.zeros(2, jnp.uint32)}, 'x')
+  with pytest.raises(nonfinite.NonFiniteError, match='the state of step 7 holds NaN or inf'):
+    nonfinite.check_state_finite({'w': jnp.array([1.0, np.nan])}, 'the state of step 7')

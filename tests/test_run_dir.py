@@ -1,0 +1,141 @@
+"""The run directory: writability, which config changes a resume accepts, undoing the record."""
+
+import json
+import os
+
+import pytest
+
+from sparsediff_jax import config_base, run_dir
+
+
+def _saved(config) -> dict:
+  return json.loads(config.to_json_best_effort(indent=2))
+
+
+def test_fields_that_steer_logging_and_length_may_change():
+  old, new = config_base.get_config(), config_base.get_config()
+  new.training.num_steps *= 2
+  new.training.log_every = 1
+  new.training.checkpoint_every = 7
+  new.training.on_nonfinite = 'stop'
+  new.sampling.sampler = 'euler'
+  new.sampling.num_steps = 3
+  new.data.data_dir = 'gs://bucket/tfds'
+  assert run_dir.config_differences(_saved(old), run_dir.config_dict(new)) == []
+
+
+def test_fields_that_change_training_are_listed_with_both_values():
+  old, new = config_base.get_config(), config_base.get_config()
+  new.model.channel_mult = (1, 2)
+  new.mask.ratio = 0.5
+  new.diffusion.formulation = 'edm'
+  new.training.seed = 1
+  assert run_dir.config_differences(_saved(old), run_dir.config_dict(new)) == [
+      "diffusion.formulation: 'flow_matching' -> 'edm'", 'mask.ratio: 0.9 -> 0.5',
+      'model.channel_mult: [1, 2, 2] -> [1, 2]', 'training.seed: 0 -> 1']
+
+
+def test_resume_may_change_lets_named_fields_and_sections_change():
+  old, new = config_base.get_config(), config_base.get_config()
+  new.optim.learning_rate = 1e-4
+  new.optim.grad_clip = 0.5
+  new.mask.ratio = 0.5
+  new.training.resume_may_change = 'optim.learning_rate, mask.'
+  assert run_dir.config_differences(_saved(old), run_dir.config_dict(new)) == [
+      'optim.grad_clip: 1.0 -> 0.5']
+
+
+def test_fields_only_one_side_has_are_not_compared():
+  old, new = config_base.get_config(), config_base.get_config()
+  saved = _saved(old)
+  del saved['training']['on_nonfinite'], saved['mask']['patch_size']   # an older record
+  new.eval = {'num_samples': 10}
+  assert run_dir.config_differences(saved, run_dir.config_dict(new)) == []
+
+
+def test_mismatch_error_names_the_workdir_and_the_way_out():
+  config = config_base.get_config()
+  saved = _saved(config)
+  config.data.image_size = 64
+  with pytest.raises(run_dir.ConfigMismatchError,
+                     match=r'^/w holds a run trained with a different config '
+                           r'\(data.image_size: 32 -> 64\); resume with the saved values, '
+                           r'list the fields in --config.training.resume_may_change to change '
+                           r'them knowingly, or use a new --workdir'):
+    run_dir.check_same_run(saved, config, '/w')
+  run_dir.check_same_run(None, config, '/w')   # nothing saved: nothing to compare
+
+
+def test_config_json_is_compared_only_when_the_workdir_holds_checkpoints(tmp_path):
+  config = config_base.get_config()
+  (tmp_path / 'config.json').write_text(config.to_json_best_effort(indent=2))
+  config.model.channels = 64
+  run_dir.check_can_resume(config, str(tmp_path))   # a run that never saved: may restart
+  (tmp_path / 'checkpoints' / '500').mkdir(parents=True)
+  with pytest.raises(run_dir.ConfigMismatchError, match='model.channels: 32 -> 64'):
+    run_dir.check_can_resume(config, str(tmp_path))
+
+
+def test_workdir_must_be_a_writable_directory(tmp_path):
+  run_dir.check_writable(str(tmp_path / 'new' / 'deeper'))
+  afile = tmp_path / 'afile'
+  afile.write_text('')
+  with pytest.raises(run_dir.WorkdirError, match='it is a file, not a directory'):
+    run_dir.check_writable(str(afile))
+  with pytest.raises(run_dir.WorkdirError, match=f'its ancestor {afile} is a file'):
+    run_dir.check_writable(str(afile / 'run'))
+
+
+def _write_record(workdir, text):
+  os.makedirs(workdir, exist_ok=True)
+  for name in run_dir.RECORD_FILES:
+    with open(os.path.join(workdir, name), 'w') as f:
+      f.write(text)
+
+
+class BadInput(Exception):
+  pass
+
+
+def _is_bad(e):
+  return isinstance(e, BadInput)
+
+
+def test_bad_input_removes_a_new_workdir_and_its_new_parents(tmp_path):
+  workdir = tmp_path / 'runs' / 'x'
+  with pytest.raises(BadInput):
+    with run_dir.undo_record_on(_is_bad, str(workdir)):
+      _write_record(workdir, 'new')
+      os.makedirs(workdir / 'checkpoints')   # Orbax made it, empty
+      raise BadInput
+  assert os.listdir(tmp_path) == []
+
+
+def test_bad_input_puts_back_the_previous_record(tmp_path):
+  _write_record(tmp_path, 'old')
+  (tmp_path / 'checkpoints' / '5').mkdir(parents=True)
+  with pytest.raises(BadInput):
+    with run_dir.undo_record_on(_is_bad, str(tmp_path)):
+      _write_record(tmp_path, 'new')
+      raise BadInput
+  assert all((tmp_path / n).read_text() == 'old' for n in run_dir.RECORD_FILES)
+  assert sorted(os.listdir(tmp_path)) == ['checkpoints', *run_dir.RECORD_FILES]
+
+
+@pytest.mark.parametrize('error', [BadInput, RuntimeError])
+def test_a_run_that_wrote_anything_else_keeps_its_record(tmp_path, error):
+  workdir = tmp_path / 'w'
+  with pytest.raises(error):
+    with run_dir.undo_record_on(_is_bad, str(workdir)):
+      _write_record(workdir, 'new')
+      if error is BadInput:
+        (workdir / 'metrics.jsonl').write_text('{}')
+      raise error
+  assert all((workdir / n).read_text() == 'new' for n in run_dir.RECORD_FILES)
+
+
+def test_bad_input_before_the_record_was_written_changes_nothing(tmp_path):
+  with pytest.raises(BadInput):
+    with run_dir.undo_record_on(_is_bad, str(tmp_path / 'runs' / 'x')):
+      raise BadInput
+  assert os.listdir(tmp_path) == []
