@@ -23,6 +23,7 @@ written after a bad step and the newest one is the last good state.
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 
 class NonFiniteError(RuntimeError):
@@ -67,7 +68,8 @@ class NonFiniteMonitor:
     self._pending = []                   # (step, metrics) not read yet
 
   def observe(self, step: int, metrics: dict) -> None:
-    """Records step `step`'s metrics (device arrays; nothing is read here)."""
+    """Records step `step`'s metrics (device arrays; nothing is read here). Metrics
+    stacked over k steps (training.steps_per_call) are those of steps step-k+1..step."""
     self._pending.append((step, {k: metrics[k] for k in ('skipped', 'loss', 'grad_norm')}))
 
   def check(self) -> NonFiniteError | None:
@@ -77,6 +79,9 @@ class NonFiniteMonitor:
     after writing the metrics of the step that revealed it.
     """
     pending, self._pending = jax.device_get(self._pending), []
+    pending = [(last - len(skipped) + 1 + i, {key: np.ravel(m[key])[i] for key in m})
+               for last, m in pending for skipped in [np.ravel(m['skipped'])]
+               for i in range(len(skipped))]
     for step, m in pending:
       if not m['skipped']:
         self.in_row = 0

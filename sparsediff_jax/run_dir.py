@@ -25,9 +25,10 @@ from sparsediff_jax.validation import ConfigError
 MAY_CHANGE = (
     'training.num_steps', 'training.log_every', 'training.sample_every',
     'training.checkpoint_every', 'training.keep_checkpoints', 'training.on_nonfinite',
+    'training.steps_per_call', 'training.unroll_steps',
     'training.nonfinite_patience', 'training.resume_may_change',
     'data.data_dir', 'data.download', 'data.manual_dir', 'data.on_bad_image',
-    'sampling.', 'eval.', 'evaluation.', 'research.', 'sharding.',
+    'sampling.', 'eval.', 'research.', 'sharding.',
 )
 
 

@@ -32,9 +32,10 @@ def replicated(mesh: Mesh) -> NamedSharding:
   return NamedSharding(mesh, P())
 
 
-def batch_sharding(mesh: Mesh) -> NamedSharding:
-  """Leading (batch) axis split over every device, the rest whole."""
-  return NamedSharding(mesh, P(BATCH_AXES))
+def batch_sharding(mesh: Mesh, stacked: bool = False) -> NamedSharding:
+  """Leading (batch) axis split over every device, the rest whole; with `stacked`, the
+  batch is the second axis (a leading axis of steps, training.steps_per_call > 1)."""
+  return NamedSharding(mesh, P(None, BATCH_AXES) if stacked else P(BATCH_AXES))
 
 
 def fsdp_spec(shape: tuple[int, ...], fsdp: int) -> P:
@@ -63,24 +64,31 @@ def bytes_per_device(tree) -> int:
              for x in jax.tree.leaves(tree))
 
 
-def global_batch(local: np.ndarray, mesh: Mesh) -> jax.Array:
+def global_batch(local: np.ndarray, mesh: Mesh, stacked: bool = False) -> jax.Array:
   """Assembles every process's local rows into one global array sharded over the mesh."""
-  return jax.make_array_from_process_local_data(batch_sharding(mesh), local)
+  return jax.make_array_from_process_local_data(batch_sharding(mesh, stacked), local)
 
 
-def prefetch_to_mesh(iterator, mesh: Mesh, size: int = 2):
+def prefetch_to_mesh(iterator, mesh: Mesh, size: int = 2, steps_per_call: int = 1):
   """Yields (global batch on the mesh, iterator state after that batch), `size` ahead.
 
   The host-to-device copies of the next batches are in flight while the current step runs.
   The state travels with its batch, so a checkpoint records the batches actually consumed,
-  not the ones prefetched.
+  not the ones prefetched. With steps_per_call = k > 1 each item stacks k batches
+  ([k, batch, ...], for a lax.scan over steps). size = 0 copies each batch when it is asked
+  for (no prefetch; for measuring what prefetch buys).
   """
-  queue = collections.deque()
+  queue, k = collections.deque(), steps_per_call
 
   def enqueue(n):
     for _ in range(n):
-      local = next(iterator)
-      queue.append((global_batch(local, mesh), iterator.get_state()))
+      local = np.stack([next(iterator) for _ in range(k)]) if k > 1 else next(iterator)
+      queue.append((global_batch(local, mesh, stacked=k > 1), iterator.get_state()))
+
+  if size == 0:
+    while True:
+      enqueue(1)
+      yield queue.popleft()
 
   enqueue(size)
   while queue:

@@ -21,7 +21,7 @@ from clu import metric_writers
 from flax import nnx
 
 from sparsediff_jax import (checkpoints, data, evaluate, formulations, generate, masking,
-                            metrics_jsonl, nonfinite, preemption, run_dir, sharding)
+                            metrics_jsonl, nonfinite, preemption, run_dir, sharding, validation)
 from sparsediff_jax.images import make_grid, save_png
 from sparsediff_jax.models import build_model, count_params
 from sparsediff_jax.run_dir import flatten as _flatten
@@ -139,12 +139,27 @@ def make_train_step(config, graphdef, tx, schedule):
   return step_fn
 
 
-def compile_train_step(config, graphdef, tx, schedule, mesh):
-  """jit with the batch split over the mesh, the state in its shardings and donated."""
+def make_multi_step(step_fn, steps: int, unroll: bool = True):
+  """`steps` training steps in one call, as a lax.scan: images [steps, batch, H, W, C] in,
+  metrics stacked along a leading [steps] axis out. The same numbers as `steps` calls.
+  `unroll`: the steps laid out one after another (no loop in the program) or a rolled loop."""
+  if steps == 1:
+    return step_fn
+  return lambda state, images: jax.lax.scan(step_fn, state, images, unroll=unroll)
+
+
+def compile_train_step(config, graphdef, tx, schedule, mesh, *, donate: bool = True):
+  """jit with the batch split over the mesh, the state in its shardings and donated (its
+  buffers reused for the new state: one copy of the state in memory, not two).
+
+  With config.training.steps_per_call = k > 1 one call runs k steps on [k, batch, ...].
+  """
   rep, state_sh = sharding.replicated(mesh), state_shardings(config, tx, mesh)
-  return jax.jit(make_train_step(config, graphdef, tx, schedule),
-                 in_shardings=(state_sh, sharding.batch_sharding(mesh)),
-                 out_shardings=(state_sh, rep), donate_argnums=0)
+  k = config.training.steps_per_call
+  return jax.jit(make_multi_step(make_train_step(config, graphdef, tx, schedule), k,
+                                 config.training.unroll_steps),
+                 in_shardings=(state_sh, sharding.batch_sharding(mesh, stacked=k > 1)),
+                 out_shardings=(state_sh, rep), donate_argnums=0 if donate else ())
 
 
 def _mean_metrics(history: list[dict]) -> dict:
@@ -195,7 +210,11 @@ def train(config, workdir: str) -> TrainState:
     data_it.set_state(meta['data'])
     skipped_steps = meta.get('skipped_steps', 0)
     logging.info('resumed from step %d', start)
-  start = int(state.step)
+  start, k = int(state.step), config.training.steps_per_call
+  if start % k:
+    raise validation.ConfigError(
+        f'the run stopped at step {start}, not a multiple of training.steps_per_call={k}; '
+        'resume with a training.steps_per_call that divides it (e.g. 1)')
 
   writer = metric_writers.create_default_writer(
       workdir, just_logging=jax.process_index() > 0, asynchronous=True)
@@ -211,10 +230,10 @@ def train(config, workdir: str) -> TrainState:
 
   tc = config.training
   history, t_last, step_last = [], time.time(), start
-  batches = sharding.prefetch_to_mesh(data_it, mesh)
+  batches = sharding.prefetch_to_mesh(data_it, mesh, steps_per_call=k)
   monitor = nonfinite.NonFiniteMonitor(tc.on_nonfinite, tc.nonfinite_patience, skipped_steps)
   stop, stopping = preemption.StopRequest(), False
-  for step in range(start + 1, tc.num_steps + 1):
+  for step in range(start + k, tc.num_steps + 1, k):   # `step`: the last step of the call
     batch, data_state = next(batches)
     state, metrics = step_fn(state, batch)
     history.append(metrics)

@@ -74,6 +74,13 @@ def validate_config(config, num_devices: int) -> None:
                 'optim.warmup_steps', 'data.num_train_examples'):
     _number(config, field, 0, integer=True)
   _number(config, 'training.keep_checkpoints', 1, integer=True)
+  k = config.training.steps_per_call
+  _number(config, 'training.steps_per_call', 1, integer=True)
+  for field in ('training.num_steps', 'training.log_every', 'training.sample_every',
+                'training.checkpoint_every', 'eval.train_fid_every'):
+    if _get(config, field) % k:
+      _fail(field, _get(config, field),
+            f'must be a multiple of training.steps_per_call={k} (the loop acts between calls)')
   _choice(config, 'training.on_nonfinite', ('skip', 'stop'))
   _number(config, 'training.nonfinite_patience', 0, integer=True)
   _choice(config, 'data.crop', data.preprocess.CROPS)
@@ -89,11 +96,6 @@ def validate_config(config, num_devices: int) -> None:
             allowed=f'the shapes dataset fits 1 to {most} mirrored pairs per image at '
                     f'data.image_size={config.data.image_size} (3 need at least 32 pixels)')
   _number(config, 'optim.learning_rate', 0.0, lo_open=True)
-
-  if config.data.name == 'shapes':
-    _number(config, 'data.shapes_pairs', 1, 3, integer=True, hi_open=False)
-    _number(config, 'data.image_size', 16, integer=True,
-            allowed='shapes images need at least 16 pixels per side')
 
   for field in ('research.num_samples', 'research.batch_size', 'research.locality_images',
                 'research.locality_times', 'research.memorization_grid'):

@@ -69,10 +69,10 @@ def test_mismatch_error_names_the_workdir_and_the_way_out():
 def test_config_json_is_compared_only_when_the_workdir_holds_checkpoints(tmp_path):
   config = config_base.get_config()
   (tmp_path / 'config.json').write_text(config.to_json_best_effort(indent=2))
-  config.model.channels = 64
+  saved, config.model.channels = config.model.channels, 64
   run_dir.check_can_resume(config, str(tmp_path))   # a run that never saved: may restart
   (tmp_path / 'checkpoints' / '500').mkdir(parents=True)
-  with pytest.raises(run_dir.ConfigMismatchError, match='model.channels: 32 -> 64'):
+  with pytest.raises(run_dir.ConfigMismatchError, match=f'model.channels: {saved} -> 64'):
     run_dir.check_can_resume(config, str(tmp_path))
 
 

@@ -18,6 +18,7 @@ def build_model(config, seed: int):
                 channels=m.channels, channel_mult=tuple(m.channel_mult),
                 num_res_blocks=m.num_res_blocks, attn_resolutions=tuple(m.attn_resolutions),
                 num_heads=m.num_heads, dropout=m.dropout, dtype=DTYPES[m.dtype],
+                remat=m.get('remat', False),
                 rngs=nnx.Rngs(params=seed))
   raise ValueError(f'unknown model {m.name!r}; choose from {MODELS}')
 

@@ -16,9 +16,12 @@ class UNet(nnx.Module):
   def __init__(self, *, image_size: int, in_channels: int, channels: int,
                channel_mult: tuple[int, ...], num_res_blocks: int,
                attn_resolutions: tuple[int, ...], num_heads: int = 1, dropout: float = 0.0,
-               dtype=jnp.float32, rngs: nnx.Rngs):
+               dtype=jnp.float32, remat: bool = False, rngs: nnx.Rngs):
     self.channels = channels
     self.dtype = dtype
+    # Rematerialisation: each residual block's activations are recomputed in the backward
+    # pass instead of stored (less memory, about one more forward pass of compute).
+    self.remat = remat
     emb_dim = 4 * channels
     self.emb1 = nnx.Linear(channels, emb_dim, rngs=rngs)
     self.emb2 = nnx.Linear(emb_dim, emb_dim, rngs=rngs)
@@ -63,12 +66,13 @@ class UNet(nnx.Module):
 
   def __call__(self, x: jax.Array, cond: jax.Array, *, rngs: nnx.Rngs | None = None):
     """x: [B, H, W, C]; cond: [B]; rngs: dropout randomness (None = deterministic)."""
+    res = nnx.remat(_res_block) if self.remat else _res_block
     emb = self.emb2(nnx.silu(self.emb1(layers.timestep_embedding(cond, self.channels))))
     h = self.conv_in(x.astype(self.dtype))
     hs = [h]
     for kind, m in zip(self.down_kinds, self.down):
       if kind == 'res':
-        h = m(h, emb, rngs)
+        h = res(m, h, emb, rngs)
         hs.append(h)
       elif kind == 'attn':
         h = m(h)
@@ -76,10 +80,14 @@ class UNet(nnx.Module):
       else:
         h = m(h)
         hs.append(h)
-    h = self.mid[2](self.mid[1](self.mid[0](h, emb, rngs)), emb, rngs)
+    h = res(self.mid[2], self.mid[1](res(self.mid[0], h, emb, rngs)), emb, rngs)
     for kind, m in zip(self.up_kinds, self.up):
       if kind == 'res':
-        h = m(jnp.concatenate([h, hs.pop()], axis=-1), emb, rngs)
+        h = res(m, jnp.concatenate([h, hs.pop()], axis=-1), emb, rngs)
       else:
         h = m(h)
     return self.conv_out(nnx.silu(self.norm_out(h))).astype(jnp.float32)
+
+
+def _res_block(block, h, emb, rngs):
+  return block(h, emb, rngs)

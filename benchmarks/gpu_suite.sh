@@ -1,0 +1,94 @@
+#!/usr/bin/env bash
+# The benchmark suite for one accelerator (GPU or TPU chip), in under 8 minutes on an H100.
+# Installs nothing from a network. Writes every table to one Markdown file.
+#
+#   bash benchmarks/gpu_suite.sh [OUTPUT.md] [WHEELHOUSE]
+#
+# OUTPUT.md defaults to $OUT/gpu_suite.md when $OUT is set, else benchmarks/gpu_suite.md.
+# Needs this package's dependencies (jax with the accelerator, flax, optax, orbax,
+# ml-collections, clu, tensorflow-datasets); when some are missing and WHEELHOUSE (a folder
+# of wheels, e.g. from `pip download -d WHEELHOUSE -e .`) is given, they are installed from
+# it with --no-index, else the suite names what is missing and stops.
+#
+# Sections (each also runs alone): train step of every config (images/s, MFU, memory, the
+# mask ratio 0.98 / ratio 0 cost), each optimisation before/after on the CelebA config,
+# sampling at 35 and 79 NFE (time to 50k samples), Inception features, input pipeline.
+set -uo pipefail
+cd "$(dirname "$0")/.." || exit 1
+OUTPUT=${1:-${OUT:+$OUT/gpu_suite.md}}
+OUTPUT=${OUTPUT:-benchmarks/gpu_suite.md}
+WHEELHOUSE=${2:-}
+PYTHON=${PYTHON:-python}
+export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"
+export XLA_PYTHON_CLIENT_PREALLOCATE=false   # so the allocator's peak means something
+mkdir -p "$(dirname "$OUTPUT")"
+
+missing=$("$PYTHON" - <<'EOF'
+import importlib.util
+mods = ['jax', 'flax', 'optax', 'orbax.checkpoint', 'ml_collections', 'clu', 'etils', 'absl',
+        'PIL', 'scipy', 'tqdm']
+print(' '.join(m for m in mods if importlib.util.find_spec(m.split('.')[0]) is None
+               or importlib.util.find_spec(m) is None))
+EOF
+)
+if [[ -n "$missing" ]]; then
+  if [[ -n "$WHEELHOUSE" ]]; then
+    "$PYTHON" -m pip install -q --no-index --find-links "$WHEELHOUSE" --no-deps -e . || exit 1
+    "$PYTHON" -m pip install -q --no-index --find-links "$WHEELHOUSE" \
+      ml-collections clu etils absl-py pillow scipy tqdm optax flax orbax-checkpoint || exit 1
+  else
+    echo "error: missing Python modules: $missing (give a WHEELHOUSE folder to install from)" >&2
+    exit 2
+  fi
+fi
+
+section() {   # section TITLE SECONDS COMMAND...: runs COMMAND, its stdout into OUTPUT
+  local title=$1 limit=$2
+  shift 2
+  echo "== $title" >&2
+  { echo; echo "## $title"; echo; echo "    ${*}"; echo; } >> "$OUTPUT"
+  local start=$SECONDS
+  if timeout "$limit" "$@" >> "$OUTPUT" 2> "$OUTPUT.log.tmp"; then
+    echo "($((SECONDS - start)) s)" >> "$OUTPUT"
+  else
+    echo "(failed or timed out after $((SECONDS - start)) s; last lines of its log:)" >> "$OUTPUT"
+    tail -n 5 "$OUTPUT.log.tmp" | sed 's/^/    /' >> "$OUTPUT"
+  fi
+  cat "$OUTPUT.log.tmp" >> "$OUTPUT.log"
+  rm -f "$OUTPUT.log.tmp"
+}
+
+{
+  echo "# sparsediff_jax benchmark suite"
+  echo
+  echo "$(date -u +%Y-%m-%dT%H:%MZ), commit $(git rev-parse --short HEAD 2>/dev/null || echo unknown)"
+  echo
+  command -v nvidia-smi > /dev/null &&
+    nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader | sed 's/^/    /'
+  "$PYTHON" -c 'import jax; print("    jax", jax.__version__, jax.devices())'
+} > "$OUTPUT"
+: > "$OUTPUT.log"
+
+T=${PYTHON}
+section "Train step: CelebA 64x64" 150 \
+  "$T" benchmarks/train_step.py --config=configs/celeba.py --batch_sizes=64,128,256 \
+  --ratios=0,0.98 --steps=20 --rounds=3
+section "Train step: CIFAR-10 32x32" 70 \
+  "$T" benchmarks/train_step.py --config=configs/cifar10.py --batch_sizes=128,512 \
+  --ratios=0,0.98 --steps=20 --rounds=3
+section "Train step: shapes (embedded default)" 40 \
+  "$T" benchmarks/train_step.py --batch_sizes=256 --ratios=0,0.98 --steps=20 --rounds=3
+section "Optimisations, CelebA batch 128" 120 \
+  "$T" benchmarks/optimizations.py --config=configs/celeba.py --batch=128 --steps=16 \
+  --rounds=3 --scan=4
+section "Sampling (CelebA, Heun 35 / 79 NFE) and Inception features" 90 \
+  "$T" benchmarks/sampling_speed.py --batch=512 --repeats=2 --inception_batch=500 \
+  --fid_features=0 --eval_samples=0
+if "$T" -c 'import tensorflow, tensorflow_datasets' 2> /dev/null; then
+  section "Input pipeline (CelebA, CIFAR-10 from TFDS records)" 60 \
+    "$T" benchmarks/input_pipeline.py --repeats=2
+else
+  printf '\n## Input pipeline\n\nnot run: tensorflow / tensorflow-datasets missing here\n' \
+    >> "$OUTPUT"
+fi
+echo "wrote $OUTPUT (logs: $OUTPUT.log)" >&2
