@@ -201,6 +201,11 @@ def get_config() -> ml_collections.ConfigDict:
   e.inception_sha256 = 'pytorch-fid'  # SHA-256 the weights file must have: 'pytorch-fid' = the
                                 # published file's; '' = accept any file (own weights; its hash
                                 # is still recorded and compared); or a hex digest.
+  e.memorization_samples = 10_000  # --mode=eval: the first N samples are compared with every
+                                # training image, in pixel and Inception space (nearest and
+                                # second-nearest; memorized when d1/d2 < 1/3), and on shapes
+                                # scored for global consistency. Costs one Inception pass over
+                                # the training images. 0 = skip.
   e.train_fid_every = 0         # training steps between small-sample FIDs (0 = never); needs
                                 # reference statistics (--mode=fid_stats) first.
   e.train_fid_samples = 1000    # samples of the training FID, logged as fid_<n>: a biased

@@ -6,7 +6,9 @@
 - eval: config.eval.num_samples images from the newest checkpoint (parameters chosen by
   config.sampling.ema_index), features streamed into float64 statistics, then FID, KID,
   precision/recall against the reference, written to WORKDIR/eval/metrics_<step>.json with
-  a sample grid. Statistics made with another resolution, preprocessing or Inception weights
+  a sample grid; for the first config.eval.memorization_samples samples also memorization
+  (pixel and Inception space, against every training image) and, on shapes, global
+  consistency (`research_metrics`). Statistics made with another resolution, preprocessing or Inception weights
   are refused before any sampling.
 - make_train_fid: the same FID on config.eval.train_fid_samples images, as `fid_<n>`.
 
@@ -157,14 +159,19 @@ def run_eval_mode(config, workdir: str) -> dict:
     raise EvalInputError(f'config.eval.num_samples={n}: FID needs at least 2 samples')
   nfe = samplers.num_evaluations(formulations.get_formulation(config.diffusion), s.sampler,
                                  s.num_steps)
-  keeper = generate.ImageKeeper(s.grid_size ** 2, keep_all=s.save_npz)
+  m = min(e.memorization_samples, n)
+  keeper = generate.ImageKeeper(max(s.grid_size ** 2, m), keep_all=s.save_npz)
   start = time.time()
   acc, gen_features = generated_features(
       config, featurizer, generate.make_batch_sampler(config, graphdef, mesh), params, n,
-      batch_size=e.batch_size, keep_first=e.reference_features, keeper=keeper,
+      batch_size=e.batch_size, keep_first=max(e.reference_features, m), keeper=keeper,
       desc=f'eval: sampling ({s.sampler}, {nfe} NFE) + features')
   elapsed = time.time() - start
-  metrics = sample_metrics(acc.finalize(), gen_features, ref_stats, ref_features)
+  metrics = sample_metrics(acc.finalize(), gen_features[:e.reference_features], ref_stats,
+                           ref_features)
+  if m:
+    metrics.update(research_metrics(config, featurizer, mesh, keeper.images()[:m],
+                                    gen_features[:m], os.path.join(workdir, 'eval'), step))
   metrics.update(
       step=step, num_samples=acc.count, nfe=nfe, sampler=s.sampler, num_steps=s.num_steps,
       time_steps=s.time_steps, seed=s.seed, ema_index=s.ema_index,
@@ -183,6 +190,32 @@ def run_eval_mode(config, workdir: str) -> dict:
     logging.info('step %d: FID %.3f over %d samples (%s, %d NFE); wrote %s', step,
                  metrics['fid'], acc.count, s.sampler, nfe, path)
   return metrics
+
+
+def research_metrics(config, featurizer, mesh, samples: np.ndarray,
+                     sample_features: np.ndarray, out_dir: str, step: int) -> dict:
+  """Memorization of uint8 `samples` against every training image, in pixel space and in
+  Inception feature space (`memorization_pixel_*`, `memorization_feature_*`), and on the
+  shapes data their global consistency (`consistency_*`). Writes
+  OUT_DIR/memorization_<step>.png: the most memorized samples over their nearest
+  training images (pixel space)."""
+  from sparsediff_jax import data   # imports TFDS; only needed here
+  from sparsediff_jax.evaluation import consistency, memorization
+  train_images = data.load_train_images(config)
+  batches, _ = feats.real_image_batches(config, mesh, config.eval.batch_size)
+  _, train_features = feats.collect(featurizer, batches, keep=lambda idx: idx >= 0)
+  mem, neighbours = memorization.memorization_report(
+      samples, train_images, sample_features=sample_features, train_features=train_features)
+  out = {f'memorization_{k}': v for k, v in mem.items()}
+  out['memorization_samples'] = len(samples)
+  if config.data.name == 'shapes':
+    out.update({f'consistency_{k}': v for k, v in
+                consistency.shape_consistency(samples, config.data.shapes_pairs).items()})
+  if jax.process_index() == 0:
+    out['memorization_grid'] = memorization.save_memorization_grid(
+        os.path.join(out_dir, f'memorization_{step}.png'), samples, train_images, neighbours,
+        k=min(config.research.memorization_grid, len(samples)))
+  return out
 
 
 def make_train_fid(config, graphdef, mesh, workdir: str):

@@ -149,7 +149,8 @@ def _validate_sampling_and_eval(config, num_devices: int) -> None:
           allowed=f'must be > sampling.sigma_min={s.sigma_min}')
   for field in ('sampling.s_churn', 'sampling.s_min', 'sampling.s_max', 'sampling.s_noise'):
     _number(config, field, 0)
-  for field in ('sampling.num_samples', 'eval.train_fid_every', 'eval.reference_features'):
+  for field in ('sampling.num_samples', 'eval.train_fid_every', 'eval.reference_features',
+                'eval.memorization_samples'):
     _number(config, field, 0, integer=True)
   n_ema = len(config.optim.ema_decays)
   _number(config, 'sampling.ema_index', -1, n_ema, integer=True,

@@ -113,6 +113,15 @@ def test_eval_metrics_json(run):
   assert 0 <= metrics['precision'] <= 1 and 0 <= metrics['recall'] <= 1
   grid, npz = metrics['samples']
   assert os.path.isfile(grid) and grid.endswith(f'eval/samples_{STEP}.png')
+  # Memorization and consistency of the samples (seeded random weights: noise, so nothing
+  # is memorized and no image has the right objects).
+  assert metrics['memorization_samples'] == N
+  for space in ('pixel', 'feature'):
+    assert metrics[f'memorization_{space}_memorized_fraction'] == 0.0
+    assert metrics[f'memorization_{space}_nn_distance_mean'] > 0
+    assert 0 < metrics[f'memorization_{space}_nn_ratio_mean'] <= 1
+  assert metrics['consistency_count_exact_fraction'] == 0.0
+  assert os.path.isfile(metrics['memorization_grid'])
   with np.load(npz) as f:
     assert f['images'].shape == (N, 16, 16, 3) and f['images'].dtype == np.uint8
     assert int(f['nfe']) == 3 and int(f['step']) == STEP
@@ -170,7 +179,8 @@ def test_reference_of_another_resolution_or_weights_is_refused(run, tmp_path):
   with pytest.raises(fid.StatsMismatchError, match=r"field 'resolution' differs \(16 vs 32\)"):
     evaluate.load_reference(config, run['workdir'])
   assert sorted(os.listdir(os.path.join(run['workdir'], 'eval'))) == [
-      f'metrics_{STEP}.json', f'samples_{STEP}.npz', f'samples_{STEP}.png']
+      f'memorization_{STEP}.png', f'metrics_{STEP}.json', f'samples_{STEP}.npz',
+      f'samples_{STEP}.png']
 
 
 def _cli(args, tmp_path, cwd):
@@ -242,3 +252,22 @@ def test_bad_weights_file_is_a_user_error(weights, tmp_path):
   with pytest.raises(inception_weights.InceptionWeightsError, match='no such file'):
     features.Featurizer(config.eval, sharding.make_mesh())
   assert inception_weights.InceptionWeightsError in main.USER_ERRORS
+
+
+def test_eval_research_metrics_find_copies_of_training_images(run, weights, tmp_path):
+  """Samples that are training images are memorized in both spaces, and consistent."""
+  config = run['config']
+  mesh = sharding.make_mesh()
+  with pytest.MonkeyPatch.context() as mp:
+    mp.setenv('SPARSEDIFF_CACHE', str(run['root'] / 'cache'))
+    featurizer = features.Featurizer(config.eval, mesh)
+  copies = data.load_train_images(config)[:4]
+  batches = [(sharding.global_batch(copies, mesh), np.arange(4))]
+  _, copy_features = features.collect(featurizer, batches, keep=lambda idx: idx >= 0)
+  out = evaluate.research_metrics(config, featurizer, mesh, copies, copy_features,
+                                  str(tmp_path), step=7)
+  assert out['memorization_pixel_memorized_fraction'] == 1.0
+  assert out['memorization_feature_memorized_fraction'] == 1.0
+  assert out['memorization_pixel_nn_distance_mean'] < 1e-6
+  assert out['consistency_count_exact_fraction'] == 1.0
+  assert os.path.isfile(tmp_path / 'memorization_7.png')
