@@ -5,6 +5,7 @@
 #   bash benchmarks/gpu_suite.sh [OUTPUT.md] [WHEELHOUSE]
 #
 # OUTPUT.md defaults to $OUT/gpu_suite.md when $OUT is set, else benchmarks/gpu_suite.md.
+# DRY_RUN=1 prints each benchmark command instead of running it.
 # Needs this package's dependencies (jax with the accelerator, flax, optax, orbax,
 # ml-collections, clu, tensorflow-datasets); when some are missing and WHEELHOUSE (a folder
 # of wheels, e.g. from `pip download -d WHEELHOUSE -e .`) is given, they are installed from
@@ -31,7 +32,7 @@ print(' '.join(m for m in mods if importlib.util.find_spec(m.split('.')[0]) is N
                or importlib.util.find_spec(m) is None))
 EOF
 )
-if [[ -n "$missing" ]]; then
+if [[ -n "$missing" && "${DRY_RUN:-0}" != 1 ]]; then
   if [[ -n "$WHEELHOUSE" ]]; then
     "$PYTHON" -m pip install -q --no-index --find-links "$WHEELHOUSE" --no-deps -e . || exit 1
     "$PYTHON" -m pip install -q --no-index --find-links "$WHEELHOUSE" \
@@ -45,6 +46,11 @@ fi
 section() {   # section TITLE SECONDS COMMAND...: runs COMMAND, its stdout into OUTPUT
   local title=$1 limit=$2
   shift 2
+  if [[ "${DRY_RUN:-0}" == 1 ]]; then   # print the command instead (tests read it back)
+    printf '%q ' "$@"
+    echo
+    return
+  fi
   echo "== $title" >&2
   { echo; echo "## $title"; echo; echo "    ${*}"; echo; } >> "$OUTPUT"
   local start=$SECONDS

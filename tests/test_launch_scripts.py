@@ -9,7 +9,8 @@ import subprocess
 import pytest
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-SCRIPTS = sorted(glob.glob(os.path.join(REPO, 'launch', '*.sh')))
+SCRIPTS = sorted(glob.glob(os.path.join(REPO, 'launch', '*.sh')) +
+                 glob.glob(os.path.join(REPO, 'benchmarks', '*.sh')))
 SETTINGS = ('TPU_NAME', 'ZONE', 'PROJECT', 'ACCELERATOR_TYPE', 'RUNTIME_VERSION', 'QUEUED',
             'SPOT', 'CONFIG', 'WORKDIR', 'DATA_DIR', 'TFDS_NAME', 'MANUAL_DIR', 'EXTRA_FLAGS',
             'VENV', 'PYTHON', 'JAX_CUDA', 'COORDINATOR_ADDRESS', 'NUM_PROCESSES', 'PROCESS_ID')
@@ -127,3 +128,25 @@ def test_gpu_install_and_train():
 def test_unknown_command_is_a_usage_line(script):
   code, commands, err = dry_run(script, 'launch-the-rockets')
   assert code == 2 and not commands and err.startswith(f'error: usage: launch/{script}')
+
+
+def test_benchmark_suite_commands_use_flags_their_scripts_define(tmp_path):
+  """benchmarks/gpu_suite.sh (DRY_RUN=1): every benchmark it runs exists and defines every
+  flag it is given (absl DEFINE_* or argparse add_argument)."""
+  env = {**os.environ, 'DRY_RUN': '1', 'PYTHON': 'python'}
+  result = subprocess.run(['bash', os.path.join(REPO, 'benchmarks', 'gpu_suite.sh'),
+                           str(tmp_path / 'suite.md')], env=env, capture_output=True,
+                          text=True, timeout=60)
+  assert result.returncode == 0, result.stderr
+  commands = [line.split() for line in result.stdout.splitlines() if line.strip()]
+  scripts = {c[1] for c in commands}
+  assert {'benchmarks/train_step.py', 'benchmarks/optimizations.py',
+          'benchmarks/sampling_speed.py'} <= scripts
+  for command in commands:
+    source = open(os.path.join(REPO, command[1])).read()
+    for arg in command[2:]:
+      name = arg.split('=', 1)[0].lstrip('-')
+      if name == 'config' or name.startswith('config.'):
+        continue
+      assert f"DEFINE_integer('{name}'" in source or f"DEFINE_list('{name}'" in source \
+          or f"DEFINE_float('{name}'" in source or f"'--{name}'" in source, (command[1], name)
