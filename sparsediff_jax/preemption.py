@@ -85,7 +85,11 @@ class StopRequest:
     os.kill(os.getpid(), signal.SIGTERM)   # JAX's preemption notifier listens for SIGTERM
 
   def should_stop(self, step: int) -> bool:
-    """Whether to checkpoint and stop after `step`; call it at every step on every process."""
+    """Whether to checkpoint and stop after `step`; call it at every step on every process.
+
+    `step` must grow by exactly 1 from one call to the next (the sync point is the largest
+    reported value + 1, reached only on equality): with several steps per compiled call,
+    pass the call's index."""
     if not self._multi:
       return self.signum is not None
     if not self._sync_available:

@@ -238,7 +238,7 @@ def train(config, workdir: str) -> TrainState:
     state, metrics = step_fn(state, batch)
     history.append(metrics)
     monitor.observe(step, metrics)
-    stopping = stop.should_stop(step)
+    stopping = stop.should_stop(step // k)   # call index: processes agree on calls
     is_last = step == tc.num_steps
     if step % tc.log_every == 0 or is_last or stopping:
       failure = monitor.check()
