@@ -4,6 +4,7 @@
     python benchmarks/optimizations.py --config=configs/celeba.py --batch=128 --steps=50
 
 Rows (before -> after):
+  A/A                the same step twice: the noise floor of this machine and run
   bfloat16 compute   model.dtype float32 -> bfloat16 (parameters stay float32)
   donated state      jit without donate_argnums -> with (memory: XLA's compiled estimate)
   host sync          metrics fetched after every step -> every --fetch_every steps
@@ -42,7 +43,7 @@ _ROUNDS = flags.DEFINE_integer('rounds', 3, 'Alternating rounds per comparison.'
 _FETCH = flags.DEFINE_integer('fetch_every', 10, 'Steps between metric fetches (after).')
 _SCAN = flags.DEFINE_integer('scan', 4, 'Steps per call (after).')
 _ONLY = flags.DEFINE_list('only', [], 'Rows to run (default: all): ' + ', '.join(
-    ('bf16', 'donate', 'sync', 'scan', 'remat', 'prefetch', 'checkpoint')))
+    ('aa', 'bf16', 'donate', 'sync', 'scan', 'remat', 'prefetch', 'checkpoint')))
 
 
 def _config(**fields):
@@ -148,10 +149,12 @@ def main(_):
         f'{_ROUNDS.value} rounds\n')
   print('| optimisation | measure | before | after | after / before |')
   print('|---|---|---:|---:|---:|')
-  only = set(_ONLY.value) or {'bf16', 'donate', 'sync', 'scan', 'remat', 'prefetch',
+  only = set(_ONLY.value) or {'aa', 'bf16', 'donate', 'sync', 'scan', 'remat', 'prefetch',
                               'checkpoint'}
   f32, bf16 = _config(model__dtype='float32'), _config(model__dtype='bfloat16')
   dtype = base.model.dtype
+  if 'aa' in only:   # the noise floor: any ratio this far from 1 is not an effect
+    compare('none (A/A: the same step twice)', Variant(base, mesh), Variant(base, mesh))
   if 'bf16' in only:
     compare('bfloat16 compute', Variant(f32, mesh), Variant(bf16, mesh))
   if 'donate' in only:

@@ -10,8 +10,10 @@ round by round (the median round is shown), and prints a Markdown table. FLOPs p
 come from XLA's cost analysis of the compiled step; MFU is printed when the chip's peak is
 known (a table below) or given with --peak_tflops. Memory: XLA's estimate for the compiled
 step, and the allocator's peak so far on GPU/TPU. The last
-column is the step time relative to mask ratio 0 at the same batch size, measured in the
-same run: the cost of sparse supervision.
+column is the step time relative to the first mask ratio at the same batch size, measured
+in the same run. Ratio 0 draws no mask (masking.sample_pixel_mask), so 0.98 against 0 is the
+whole cost of sparse supervision; listing 0 twice (--ratios=0,0.98,0) adds an A/A row whose
+distance from 1.000 is the noise of the machine.
 """
 
 import platform

@@ -41,6 +41,10 @@ def sample_pixel_mask(
   b, h, w, c = shape
   if h % patch_size or w % patch_size:
     raise ValueError(f'image {h}x{w} is not divisible by mask patch_size {patch_size}')
+  if isinstance(ratio, (int, float)) and ratio == 0:
+    # The dense loss: the same all-ones mask a draw would give, without drawing it, so
+    # ratio 0 is the true dense baseline (also for measuring what the mask costs).
+    return jnp.ones(shape, jnp.float32)
   draw_shape = (b, h // patch_size, w // patch_size, c if per_channel else 1)
   keep = jax.random.bernoulli(key, 1.0 - ratio, draw_shape).astype(jnp.float32)
   if patch_size > 1:

@@ -112,3 +112,13 @@ def test_masked_covariance_identity_monte_carlo():
   corr = lambda c: c / np.sqrt(np.outer(np.diag(c), np.diag(c)))
   off = ~np.eye(d, dtype=bool)
   assert (np.abs(corr(predicted)[off]) < np.abs(corr(sigma)[off])).all()
+
+
+def test_ratio_zero_draws_nothing_and_equals_a_draw():
+  """Ratio 0 is the dense baseline: the all-ones mask a Bernoulli(1) draw gives, drawn
+  without random bits (so timing ratio 0.98 against 0 measures the whole cost of the mask)."""
+  key = jax.random.PRNGKey(0)
+  jaxpr = lambda r: str(jax.make_jaxpr(lambda k: masking.sample_pixel_mask(k, SHAPE, r))(key))
+  assert 'random_bits' not in jaxpr(0.0) and 'random_bits' in jaxpr(0.5)
+  np.testing.assert_array_equal(masking.sample_pixel_mask(key, SHAPE, 0.0),
+                                jax.random.bernoulli(key, 1.0, SHAPE).astype(np.float32))
