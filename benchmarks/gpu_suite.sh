@@ -12,7 +12,8 @@
 # it with --no-index, else the suite names what is missing and stops.
 #
 # Sections (each also runs alone): train step of every config (images/s, MFU, memory, the
-# mask ratio 0.98 / ratio 0 cost), each optimisation before/after on the CelebA config,
+# mask ratio 0.98 / ratio 0 cost, timed and from XLA's cost analysis), each optimisation
+# before/after on the CelebA config,
 # sampling at 35 and 79 NFE (time to 50k samples), Inception features, input pipeline.
 set -uo pipefail
 cd "$(dirname "$0")/.." || exit 1
@@ -84,6 +85,8 @@ section "Train step: CIFAR-10 32x32" 70 \
   --ratios=0,0.98 --steps=20 --rounds=3
 section "Train step: shapes (embedded default)" 40 \
   "$T" benchmarks/train_step.py --batch_sizes=256 --ratios=0,0.98 --steps=20 --rounds=3
+section "Mask cost in the compiled step (XLA cost analysis)" 60 \
+  "$T" benchmarks/mask_cost.py --configs=shapes:256,cifar10:512,celeba:128
 section "Optimisations, CelebA batch 128" 120 \
   "$T" benchmarks/optimizations.py --config=configs/celeba.py --batch=128 --steps=16 \
   --rounds=3 --scan=4

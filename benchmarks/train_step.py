@@ -5,8 +5,9 @@ Usage:
       --ratios=0,0.98 [--steps=10] [--peak_tflops=N] [--config.model.dtype=float32]
 
 For each batch size and mask ratio it compiles the real jitted step (train.compile_train_step)
-on all local devices and times `--rounds` rounds of `--steps` steps, the ratios alternating
-round by round (the median round is shown), and prints a Markdown table. FLOPs per step
+on all local devices and times `--rounds` rounds of `--steps` steps, the settings
+interleaved in a new order each round; the best round is shown (on a shared machine other
+load only adds time), as a Markdown table. FLOPs per step
 come from XLA's cost analysis of the compiled step; MFU is printed when the chip's peak is
 known (a table below) or given with --peak_tflops. Memory: XLA's estimate for the compiled
 step, and the allocator's peak so far on GPU/TPU. The last
@@ -17,7 +18,6 @@ distance from 1.000 is the noise of the machine.
 """
 
 import platform
-import statistics
 import time
 
 import jax
@@ -87,19 +87,20 @@ def main(_):
   print(f'# train step: {kind} x {jax.device_count()} ({platform.processor() or dev.platform}), '
         f'jax {jax.__version__}, image {config.data.image_size}, '
         f'model {config.model.channels}x{tuple(config.model.channel_mult)}, '
-        f'dtype {config.model.dtype}; median of {_ROUNDS.value} alternating rounds of '
+        f'dtype {config.model.dtype}; best of {_ROUNDS.value} interleaved rounds of '
         f'{_STEPS.value} steps\n')
   print('| batch | mask ratio | step ms | images/s | TFLOP/step | MFU | XLA memory MiB '
         '| device peak MiB | time / ratio 0 |')
   print('|---:|---:|---:|---:|---:|---:|---:|---:|---:|')
   for b in map(int, _BATCHES.value):
     settings = [Setting(config, b, float(r)) for r in _RATIOS.value]
-    for _ in range(_ROUNDS.value):   # alternating, so drift hits every ratio alike
-      for s in settings:
-        s.run(_STEPS.value)
+    order = np.random.default_rng(0)
+    for _ in range(_ROUNDS.value):   # interleaved in a new order each round
+      for i in order.permutation(len(settings)):
+        settings[i].run(_STEPS.value)
     base = None
     for r, s in zip(_RATIOS.value, settings):
-      dt = statistics.median(s.times[1:])
+      dt = min(s.times[1:])   # the best round: other load only ever adds time
       base = base or dt
       mfu = (f'{s.flops / dt / 1e12 / peak / jax.device_count():.1%}' if peak and s.flops
              else 'n/a')
