@@ -159,13 +159,17 @@ def write_images(config, keeper: ImageKeeper, prefix: str, meta: dict) -> list[s
   return paths
 
 
+def _no_checkpoint(workdir: str) -> MissingCheckpointError:
+  directory = os.path.abspath(os.path.join(workdir, 'checkpoints'))
+  return MissingCheckpointError(f'no checkpoint in {directory}; train first with '
+                                f'--mode=train --workdir={workdir}')
+
+
 def require_checkpoint(workdir: str) -> None:
   """MissingCheckpointError unless WORKDIR/checkpoints holds a step (cheap: no Orbax)."""
   from sparsediff_jax import run_dir
   if not run_dir.has_checkpoints(workdir):
-    directory = os.path.abspath(os.path.join(workdir, 'checkpoints'))
-    raise MissingCheckpointError(f'no checkpoint in {directory}; train first with '
-                                 f'--mode=train --workdir={workdir}')
+    raise _no_checkpoint(workdir)
 
 
 def restore_params(config, workdir: str):
@@ -179,8 +183,7 @@ def restore_params(config, workdir: str):
   ckpt = checkpoints.Checkpointer(os.path.join(workdir, 'checkpoints'))
   restored = ckpt.restore_latest(train.abstract_state(config, tx, mesh))
   if restored is None:
-    raise MissingCheckpointError(f'no checkpoint in {ckpt.directory}; train first with '
-                                 f'--mode=train --workdir={workdir}')
+    raise _no_checkpoint(workdir)
   step, state, _ = restored
   return step, select_params(config, state), graphdef, mesh
 

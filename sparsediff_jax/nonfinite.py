@@ -79,10 +79,7 @@ class NonFiniteMonitor:
     after writing the metrics of the step that revealed it.
     """
     pending, self._pending = jax.device_get(self._pending), []
-    pending = [(last - len(skipped) + 1 + i, {key: np.ravel(m[key])[i] for key in m})
-               for last, m in pending for skipped in [np.ravel(m['skipped'])]
-               for i in range(len(skipped))]
-    for step, m in pending:
+    for step, m in _one_per_step(pending):
       if not m['skipped']:
         self.in_row = 0
         continue
@@ -105,6 +102,14 @@ class NonFiniteMonitor:
   def meta(self) -> dict:
     """What a checkpoint carries so that the count survives a resume."""
     return {'skipped_steps': self.skipped_steps}
+
+
+def _one_per_step(pending):
+  """(step, scalar metrics) for each step of (last step, metrics of one or k steps)."""
+  for last, m in pending:
+    k = np.size(m['skipped'])
+    for i in range(k):
+      yield last - k + 1 + i, {key: np.ravel(value)[i] for key, value in m.items()}
 
 
 def _fmt(x) -> str:

@@ -77,8 +77,8 @@ def state_shardings(config, tx, mesh) -> TrainState:
 
 def abstract_state(config, tx, mesh) -> TrainState:
   """The TrainState as sharded ShapeDtypeStructs: a restore target; its size, unallocated."""
-  return checkpoints.abstract_like(jax.eval_shape(_init_fn(config, tx)),
-                                   state_shardings(config, tx, mesh))
+  shapes = jax.eval_shape(_init_fn(config, tx))
+  return checkpoints.abstract_like(shapes, sharding.state_shardings(shapes, mesh))
 
 
 def init_state(config, tx, mesh) -> TrainState:
@@ -200,12 +200,13 @@ def train(config, workdir: str) -> TrainState:
                                   keep=config.training.keep_checkpoints)
   target = abstract_state(config, tx, mesh)
   logging.info('training state per device: %s', memory_per_device(target))
-  state = init_state(config, tx, mesh)
   restored = ckpt.restore_latest(
       target, check_meta=lambda meta: run_dir.check_same_run(meta.get('config'), config,
                                                              ckpt.directory))
   skipped_steps = 0
-  if restored is not None:
+  if restored is None:
+    state = init_state(config, tx, mesh)
+  else:
     start, state, meta = restored
     data_it.set_state(meta['data'])
     skipped_steps = meta.get('skipped_steps', 0)
@@ -224,7 +225,7 @@ def train(config, workdir: str) -> TrainState:
   elif jax.process_index() == 0:
     logging.info('no metrics.jsonl for a remote workdir; the TensorBoard events hold them')
   if start == 0:
-    writer.write_hparams({k: str(v) for k, v in _flatten(config.to_dict()).items()})
+    writer.write_hparams({name: str(v) for name, v in _flatten(config.to_dict()).items()})
   step_fn = compile_train_step(config, graphdef, tx, schedule, mesh)
   sample_fn = generate.make_grid_sampler(config, graphdef, mesh)
 
