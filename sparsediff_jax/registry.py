@@ -1,0 +1,110 @@
+"""Plug-in registries: models, formulations, samplers, mask strategies, datasets and
+per-dataset metrics. No if/elif chains: the code looks an entry up by its config name.
+
+Adding an entry is its own file (or function) plus ONE declaration line at the bottom of
+this module, `REGISTRY.declare(name, 'module.path')`. The declaration lets the command line
+check names before JAX is imported; the module registers the implementation with a
+decorator and, optionally, a check of the config fields that entry reads:
+
+    @registry.MODELS.register('unet', check=_check_unet_fields)
+    def build_unet(config, seed): ...
+
+`check(config)` raises errors.ConfigError naming the field; it runs for the entry the
+config selects, after the generic checks of validation.py. `REGISTRY.get(name)` imports
+the declaring module on first use and returns the registered object.
+"""
+
+import dataclasses
+import importlib
+from typing import Any, Callable
+
+from sparsediff_jax.errors import ConfigError
+
+
+@dataclasses.dataclass(frozen=True)
+class Entry:
+  value: Any                                  # the registered function or class
+  check: Callable[[Any], None] | None = None  # check(config) -> None or ConfigError
+
+
+class Registry:
+  """Names of one kind of plug-in, the modules that implement them, and the entries."""
+
+  def __init__(self, kind: str, field: str | None = None):
+    self.kind = kind          # 'model', 'sampler', ... (for messages)
+    self.field = field        # the config field that selects an entry, e.g. 'model.name'
+    self._modules: dict[str, str] = {}
+    self._entries: dict[str, Entry] = {}
+
+  def declare(self, name: str, module: str) -> None:
+    """The registration line: entry `name` is implemented in `module`."""
+    self._modules[name] = module
+
+  def names(self) -> tuple[str, ...]:
+    return tuple(self._modules)
+
+  def __contains__(self, name) -> bool:
+    return name in self._modules
+
+  def register(self, name: str, *, check: Callable[[Any], None] | None = None):
+    """Decorator: registers the decorated object as entry `name` (declared above)."""
+    def deco(value):
+      self._entries[name] = Entry(value, check)
+      return value
+    return deco
+
+  def entry(self, name: str) -> Entry:
+    if name not in self._modules:
+      where = f'config.{self.field}={name!r} is invalid: ' if self.field else ''
+      raise ConfigError(f'{where}unknown {self.kind} {name!r}; choose one of '
+                        f'{", ".join(map(repr, self._modules))}')
+    if name not in self._entries:
+      importlib.import_module(self._modules[name])
+    if name not in self._entries:
+      raise RuntimeError(f'{self._modules[name]} declares no {self.kind} {name!r}')
+    return self._entries[name]
+
+  def get(self, name: str) -> Any:
+    """The registered object of `name` (imports its module on first use)."""
+    return self.entry(name).value
+
+  def check(self, name: str, config) -> None:
+    """Runs entry `name`'s own config check, if it has one."""
+    check = self.entry(name).check
+    if check is not None:
+      check(config)
+
+
+MODELS = Registry('model', 'model.name')
+FORMULATIONS = Registry('formulation', 'diffusion.formulation')
+SAMPLERS = Registry('sampler', 'sampling.sampler')
+MASKS = Registry('mask strategy', 'mask.strategy')
+DATASETS = Registry('dataset', 'data.name')
+# Per-dataset sample metrics: fn(config, samples uint8 [N, H, W, 3], train_images) -> dict
+# of floats, reported by --mode=research and --mode=eval. Keyed by data.name; optional.
+DATASET_METRICS = Registry('dataset metric', None)
+
+# ---- declarations: one line per entry ----------------------------------------------------
+MODELS.declare('unet', 'sparsediff_jax.models.unet')
+
+FORMULATIONS.declare('flow_matching', 'sparsediff_jax.formulations')
+FORMULATIONS.declare('ddpm_eps', 'sparsediff_jax.formulations')
+FORMULATIONS.declare('edm', 'sparsediff_jax.formulations')
+
+SAMPLERS.declare('euler', 'sparsediff_jax.samplers')
+SAMPLERS.declare('heun', 'sparsediff_jax.samplers')
+SAMPLERS.declare('ddim', 'sparsediff_jax.samplers')
+SAMPLERS.declare('ancestral', 'sparsediff_jax.samplers')
+SAMPLERS.declare('churn', 'sparsediff_jax.samplers')
+
+MASKS.declare('iid', 'sparsediff_jax.masking')
+MASKS.declare('noise_schedule', 'sparsediff_jax.masking')
+
+DATASETS.declare('shapes', 'sparsediff_jax.data.shapes')
+for _name in ('celeba', 'cifar10', 'imagenet32', 'imagenet64', 'lsun_bedroom'):
+  DATASETS.declare(_name, 'sparsediff_jax.data.tfds_sources')
+DATASETS.declare('folder', 'sparsediff_jax.data.folders')
+
+DATASET_METRICS.declare('shapes', 'sparsediff_jax.evaluation.consistency')
+DATASETS.declare('digits', 'sparsediff_jax.data.digits')
+DATASET_METRICS.declare('digits', 'sparsediff_jax.evaluation.digits_metrics')
