@@ -38,7 +38,7 @@ def step_cost(config, batch: int, ratio: float) -> tuple[float, float]:
   graphdef, _ = train.abstract_model(config)
   step = train.compile_train_step(config, graphdef, tx, schedule, mesh)
   s = config.data.image_size
-  images = jax.ShapeDtypeStruct((batch, s, s, config.data.num_channels), np.uint8,
+  images = jax.ShapeDtypeStruct((batch, s, s, 3), np.uint8,
                                 sharding=sharding.batch_sharding(mesh))
   cost = step.lower(train.abstract_state(config, tx, mesh), images).compile().cost_analysis()
   cost = cost[0] if isinstance(cost, list) else cost

@@ -52,7 +52,7 @@ class Setting:
     self.state = train.init_state(config, tx, mesh)
     s = config.data.image_size
     images = np.random.default_rng(0).integers(
-        0, 256, (batch, s, s, config.data.num_channels), dtype=np.uint8)
+        0, 256, (batch, s, s, 3), dtype=np.uint8)
     self.x = sharding.global_batch(images, mesh)
     step = train.compile_train_step(config, graphdef, tx, schedule, mesh)
     self.compiled = step.lower(self.state, self.x).compile()

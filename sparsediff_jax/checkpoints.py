@@ -21,10 +21,11 @@ from jax.experimental import multihost_utils
 import orbax.checkpoint as ocp
 
 from sparsediff_jax import nonfinite
+from sparsediff_jax import errors
 
 
-class CheckpointError(RuntimeError):
-  """Checkpoints exist but none of them can be restored."""
+# Checkpoints exist but none of them can be restored.
+CheckpointError = errors.CheckpointError
 
 
 _OPEN = weakref.WeakSet()   # Checkpointers not closed yet

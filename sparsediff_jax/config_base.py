@@ -14,11 +14,12 @@ def get_config() -> ml_collections.ConfigDict:
 
   # ---- data --------------------------------------------------------------------------
   c.data = d = ml_collections.ConfigDict()
-  d.name = 'shapes'             # dataset: 'shapes' (embedded, no download); TFDS 'celeba',
-                                # 'cifar10', 'imagenet32', 'imagenet64', 'lsun_bedroom';
-                                # 'folder' (images of data.folder). See sparsediff_jax/data.
+  d.name = 'shapes'             # dataset: 'shapes' (embedded, no download); 'digits' (the
+                                # UCI handwritten digits shipped with scikit-learn, real,
+                                # no download); TFDS 'celeba', 'cifar10', 'imagenet32',
+                                # 'imagenet64', 'lsun_bedroom'; 'folder' (images of
+                                # data.folder). Every dataset is RGB. See sparsediff_jax/data.
   d.image_size = 32             # height = width of training images, pixels.
-  d.num_channels = 3            # channels of training images (3 = RGB; the only choice).
   d.num_train_examples = 4096   # size of the training set: the first N examples of the source
                                 # in its canonical order (TFDS: stored order of the train
                                 # split; folder: sorted relative paths), the same on every
@@ -60,7 +61,17 @@ def get_config() -> ml_collections.ConfigDict:
 
   # ---- the paper: sparse supervision -------------------------------------------------
   c.mask = m = ml_collections.ConfigDict()
-  m.ratio = 0.9                 # eta: fraction of pixels dropped from the loss, in [0, 1).
+  m.strategy = 'iid'            # how the keep-mask is drawn (sparsediff_jax/masking.py):
+                                # 'iid' (the paper): every element kept with probability
+                                # 1 - ratio; 'noise_schedule' (not in the paper): the drop
+                                # ratio moves linearly with the example's noise level, from
+                                # ratio_at_t0 (clean data) to ratio_at_t1 (pure noise).
+  m.ratio = 0.9                 # eta: fraction of pixels dropped from the loss, in [0, 1)
+                                # (strategy 'iid').
+  m.ratio_at_t0 = 0.0           # strategy 'noise_schedule': drop ratio at noise level 0.
+  m.ratio_at_t1 = 0.9           # strategy 'noise_schedule': drop ratio at noise level 1.
+                                # The noise level is sigma / (1 + sigma), sigma the
+                                # noise-to-signal ratio (flow matching: t itself).
   m.per_channel = False         # True: each channel of a pixel is kept/dropped on its own;
                                 # False: a pixel's channels share one draw.
   m.patch_size = 1              # side of the square pixel patches that are kept/dropped together.
@@ -88,7 +99,8 @@ def get_config() -> ml_collections.ConfigDict:
   c.training = t = ml_collections.ConfigDict()
   t.num_steps = 1000            # optimiser steps in the whole run.
   t.batch_size = 16             # global batch (all devices and hosts together).
-  t.seed = 0                    # seed of parameters, noise, masks and data order.
+  t.seed = 0                    # seed of parameters, noise, masks and data order, in
+                                # [0, 2**31 - 1].
   t.log_every = 50              # steps between console/TensorBoard metric lines.
   t.sample_every = 250          # steps between sample grids (0 = only at the end).
   t.checkpoint_every = 250      # steps between checkpoints (0 = only at the end).
@@ -135,8 +147,7 @@ def get_config() -> ml_collections.ConfigDict:
                                 # over all devices. 1 = plain data parallelism (every device holds
                                 # the whole state). Must divide the number of devices.
 
-  # ---- sampling (grids during training and --mode=sample) ----------------------------
-  # ---- sampling (grids during training, --mode=sample and --mode=eval) ---------------
+  # ---- sampling (grids during training, --mode=sample, --mode=eval, --mode=research) --
   c.sampling = s = ml_collections.ConfigDict()
   s.sampler = 'heun'            # 'euler', 'heun': ODE solvers for every formulation;
                                 # 'ddim' (deterministic) and 'ancestral' (DDPM, stochastic):
@@ -159,7 +170,13 @@ def get_config() -> ml_collections.ConfigDict:
   s.s_noise = 1.003             # churn: scale of the fresh noise (slightly > 1 offsets the
                                 # denoiser's loss of detail); EDM's ImageNet-64 settings.
   s.grid_size = 8               # the grid is grid_size x grid_size images.
-  s.seed = 0                    # sample i's noise comes from (seed, i) alone.
+  s.seed = 0                    # sample i's noise (initial and injected) comes from (seed, i).
+  s.ema_index = 0               # parameters of --mode=sample/eval/research and the training
+                                # FID: index into optim.ema_decays; -1 = the raw (non-EMA)
+                                # parameters.
+  s.num_samples = 0             # --mode=sample: images to generate (0 = one grid).
+  s.save_npz = False            # --mode=sample/eval: also save every image as uint8 in an .npz
+                                # next to the grid (50k 64x64 images = 615 MB).
 
   # ---- research metrics (--mode=research, sparsediff_jax/evaluation/research.py) -------
   c.research = r = ml_collections.ConfigDict()
@@ -171,12 +188,6 @@ def get_config() -> ml_collections.ConfigDict:
   r.locality_times = 4          # noise levels of the locality measure: the first N times of
                                 # the sampler's grid of N steps (noise end first).
   r.memorization_grid = 8       # most memorized samples shown in research/memorization.png.
-  s.seed = 0                    # sample i's noise (initial and injected) comes from (seed, i).
-  s.ema_index = 0               # parameters of --mode=sample/eval and the training FID: index
-                                # into optim.ema_decays; -1 = the raw (non-EMA) parameters.
-  s.num_samples = 0             # --mode=sample: images to generate (0 = one grid).
-  s.save_npz = False            # --mode=sample/eval: also save every image as uint8 in an .npz
-                                # next to the grid (50k 64x64 images = 615 MB).
 
   # ---- evaluation: --mode=fid_stats, --mode=eval, FID during training ---------------------
   # See docs/evaluation.md. Inception is pytorch-fid's network (our JAX port).

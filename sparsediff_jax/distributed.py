@@ -25,10 +25,11 @@ import socket
 import time
 
 import jax
+from sparsediff_jax import errors
 
 
-class DistributedError(RuntimeError):
-  """The processes of a multi-host run cannot be joined; the message says what to fix."""
+# The processes of a multi-host run cannot be joined; the message says what to fix.
+DistributedError = errors.DistributedError
 
 
 def cluster_environment() -> str | None:

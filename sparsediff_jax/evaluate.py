@@ -149,9 +149,11 @@ def run_eval_mode(config, workdir: str) -> dict:
   """Generates, featurizes and scores config.eval.num_samples images; returns the metrics
   written to WORKDIR/eval/metrics_<step>.json."""
   e, s = config.eval, config.sampling
-  generate.require_checkpoint(workdir)   # the cheap refusals first
+  from sparsediff_jax import state
+  state.require_checkpoint(workdir)   # the cheap refusals first
   ref_stats, ref_meta, ref_features, ref_path = load_reference(config, workdir)
-  step, params, graphdef, mesh = generate.restore_params(config, workdir)
+  run = state.restore_run(config, workdir)
+  step, params, graphdef, mesh = run.step, run.params(config), run.graphdef, run.mesh
   featurizer = feats.Featurizer(e, mesh)
   _check_reference(ref_path, ref_meta, config, featurizer.sha256)
   n = e.num_samples
@@ -175,12 +177,12 @@ def run_eval_mode(config, workdir: str) -> dict:
   metrics.update(
       step=step, num_samples=acc.count, nfe=nfe, sampler=s.sampler, num_steps=s.num_steps,
       time_steps=s.time_steps, seed=s.seed, ema_index=s.ema_index,
-      ema_decay=generate.ema_decay(config), reference=os.path.abspath(ref_path),
+      ema_decay=state.inference_ema_decay(config), reference=os.path.abspath(ref_path),
       reference_dataset=ref_meta.dataset, reference_split=ref_meta.split,
       reference_num_images=ref_meta.num_images, resolution=config.data.image_size,
       preprocessing=e.preprocessing, inception_weights_sha256=featurizer.sha256,
       seconds=round(elapsed, 2), images_per_sec=round(acc.count / max(elapsed, 1e-9), 3))
-  prefix = os.path.join(workdir, 'eval', f'samples_{step}')
+  prefix = generate.unused_prefix(os.path.join(workdir, 'eval', f'samples_{step}'))
   metrics['samples'] = generate.write_images(config, keeper, prefix, dict(
       step=step, seed=s.seed, sampler=s.sampler, nfe=nfe, ema_index=s.ema_index))
   if jax.process_index() == 0:
@@ -195,12 +197,13 @@ def run_eval_mode(config, workdir: str) -> dict:
 def research_metrics(config, featurizer, mesh, samples: np.ndarray,
                      sample_features: np.ndarray, out_dir: str, step: int) -> dict:
   """Memorization of uint8 `samples` against every training image, in pixel space and in
-  Inception feature space (`memorization_pixel_*`, `memorization_feature_*`), and on the
-  shapes data their global consistency (`consistency_*`). Writes
+  Inception feature space (`memorization_pixel_*`, `memorization_feature_*`), and the
+  metrics its dataset registers (registry.DATASET_METRICS: shapes' global consistency,
+  digits' classifier scores). Writes
   OUT_DIR/memorization_<step>.png: the most memorized samples over their nearest
   training images (pixel space)."""
   from sparsediff_jax import data   # imports TFDS; only needed here
-  from sparsediff_jax.evaluation import consistency, memorization
+  from sparsediff_jax.evaluation import memorization
   train_images = data.load_train_images(config)
   batches, _ = feats.real_image_batches(config, mesh, config.eval.batch_size)
   _, train_features = feats.collect(featurizer, batches, keep=lambda idx: idx >= 0)
@@ -208,14 +211,27 @@ def research_metrics(config, featurizer, mesh, samples: np.ndarray,
       samples, train_images, sample_features=sample_features, train_features=train_features)
   out = {f'memorization_{k}': v for k, v in mem.items()}
   out['memorization_samples'] = len(samples)
-  if config.data.name == 'shapes':
-    out.update({f'consistency_{k}': v for k, v in
-                consistency.shape_consistency(samples, config.data.shapes_pairs).items()})
+  out.update(dataset_metrics(config, samples, train_images))
   if jax.process_index() == 0:
     out['memorization_grid'] = memorization.save_memorization_grid(
         os.path.join(out_dir, f'memorization_{step}.png'), samples, train_images, neighbours,
         k=min(config.research.memorization_grid, len(samples)))
   return out
+
+
+def dataset_metrics(config, samples: np.ndarray, train_images: np.ndarray) -> dict:
+  """The sample metrics registered for config.data.name ({} when it has none)."""
+  from sparsediff_jax import registry
+  if config.data.name not in registry.DATASET_METRICS:
+    return {}
+  return registry.DATASET_METRICS.get(config.data.name)(config, samples, train_images)
+
+
+def train_fid_hook(config, graphdef, mesh, workdir: str):
+  """The training loop's hook (train.EvalHook): (eval.train_fid_every, make_train_fid's
+  function), or None when config.eval.train_fid_every is 0."""
+  fn = make_train_fid(config, graphdef, mesh, workdir)
+  return None if fn is None else (config.eval.train_fid_every, fn)
 
 
 def make_train_fid(config, graphdef, mesh, workdir: str):
@@ -237,9 +253,11 @@ def make_train_fid(config, graphdef, mesh, workdir: str):
   batch = -(-min(e.batch_size, n) // n_dev) * n_dev
   name = f'fid_{n}'
 
-  def train_fid(state) -> dict:
+  from sparsediff_jax.state import inference_params
+
+  def train_fid(train_state) -> dict:
     acc, _ = generated_features(config, featurizer, sample_batch,
-                                generate.select_params(config, state), n, batch_size=batch,
+                                inference_params(config, train_state), n, batch_size=batch,
                                 desc=name)
     with warnings.catch_warnings():
       warnings.simplefilter('ignore')   # the small-sample bias is the documented point

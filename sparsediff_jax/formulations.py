@@ -18,10 +18,13 @@ All methods are pure functions of their arguments.
 
 import dataclasses
 import math
-from typing import NamedTuple, Protocol
+from typing import ClassVar, NamedTuple, Protocol
 
 import jax
 import jax.numpy as jnp
+
+from sparsediff_jax import registry
+from sparsediff_jax.errors import ConfigError
 
 
 class TrainingPair(NamedTuple):
@@ -29,9 +32,14 @@ class TrainingPair(NamedTuple):
   cond: jax.Array        # [B] noise-level conditioning fed to the network.
   target: jax.Array      # [B, H, W, C] what the raw network output regresses to.
   weight: jax.Array | None  # [B] per-example loss weight, or None for uniform.
+  # [B] noise level in [0, 1): sigma / (1 + sigma) with sigma the noise-to-signal ratio of
+  # Karras et al. (so flow matching's t itself); 0 = clean data, towards 1 = pure noise.
+  # What a mask strategy may depend on (masking.py).
+  level: jax.Array | None = None
 
 
 class Formulation(Protocol):
+  name: ClassVar[str]    # its config name (diffusion.formulation).
   ends_at_zero: bool     # the sampler's last time is exactly 0 (no final denoising call).
 
   def training_pair(self, key: jax.Array, x0: jax.Array) -> TrainingPair: ...
@@ -47,6 +55,18 @@ class Formulation(Protocol):
   def noise_std(self, t: jax.Array) -> jax.Array: ...
 
 
+class VariancePreserving(Formulation, Protocol):
+  """A formulation with x_t = sqrt(abar(t)) x0 + sqrt(1 - abar(t)) eps: what DDIM and
+  DDPM ancestral sampling need besides the drift."""
+
+  def log_alpha_bar(self, t: jax.Array) -> jax.Array: ...
+
+
+def noise_level(sigma: jax.Array) -> jax.Array:
+  """sigma / (1 + sigma) in [0, 1]: the mask strategies' common noise-level axis."""
+  return sigma / (1.0 + sigma)
+
+
 def _bcast(t: jax.Array, x: jax.Array) -> jax.Array:
   """[B] -> [B, 1, 1, 1] so a per-example scalar scales an image batch."""
   return jnp.reshape(t, (-1,) + (1,) * (x.ndim - 1))
@@ -55,6 +75,7 @@ def _bcast(t: jax.Array, x: jax.Array) -> jax.Array:
 @dataclasses.dataclass(frozen=True)
 class FlowMatching:
   """Rectified-flow / flow-matching with velocity prediction."""
+  name: ClassVar[str] = 'flow_matching'
   time_sampling: str = 'uniform'   # 'uniform' or 'logit_normal'
   ends_at_zero: bool = True
 
@@ -68,7 +89,7 @@ class FlowMatching:
     eps = jax.random.normal(kn, x0.shape)
     tb = _bcast(t, x0)
     x_t = (1.0 - tb) * x0 + tb * eps
-    return TrainingPair(x_t, t, eps - x0, None)
+    return TrainingPair(x_t, t, eps - x0, None, t)
 
   def net_inputs(self, x, t):
     return x, t
@@ -98,6 +119,7 @@ class FlowMatching:
 @dataclasses.dataclass(frozen=True)
 class DDPMEps:
   """Variance-preserving diffusion with epsilon prediction (continuous time)."""
+  name: ClassVar[str] = 'ddpm_eps'
   schedule: str = 'linear'   # 'linear' (beta 0.1 -> 20) or 'cosine' (Nichol & Dhariwal)
   t_min: float = 1e-3        # smallest time used in training and sampling
   beta_min: float = 0.1
@@ -130,7 +152,7 @@ class DDPMEps:
     eps = jax.random.normal(kn, x0.shape)
     abar = _bcast(jnp.exp(self.log_alpha_bar(t)), x0)
     x_t = jnp.sqrt(abar) * x0 + jnp.sqrt(1.0 - abar) * eps
-    return TrainingPair(x_t, t, eps, None)
+    return TrainingPair(x_t, t, eps, None, noise_level(self.sigma(t)))
 
   def net_inputs(self, x, t):
     return x, t
@@ -173,6 +195,7 @@ class DDPMEps:
 @dataclasses.dataclass(frozen=True)
 class EDM:
   """Karras et al. (2022): sigma parameterisation with preconditioning."""
+  name: ClassVar[str] = 'edm'
   sigma_data: float = 0.5
   p_mean: float = -1.2
   p_std: float = 1.2
@@ -196,7 +219,7 @@ class EDM:
     # EDM's loss lambda(sigma) |D - x0|^2 with D = c_skip x + c_out F equals
     # |F - (x0 - c_skip x) / c_out|^2 because lambda c_out^2 = 1: uniform weight in F space.
     net_input, cond = self.net_inputs(x, sigma)
-    return TrainingPair(net_input, cond, (x0 - c_skip * x) / c_out, None)
+    return TrainingPair(net_input, cond, (x0 - c_skip * x) / c_out, None, noise_level(sigma))
 
   def net_inputs(self, x, t):
     _, _, c_in = self._precond(t)
@@ -228,15 +251,37 @@ class EDM:
     return t
 
 
-FORMULATIONS = ('flow_matching', 'ddpm_eps', 'edm')
+def _positive(field: str, value) -> None:
+  if not (isinstance(value, (int, float)) and not isinstance(value, bool) and value > 0):
+    raise ConfigError(f'config.{field}={value!r} is invalid: must be a number > 0')
+
+
+def _check_flow_matching(config) -> None:
+  if config.diffusion.time_sampling not in ('uniform', 'logit_normal'):
+    raise ConfigError(f'config.diffusion.time_sampling={config.diffusion.time_sampling!r} is '
+                      "invalid: choose one of 'uniform', 'logit_normal'")
+
+
+def _check_ddpm_eps(config) -> None:
+  if config.diffusion.ddpm_schedule not in ('linear', 'cosine'):
+    raise ConfigError(f'config.diffusion.ddpm_schedule={config.diffusion.ddpm_schedule!r} is '
+                      "invalid: choose one of 'linear', 'cosine'")
+
+
+def _check_edm(config) -> None:
+  _positive('diffusion.edm_sigma_data', config.diffusion.edm_sigma_data)
+  _positive('diffusion.edm_p_std', config.diffusion.edm_p_std)
+
+
+# Each entry builds its formulation from the config.diffusion block.
+registry.FORMULATIONS.register('flow_matching', check=_check_flow_matching)(
+    lambda d: FlowMatching(time_sampling=d.time_sampling))
+registry.FORMULATIONS.register('ddpm_eps', check=_check_ddpm_eps)(
+    lambda d: DDPMEps(schedule=d.ddpm_schedule))
+registry.FORMULATIONS.register('edm', check=_check_edm)(
+    lambda d: EDM(sigma_data=d.edm_sigma_data, p_mean=d.edm_p_mean, p_std=d.edm_p_std))
 
 
 def get_formulation(cfg) -> Formulation:
   """Builds the formulation named by `cfg.formulation` (a `config.diffusion` block)."""
-  if cfg.formulation == 'flow_matching':
-    return FlowMatching(time_sampling=cfg.time_sampling)
-  if cfg.formulation == 'ddpm_eps':
-    return DDPMEps(schedule=cfg.ddpm_schedule)
-  if cfg.formulation == 'edm':
-    return EDM(sigma_data=cfg.edm_sigma_data, p_mean=cfg.edm_p_mean, p_std=cfg.edm_p_std)
-  raise ValueError(f'unknown formulation {cfg.formulation!r}; choose from {FORMULATIONS}')
+  return registry.FORMULATIONS.get(cfg.formulation)(cfg)

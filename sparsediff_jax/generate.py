@@ -19,7 +19,8 @@ from jax.experimental import multihost_utils
 from tqdm import tqdm
 
 from sparsediff_jax import formulations, samplers, sharding
-from sparsediff_jax.errors import MissingCheckpointError, NonFiniteSamplesError
+from sparsediff_jax.data.source import CHANNELS
+from sparsediff_jax.errors import NonFiniteSamplesError
 from sparsediff_jax.images import make_grid, save_png
 
 
@@ -50,7 +51,7 @@ def make_batch_sampler(config, graphdef, mesh):
   """
   formulation = formulations.get_formulation(config.diffusion)
   s, d = config.sampling, config.data
-  shape = (d.image_size, d.image_size, d.num_channels)
+  shape = (d.image_size, d.image_size, CHANNELS)
   options = tuple(sorted(samplers.options_from_config(s).items()))
   keys = jax.random.split(jax.random.PRNGKey(s.seed))   # initial noise, injected noise
 
@@ -159,51 +160,12 @@ def write_images(config, keeper: ImageKeeper, prefix: str, meta: dict) -> list[s
   return paths
 
 
-def _no_checkpoint(workdir: str) -> MissingCheckpointError:
-  directory = os.path.abspath(os.path.join(workdir, 'checkpoints'))
-  return MissingCheckpointError(f'no checkpoint in {directory}; train first with '
-                                f'--mode=train --workdir={workdir}')
-
-
-def require_checkpoint(workdir: str) -> None:
-  """MissingCheckpointError unless WORKDIR/checkpoints holds a step (cheap: no Orbax)."""
-  from sparsediff_jax import run_dir
-  if not run_dir.has_checkpoints(workdir):
-    raise _no_checkpoint(workdir)
-
-
-def restore_params(config, workdir: str):
-  """(step, parameters chosen by config.sampling.ema_index, graphdef, mesh) of the newest
-  intact checkpoint; raises MissingCheckpointError when the workdir has none."""
-  require_checkpoint(workdir)   # before Orbax, which would create the directory
-  from sparsediff_jax import checkpoints, train   # train imports this module
-  mesh = sharding.make_mesh(config)
-  tx, _ = train.make_optimizer(config)
-  graphdef, _ = train.abstract_model(config)
-  ckpt = checkpoints.Checkpointer(os.path.join(workdir, 'checkpoints'))
-  restored = ckpt.restore_latest(train.abstract_state(config, tx, mesh))
-  if restored is None:
-    raise _no_checkpoint(workdir)
-  step, state, _ = restored
-  return step, select_params(config, state), graphdef, mesh
-
-
-def select_params(config, state):
-  """The parameter copy named by config.sampling.ema_index (-1: the raw parameters)."""
-  i = config.sampling.ema_index
-  return state.params if i == -1 else state.ema[i]
-
-
-def ema_decay(config) -> float | None:
-  """Decay of the EMA that config.sampling.ema_index selects (None for raw parameters)."""
-  i = config.sampling.ema_index
-  return None if i == -1 else float(config.optim.ema_decays[i])
-
-
 def run_sample_mode(config, workdir: str) -> list[str]:
   """Writes a grid (and with sampling.save_npz all images as .npz) of
   sampling.num_samples images (0: one grid) from the newest checkpoint; returns the paths."""
-  step, params, graphdef, mesh = restore_params(config, workdir)
+  from sparsediff_jax import state   # its model and checkpoint imports are not needed above
+  run = state.restore_run(config, workdir)
+  step, params, graphdef, mesh = run.step, run.params(config), run.graphdef, run.mesh
   s = config.sampling
   n = s.num_samples or s.grid_size ** 2
   nfe = samplers.num_evaluations(formulations.get_formulation(config.diffusion), s.sampler,
@@ -217,5 +179,15 @@ def run_sample_mode(config, workdir: str) -> list[str]:
   logging.info('%d samples in %.1f s (%s sampler, %d NFE)', n, time.time() - start,
                s.sampler, nfe)
   meta = dict(step=step, seed=s.seed, sampler=s.sampler, nfe=nfe, ema_index=s.ema_index)
-  return write_images(config, keeper, os.path.join(workdir, 'samples',
-                                                   f'sample_mode_{step:07d}'), meta)
+  return write_images(config, keeper, unused_prefix(os.path.join(
+      workdir, 'samples', f'sample_mode_{step:07d}')), meta)
+
+
+def unused_prefix(prefix: str) -> str:
+  """PREFIX, or PREFIX-2, PREFIX-3, ... whichever names no existing .png/.npz: a rerun with
+  other sampling settings never overwrites an earlier output."""
+  candidate, k = prefix, 1
+  while any(os.path.exists(candidate + ext) for ext in ('.png', '.npz')):
+    k += 1
+    candidate = f'{prefix}-{k}'
+  return candidate

@@ -22,8 +22,7 @@ import sys
 from absl import app, flags, logging
 from ml_collections import config_flags
 
-from sparsediff_jax import config_base, errors
-from sparsediff_jax.evaluation import fid, inception_weights
+from sparsediff_jax import config_base, errors, validation
 
 # The embedded default is config_base.py itself, so overrides such as
 # --config.training.num_steps=100 work without a --config file too. parse_flags supplies it:
@@ -54,8 +53,8 @@ EXIT_USAGE = 2
 
 
 def _train(config, workdir):
-  from sparsediff_jax import train
-  train.train(config, workdir)
+  from sparsediff_jax import evaluate, train   # evaluation enters training only as a hook
+  train.train(config, workdir, hooks=(evaluate.train_fid_hook,))
 
 
 def _sample(config, workdir):
@@ -65,10 +64,7 @@ def _sample(config, workdir):
 
 def _research(config, workdir):
   from sparsediff_jax.evaluation import research
-  try:
-    research.evaluate_run(config, workdir)
-  except research.RunMismatchError as e:
-    usage_error(str(e))
+  research.evaluate_run(config, workdir)
 
 
 def _fid_stats(config, workdir):
@@ -85,10 +81,8 @@ def _eval(config, workdir):
 MODES = {'train': _train, 'sample': _sample, 'research': _research,
          'fid_stats': _fid_stats, 'eval': _eval}
 
-# Exceptions that mean bad input, not a bug: one line on stderr and exit code 2.
-USER_ERRORS = (errors.MissingCheckpointError, errors.NonFiniteSamplesError,
-               errors.EvalInputError, fid.StatsMismatchError,
-               inception_weights.InceptionWeightsError)
+# Modes that read a trained run: they take its run-defining fields (run_dir.bind_to_run).
+READS_RUN = ('sample', 'research', 'eval')
 
 
 def usage_error(message: str):
@@ -96,34 +90,61 @@ def usage_error(message: str):
   sys.exit(EXIT_USAGE)
 
 
-def _config_path(argv) -> str | None:
+def _config_paths(argv) -> list[str]:
+  """The values of every --config=PATH (or --config PATH) in argv."""
+  paths = []
   for i, arg in enumerate(argv):
-    if arg.startswith('--config='):
-      return arg.split('=', 1)[1]
-    if arg == '--config' and i + 1 < len(argv):
-      return argv[i + 1]
-  return None
+    if arg.startswith(('--config=', '-config=')):
+      paths.append(arg.split('=', 1)[1])
+    elif arg in ('--config', '-config') and i + 1 < len(argv):
+      paths.append(argv[i + 1])
+  return paths
+
+
+def _config_path(argv) -> str | None:
+  paths = _config_paths(argv)
+  return paths[-1] if paths else None
+
+
+def config_overrides(argv) -> set[str]:
+  """The fields overridden on the command line: {'section.name', ...}."""
+  return {a.split('=', 1)[0].lstrip('-')[len('config.'):] for a in argv
+          if a.startswith(('--config.', '-config.'))}
 
 
 def parse_flags(argv):
   """absl's parser, but a bad flag or config file is one line and exit code 2."""
-  path = _config_path(argv)
+  paths = _config_paths(argv)
+  if len(paths) > 1:
+    usage_error(f'--config is given {len(paths)} times ({", ".join(paths)}); give one config '
+                'file and override its fields with --config.SECTION.FIELD=VALUE')
+  path = paths[0] if paths else None
   if path is None:
     argv = [argv[0], f'--config={config_base.__file__}', *argv[1:]]
   elif not os.path.isfile(path.split(':', 1)[0]):
     usage_error(f'--config={path}: no such file (expected a Python file with get_config(), '
                 'e.g. configs/celeba.py)')
+  overrides = [a for a in argv if a.startswith(('--config.', '-config.'))]
+  removed = [f for f in validation.REMOVED if any(
+      a.split('=', 1)[0].lstrip('-') == f'config.{f}' for a in overrides)]
+  if removed:
+    usage_error(f'--config.{removed[0]} was removed: {validation.REMOVED[removed[0]]}')
   try:
-    return flags.FLAGS(argv)
+    parsed = flags.FLAGS(argv)
   except flags.Error as e:
     usage_error(str(e).splitlines()[0])
   except (KeyError, AttributeError) as e:   # ml_collections: an override of no field
-    overrides = [a for a in argv if a.startswith(('--config.', '-config.'))]
     usage_error(f'unknown config field {str(e).strip(chr(34))} in {" ".join(overrides)}; '
                 'the fields are listed in sparsediff_jax/config_base.py')
   except Exception as e:  # the config file itself failed to load
     usage_error(f'--config={path}: cannot load it ({type(e).__name__}: '
                 f'{str(e).splitlines()[0] if str(e) else ""}); it must define get_config()')
+  try:
+    validation.check_structure(_CONFIG.value, config_base.get_config(),
+                               f'--config={path or config_base.__file__}')
+  except errors.ConfigError as e:
+    usage_error(str(e))
+  return parsed
 
 
 def config_name(argv_config_path: str | None) -> str:
@@ -136,11 +157,14 @@ def config_name(argv_config_path: str | None) -> str:
 def write_run_record(config, workdir):
   """WORKDIR/config.json (the resolved config) and dataset.json (which images)."""
   from etils import epath   # local paths and gs:// alike
-  from sparsediff_jax import data, validation
+  from sparsediff_jax import data, run_dir
   try:   # first, so that a missing dataset leaves the workdir as it was
     dataset = data.describe_dataset(config)
+  except errors.UserError:
+    raise
   except ValueError as e:   # a config value the data cannot satisfy
-    raise validation.ConfigError(str(e)) from e
+    raise errors.ConfigError(str(e)) from e
+  run_dir.check_same_data(dataset, workdir)
   path = epath.Path(workdir)
   path.mkdir(parents=True, exist_ok=True)
   (path / 'config.json').write_text(config.to_json_best_effort(indent=2))
@@ -152,25 +176,9 @@ def _quiet_library_info(record) -> bool:
   return record.levelno >= pylogging.WARNING or 'orbax' not in record.pathname
 
 
-# More errors that mean bad input (a path, a file, a dataset, a config that does not fit
-# the workdir), from modules imported lazily: (module, class name), looked up only in modules already imported, since an
-# error can only come from a module that was. Extra advice where the message has none.
-BAD_INPUT_ERRORS = (
-    ('sparsediff_jax.validation', 'ConfigError'),
-    ('sparsediff_jax.run_dir', 'WorkdirError'),
-    ('sparsediff_jax.checkpoints', 'CheckpointError'),
-    ('sparsediff_jax.data.tfds_sources', 'DatasetUnavailableError'),
-    ('sparsediff_jax.data.folders', 'BadImageError'),
-    ('builtins', 'FileNotFoundError'),
-)
-_ADVICE = {'StatsMismatchError': '; compute the reference statistics with the same Inception '
-                                 'weights, preprocessing and resolution'}
-
-
 def is_bad_input(error: BaseException) -> bool:
-  lazy = tuple(getattr(sys.modules[m], c) for m, c in BAD_INPUT_ERRORS
-               if m in sys.modules and hasattr(sys.modules[m], c))
-  return isinstance(error, USER_ERRORS + lazy)
+  """Bad input (exit 2) rather than a bug: errors.UserError, or a named missing file."""
+  return isinstance(error, (errors.UserError, FileNotFoundError))
 
 
 def main(argv):
@@ -179,20 +187,27 @@ def main(argv):
                 '(and --coordinator_address, --num_processes, --process_id for several processes)')
   if _MODE.value not in MODES:
     usage_error(f'--mode={_MODE.value!r} is unknown; choose one of {", ".join(MODES)}')
+  config, name = _CONFIG.value, config_name(_config_path(sys.argv))
+  workdir = _WORKDIR.value or os.path.join('runs', name)
+  try:   # the config alone, before JAX is imported: a typo is reported in about a second
+    validation.validate_fields(config)
+  except errors.ConfigError as e:
+    usage_error(str(e))
   logging.get_absl_handler().addFilter(_quiet_library_info)
   import jax
-  from sparsediff_jax import distributed, nonfinite, preemption, run_dir, validation
+  from sparsediff_jax import distributed, preemption, run_dir
   try:
     logging.info('processes: %s', distributed.initialize(
         _COORDINATOR.value, _NUM_PROCESSES.value, _PROCESS_ID.value, _INIT_TIMEOUT.value))
-  except distributed.DistributedError as e:
+  except errors.DistributedError as e:
     usage_error(str(e))
-  config, name = _CONFIG.value, config_name(_config_path(sys.argv))
-  workdir = _WORKDIR.value or os.path.join('runs', name)
   training = _MODE.value == 'train'
   writes_record = training and jax.process_index() == 0
   try:
-    validation.validate_config(config, jax.device_count())
+    if _MODE.value in READS_RUN:
+      run_dir.bind_to_run(config, workdir, config_overrides(sys.argv))
+    validation.validate_for_devices(config, jax.device_count())
+    validation.validate_entries(config)
     if training:   # before anything is written
       run_dir.check_writable(workdir)
       run_dir.check_can_resume(config, workdir)
@@ -205,14 +220,13 @@ def main(argv):
   except preemption.TrainingInterrupted as e:
     logging.warning('%s', e)
     sys.exit(128 + e.signum)
-  except nonfinite.NonFiniteError as e:   # the run failed, not its input: exit code 1
-    print(f'error: {e}', file=sys.stderr)
+  except errors.RunFailedError as e:   # the run failed, not its input: exit code 1
+    print(f'error: {" ".join(str(e).split())}', file=sys.stderr)
     sys.exit(1)
   except Exception as e:
     if not is_bad_input(e):
       raise
-    message = ' '.join(str(e).split())   # one line
-    usage_error(message + _ADVICE.get(type(e).__name__, ''))
+    usage_error(' '.join(str(e).split()))   # one line
   finally:   # however the run ended, a checkpoint being written is finished first
     if 'sparsediff_jax.checkpoints' in sys.modules:
       sys.modules['sparsediff_jax.checkpoints'].wait_for_saves()

@@ -4,14 +4,26 @@ Each training step draws a fresh random binary mask and the regression loss is t
 only where the mask is 1. The network still sees the full noisy image; only the loss is
 sparse. With drop ratio eta, each pixel is kept with probability 1 - eta.
 
-Everything here is a pure function of its arguments; the training step calls
-`sample_pixel_mask` once per step with a key that is never reused, and `masked_mse`.
+Everything here is a pure function of its arguments. The training step asks the mask
+strategy named by `config.mask.strategy` for the step's keep-mask, once per step with a key
+that is never reused, and takes `masked_mse`. A strategy is any function
+
+    strategy(key, shape, level, step, mask_config) -> float32 keep-mask of `shape`
+
+(level: [B] noise level of each example in [0, 1), formulations.TrainingPair.level; step:
+the optimiser step, int32 scalar) registered with `registry.MASKS`:
+- 'iid' (the paper, the default): every element kept with probability 1 - mask.ratio.
+- 'noise_schedule' (not in the paper): the drop ratio moves linearly with the noise level,
+  from mask.ratio_at_t0 at clean data to mask.ratio_at_t1 at pure noise.
 """
 
 from typing import Literal
 
 import jax
 import jax.numpy as jnp
+
+from sparsediff_jax import registry
+from sparsediff_jax.errors import ConfigError
 
 Normalize = Literal['kept', 'all']
 
@@ -30,7 +42,8 @@ def sample_pixel_mask(
     key: PRNG key; a global-shape draw under jit gives every example (on every device and
       host) its own mask, so two data shards never share one.
     shape: (batch, height, width, channels) of the images the loss compares.
-    ratio: eta, the probability that an element is dropped, in [0, 1).
+    ratio: eta, the probability that an element is dropped, in [0, 1): a number, or one
+      per example ([B]).
     per_channel: draw each channel on its own instead of one draw per pixel.
     patch_size: keep/drop square patches of this side together (height and width must be
       divisible by it).
@@ -46,10 +59,49 @@ def sample_pixel_mask(
     # ratio 0 is the true dense baseline (also for measuring what the mask costs).
     return jnp.ones(shape, jnp.float32)
   draw_shape = (b, h // patch_size, w // patch_size, c if per_channel else 1)
+  if jnp.ndim(ratio):
+    ratio = jnp.reshape(ratio, (b, 1, 1, 1))
   keep = jax.random.bernoulli(key, 1.0 - ratio, draw_shape).astype(jnp.float32)
   if patch_size > 1:
     keep = jnp.repeat(jnp.repeat(keep, patch_size, axis=1), patch_size, axis=2)
   return jnp.broadcast_to(keep, shape)
+
+
+@registry.MASKS.register('iid')
+def iid_mask(key, shape, level, step, cfg) -> jax.Array:
+  """The paper's mask: each element (pixel, channel or patch) kept w.p. 1 - mask.ratio."""
+  del level, step   # the same law at every noise level and step
+  return sample_pixel_mask(key, shape, cfg.ratio, per_channel=cfg.per_channel,
+                           patch_size=cfg.patch_size)
+
+
+def scheduled_ratio(level: jax.Array, ratio_at_t0: float, ratio_at_t1: float) -> jax.Array:
+  """The drop ratio at noise level `level` ([B] in [0, 1)): linear from t0 to t1."""
+  return ratio_at_t0 + (ratio_at_t1 - ratio_at_t0) * level
+
+
+def _check_noise_schedule(config) -> None:
+  for field in ('ratio_at_t0', 'ratio_at_t1'):
+    value = config.mask[field]
+    if not (isinstance(value, (int, float)) and not isinstance(value, bool)
+            and 0.0 <= value < 1.0):
+      raise ConfigError(f'config.mask.{field}={value!r} is invalid: a drop ratio in [0, 1)')
+
+
+@registry.MASKS.register('noise_schedule', check=_check_noise_schedule)
+def noise_schedule_mask(key, shape, level, step, cfg) -> jax.Array:
+  """Drops more (or less) of the loss at high noise: i.i.d. with a per-example ratio
+  `scheduled_ratio(level, mask.ratio_at_t0, mask.ratio_at_t1)`."""
+  del step
+  ratio = scheduled_ratio(level, cfg.ratio_at_t0, cfg.ratio_at_t1)
+  return sample_pixel_mask(key, shape, ratio, per_channel=cfg.per_channel,
+                           patch_size=cfg.patch_size)
+
+
+def get_mask_strategy(cfg):
+  """fn(key, shape, level, step) -> keep-mask for the `config.mask` block `cfg`."""
+  strategy = registry.MASKS.get(cfg.strategy)
+  return lambda key, shape, level, step: strategy(key, shape, level, step, cfg)
 
 
 def masked_mse(

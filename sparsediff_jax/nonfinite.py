@@ -1,7 +1,9 @@
 """Non-finite losses and gradients: skipped inside the jitted step, acted on by the host.
 
-Inside the step (pure, no host sync): `all_finite` says whether the loss and the gradient
-norm are finite (a NaN or inf anywhere in the gradient makes its norm so), and `keep_if`
+Inside the step (pure, no host sync): `all_finite` says whether the loss, the gradient
+norm and the update norm are finite (a NaN or inf anywhere in the gradient or the update
+makes its norm so; the update catches what a finite gradient becomes under an infinite
+learning rate or a degenerate optimiser setting), and `keep_if`
 selects the updated trees or the old ones. A skipped step leaves parameters, EMA and
 optimiser state exactly as they were (so the optimiser's own step count, which drives
 Adam's bias correction and optax schedules, counts applied updates only); the run's step
@@ -25,9 +27,10 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from sparsediff_jax import errors
 
-class NonFiniteError(RuntimeError):
-  """Training produced NaN/inf (and the policy says stop), or a state to save is not finite."""
+# Training produced NaN/inf (and the policy says stop), or a state to save is not finite.
+NonFiniteError = errors.NonFiniteError
 
 
 def all_finite(*trees) -> jax.Array:

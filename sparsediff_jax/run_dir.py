@@ -1,5 +1,11 @@
 """The run directory (WORKDIR): can it be written, may this config continue the run it
-holds, and undoing the run record when bad input ends a run before it did anything.
+holds, which fields the modes that read a run take from it, and undoing the run record
+when bad input ends a run before it did anything.
+
+ONE rule says what "the same run" is: every field is run-defining except those in
+MAY_CHANGE. Resuming (`check_same_run`) refuses a change of a run-defining field; the modes
+that read a run (sample, eval, research: `bind_to_run`) take the run-defining fields from
+the run's saved config and refuse a command-line override that contradicts them.
 
 Resuming with a different config would silently mix two experiments in one run, or fail
 deep inside Orbax on mismatched shapes. A run's config is saved twice: WORKDIR/config.json
@@ -17,7 +23,7 @@ import contextlib
 import json
 import os
 
-from sparsediff_jax.validation import ConfigError
+from sparsediff_jax.errors import ConfigError, ConfigMismatchError, WorkdirError  # noqa: F401 (re-exported)
 
 # Fields a resumed run may change; a trailing '.' covers a whole section. Note that with
 # optim.schedule='cosine' the decay is laid out over training.num_steps, so changing it
@@ -30,14 +36,6 @@ MAY_CHANGE = (
     'data.data_dir', 'data.download', 'data.manual_dir', 'data.on_bad_image',
     'sampling.', 'eval.', 'research.', 'sharding.',
 )
-
-
-class WorkdirError(ValueError):
-  """The workdir cannot be created or written."""
-
-
-class ConfigMismatchError(ConfigError):
-  """The workdir holds a run whose config differs in a field that may not change."""
 
 
 def config_dict(config) -> dict:
@@ -85,6 +83,58 @@ def check_same_run(saved: dict | None, config, where: str) -> None:
         'resume with the saved values, list the fields in --config.training.resume_may_change'
         f' to change them knowingly, or use a new --workdir (always allowed to change: '
         f'{", ".join(MAY_CHANGE)})')
+
+
+def is_run_defining(field: str) -> bool:
+  """Whether `field` ('section.name') defines what a run trains (not in MAY_CHANGE)."""
+  return not _matches(field, MAY_CHANGE)
+
+
+def saved_config(workdir: str) -> dict | None:
+  """WORKDIR/config.json as a dict, or None when it is missing or unreadable."""
+  path = os.path.join(workdir, 'config.json')
+  try:
+    with open(path) as f:
+      return json.load(f)
+  except FileNotFoundError:
+    return None
+  except (OSError, ValueError) as e:
+    logging.warning('cannot read %s (%s)', path, e)
+    return None
+
+
+def bind_to_run(config, workdir: str, overrides=()) -> list[str]:
+  """For the modes that read a run: sets each run-defining field of `config` to the value
+  WORKDIR/config.json saved, and returns the fields that changed.
+
+  overrides: the fields given on the command line ('section.name'); one of them that is
+  run-defining and contradicts the saved value raises ConfigMismatchError naming it (a
+  formulation or model other than the trained one would sample noise). Without a saved
+  config nothing changes (the checkpoint restore still checks its meta).
+  """
+  saved = saved_config(workdir)
+  if saved is None:
+    return []
+  flat, current = flatten(saved), flatten(config_dict(config))
+  for field in sorted(overrides):
+    if field in flat and is_run_defining(field) and flat[field] != current.get(field):
+      raise ConfigMismatchError(
+          f'--config.{field}={current.get(field)!r} contradicts the run in {workdir}, trained '
+          f'with {field}={flat[field]!r}; drop the override (this mode takes the run\'s '
+          'own values) or use the workdir of a run trained with it')
+  taken = []
+  for field, value in flat.items():
+    section, _, name = field.partition('.')
+    if (not is_run_defining(field) or field not in current or current[field] == value
+        or section not in config or name not in config[section]):
+      continue
+    if isinstance(config[section][name], tuple):
+      value = tuple(value)
+    config[section][name] = value
+    taken.append(field)
+  if taken:
+    logging.info('fields taken from the run in %s: %s', workdir, ', '.join(taken))
+  return taken
 
 
 def has_checkpoints(workdir: str) -> bool:
@@ -186,3 +236,25 @@ def _read(path: str) -> bytes | None:
 
 def _listing(directory: str) -> set:
   return set(os.listdir(directory)) if os.path.isdir(directory) else set()
+
+
+def check_same_data(dataset: dict, workdir: str) -> None:
+  """Refuses to continue a run on other training data: WORKDIR/dataset.json (the record of
+  what the run trained on) against `dataset` (data.describe_dataset of this config), when
+  the workdir holds checkpoints. Compares the selection (ids) and the contents' SHA-256."""
+  path = os.path.join(workdir, 'dataset.json')
+  if not (os.path.isfile(path) and has_checkpoints(workdir)):
+    return
+  try:
+    with open(path) as f:
+      saved = json.load(f)
+  except (OSError, ValueError) as e:
+    logging.warning('cannot read %s (%s); the training data is not compared', path, e)
+    return
+  for key in ('selection_sha256', 'content_sha256'):
+    if key in saved and saved[key] != dataset.get(key):
+      what = 'which examples' if key == 'selection_sha256' else 'the contents of the examples'
+      raise ConfigMismatchError(
+          f'{workdir} holds a run trained on other data ({what} changed: dataset.json '
+          f'{key} {saved[key][:12]}... -> {str(dataset.get(key))[:12]}...); restore the '
+          'data it was trained on, or use a new --workdir')

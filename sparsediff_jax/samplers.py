@@ -12,35 +12,61 @@ from the noise end to the data end:
 Determinism: sample i's initial noise and every noise injected by a stochastic sampler come
 from (seed, i) alone (`per_sample_noise`, `per_sample_keys`), so a set of samples does not
 depend on batch size, device count or host count.
+
+Each sampler is one short step function registered with registry.SAMPLERS as a
+`Sampler`: step(walk, x, i, last) -> x at time ts[i + 1], given x at ts[i]; `sample` owns
+the grid, the loop and the final denoising call.
 """
 
+import dataclasses
 import math
+from typing import Callable, NamedTuple
 
 import jax
 import jax.numpy as jnp
 
-SAMPLERS = ('euler', 'heun', 'ddim', 'ancestral', 'churn')
-STOCHASTIC = ('ancestral', 'churn')
-# Samplers bound to one formulation; the others work with every formulation.
-_ONLY_FOR = {'ddim': 'ddpm_eps', 'ancestral': 'ddpm_eps', 'churn': 'edm'}
-_NAMES = {'FlowMatching': 'flow_matching', 'DDPMEps': 'ddpm_eps', 'EDM': 'edm'}
-TIME_STEPS = ('default', 'edm')
+from sparsediff_jax import registry
+from sparsediff_jax.errors import ConfigError
+from sparsediff_jax.validation import TIME_STEPS
+
+
+class Walk(NamedTuple):
+  """What a sampler's step sees: the formulation, the time grid and network calls."""
+  formulation: object      # formulations.Formulation
+  ts: jax.Array            # [num_steps + 1] times, noise end first
+  net: Callable            # net(x, t) -> raw network output at scalar time t
+  drift: Callable          # drift(x, t) -> dx/dt of the probability-flow ODE
+  step_noise: Callable     # step_noise(i) -> [B, H, W, C] fresh noise of step i per sample
+  num_steps: int
+  churn: tuple             # (s_churn, s_min, s_max, s_noise)
+
+
+@dataclasses.dataclass(frozen=True)
+class Sampler:
+  step: Callable                   # step(walk, x, i, last) -> x_next
+  evals_per_step: int              # network calls per step (1, or 2 for second order)
+  formulation: str | None = None   # the only formulation it works with (None: every one)
+  stochastic: bool = False         # injects noise: needs per-sample keys
 
 
 def sampler_mismatch(formulation_name: str, sampler: str) -> str | None:
   """Why `sampler` cannot run with `formulation_name`, or None when it can."""
-  if sampler not in SAMPLERS:
-    return f'unknown sampler {sampler!r}; choose from {SAMPLERS}'
-  needed = _ONLY_FOR.get(sampler)
+  names = registry.SAMPLERS.names()
+  if sampler not in names:
+    return f'unknown sampler {sampler!r}; choose from {names}'
+  needed = registry.SAMPLERS.get(sampler).formulation
   if needed is None or needed == formulation_name:
     return None
-  fitting = [s for s in SAMPLERS if _ONLY_FOR.get(s, formulation_name) == formulation_name]
+  fitting = [s for s in names
+             if registry.SAMPLERS.get(s).formulation in (None, formulation_name)]
   return (f'sampler {sampler!r} only works with formulation {needed!r}, not '
           f'{formulation_name!r}; for {formulation_name!r} choose one of {fitting}')
 
 
-def _formulation_name(formulation) -> str:
-  return _NAMES.get(type(formulation).__name__, type(formulation).__name__)
+def _check_sampler(config) -> None:
+  why = sampler_mismatch(config.diffusion.formulation, config.sampling.sampler)
+  if why:
+    raise ConfigError(f'config.sampling.sampler={config.sampling.sampler!r} is invalid: {why}')
 
 
 def per_sample_noise(key: jax.Array, indices: jax.Array, shape: tuple[int, ...]) -> jax.Array:
@@ -58,9 +84,9 @@ def per_sample_keys(key: jax.Array, indices: jax.Array) -> jax.Array:
 
 def num_evaluations(formulation, sampler: str, num_steps: int) -> int:
   """Network evaluations (NFE) one `sample` call makes per image."""
-  if sampler in ('euler', 'ddim', 'ancestral'):
+  if registry.SAMPLERS.get(sampler).evals_per_step == 1:
     nfe = num_steps
-  else:   # heun, churn: two per step, except a last step that ends at time 0
+  else:   # second order: two per step, except a last step that ends at time 0
     nfe = 2 * num_steps - int(formulation.ends_at_zero)
   return nfe + int(not formulation.ends_at_zero)   # the final denoising call
 
@@ -98,6 +124,74 @@ def options_from_config(s) -> dict:
               churn=(s.s_churn, s.s_min, s.s_max, s.s_noise))
 
 
+def _ode_step(walk: Walk, x, i, correct: bool):
+  """Euler's step, and with `correct` Heun's: the slopes at both ends averaged."""
+  t, t_next = walk.ts[i], walk.ts[i + 1]
+  d = walk.drift(x, t)
+  x_next = x + (t_next - t) * d
+  if correct:
+    x_next = x + (t_next - t) * 0.5 * (d + walk.drift(x_next, t_next))
+  return x_next
+
+
+def _ddim_step(walk: Walk, x, i, eta: float):
+  """Generalised DDIM (needs formulations.VariancePreserving): eta = 0 deterministic DDIM,
+  eta = 1 DDPM's posterior noise."""
+  t, t_next = walk.ts[i], walk.ts[i + 1]
+  a, a_next = (jnp.exp(walk.formulation.log_alpha_bar(u)) for u in (t, t_next))
+  eps = walk.net(x, t)
+  x0 = (x - jnp.sqrt(1.0 - a) * eps) / jnp.sqrt(a)
+  c = eta * jnp.sqrt((1.0 - a_next) / (1.0 - a) * (1.0 - a / a_next))
+  x_next = jnp.sqrt(a_next) * x0 + jnp.sqrt(1.0 - a_next - c * c) * eps
+  return x_next + c * walk.step_noise(i) if eta else x_next
+
+
+def euler_step(walk: Walk, x, i, last: bool):
+  del last
+  return _ode_step(walk, x, i, correct=False)
+
+
+def heun_step(walk: Walk, x, i, last: bool):
+  # No correction on a last step that ends at time 0, where some drifts are singular.
+  return _ode_step(walk, x, i, correct=not (last and walk.formulation.ends_at_zero))
+
+
+def ddim_step(walk: Walk, x, i, last: bool):
+  del last
+  return _ddim_step(walk, x, i, 0.0)
+
+
+def ancestral_step(walk: Walk, x, i, last: bool):
+  del last
+  return _ddim_step(walk, x, i, 1.0)
+
+
+def churn_step(walk: Walk, x, i, last: bool):
+  """EDM's Algorithm 2: raise t by gamma t with fresh noise inside [s_min, s_max], then a
+  Heun step from the raised level."""
+  s_churn, s_min, s_max, s_noise = walk.churn
+  t, t_next = walk.ts[i], walk.ts[i + 1]
+  gamma = jnp.where((t >= s_min) & (t <= s_max),
+                    min(s_churn / walk.num_steps, math.sqrt(2.0) - 1.0), 0.0)
+  t_hat = t + gamma * t
+  # sqrt(t_hat^2 - t^2), written so that rounding cannot make it sqrt(negative).
+  x_hat = x + t * jnp.sqrt(gamma * (2.0 + gamma)) * s_noise * walk.step_noise(i)
+  d = walk.drift(x_hat, t_hat)
+  x_next = x_hat + (t_next - t_hat) * d
+  if not (last and walk.formulation.ends_at_zero):
+    x_next = x_hat + (t_next - t_hat) * 0.5 * (d + walk.drift(x_next, t_next))
+  return x_next
+
+
+registry.SAMPLERS.register('euler', check=_check_sampler)(Sampler(euler_step, 1))
+registry.SAMPLERS.register('heun', check=_check_sampler)(Sampler(heun_step, 2))
+registry.SAMPLERS.register('ddim', check=_check_sampler)(Sampler(ddim_step, 1, 'ddpm_eps'))
+registry.SAMPLERS.register('ancestral', check=_check_sampler)(
+    Sampler(ancestral_step, 1, 'ddpm_eps', stochastic=True))
+registry.SAMPLERS.register('churn', check=_check_sampler)(
+    Sampler(churn_step, 2, 'edm', stochastic=True))
+
+
 def sample(formulation, net_fn, noise: jax.Array, *, sampler: str = 'heun',
            num_steps: int = 18, keys: jax.Array | None = None, time_steps: str = 'default',
            rho: float = 7.0, sigma_min: float = 0.002, sigma_max: float = 80.0,
@@ -115,10 +209,11 @@ def sample(formulation, net_fn, noise: jax.Array, *, sampler: str = 'heun',
   drift of some formulations is singular. Formulations that stop short of time 0
   (ddpm_eps) finish with one denoising call. NFE: `num_evaluations`.
   """
-  why = sampler_mismatch(_formulation_name(formulation), sampler)
+  why = sampler_mismatch(formulation.name, sampler)
   if why:
     raise ValueError(why)
-  if sampler in STOCHASTIC and keys is None:
+  spec = registry.SAMPLERS.get(sampler)
+  if spec.stochastic and keys is None:
     raise ValueError(f'sampler {sampler!r} injects noise: pass per-sample keys '
                      '(samplers.per_sample_keys)')
   if num_steps < 1:
@@ -136,49 +231,10 @@ def sample(formulation, net_fn, noise: jax.Array, *, sampler: str = 'heun',
   def step_noise(i):
     return jax.vmap(lambda k: jax.random.normal(jax.random.fold_in(k, i), noise.shape[1:]))(keys)
 
-  def heun_step(x, i, correct):
-    t, t_next = ts[i], ts[i + 1]
-    d = drift(x, t)
-    x_next = x + (t_next - t) * d
-    if correct:   # second order: average the slopes at both ends
-      x_next = x + (t_next - t) * 0.5 * (d + drift(x_next, t_next))
-    return x_next
-
-  def ddim_step(x, i, eta):
-    # Generalised DDIM update; eta = 0: deterministic DDIM, eta = 1: DDPM's posterior noise.
-    t, t_next = ts[i], ts[i + 1]
-    a, a_next = (jnp.exp(formulation.log_alpha_bar(u)) for u in (t, t_next))
-    eps = net(x, t)
-    x0 = (x - jnp.sqrt(1.0 - a) * eps) / jnp.sqrt(a)
-    c = eta * jnp.sqrt((1.0 - a_next) / (1.0 - a) * (1.0 - a / a_next))
-    x_next = jnp.sqrt(a_next) * x0 + jnp.sqrt(1.0 - a_next - c * c) * eps
-    return x_next + c * step_noise(i) if eta else x_next
-
-  def churn_step(x, i, correct):
-    s_churn, s_min, s_max, s_noise = churn
-    t, t_next = ts[i], ts[i + 1]
-    gamma = jnp.where((t >= s_min) & (t <= s_max),
-                      min(s_churn / num_steps, math.sqrt(2.0) - 1.0), 0.0)
-    t_hat = t + gamma * t
-    # sqrt(t_hat^2 - t^2), written so that rounding cannot make it sqrt(negative).
-    x_hat = x + t * jnp.sqrt(gamma * (2.0 + gamma)) * s_noise * step_noise(i)
-    d = drift(x_hat, t_hat)
-    x_next = x_hat + (t_next - t_hat) * d
-    if correct:
-      x_next = x_hat + (t_next - t_hat) * 0.5 * (d + drift(x_next, t_next))
-    return x_next
-
-  def step(x, i, last=False):
-    correct = not (last and formulation.ends_at_zero)
-    if sampler in ('euler', 'heun'):
-      return heun_step(x, i, correct and sampler == 'heun')
-    if sampler == 'churn':
-      return churn_step(x, i, correct)
-    return ddim_step(x, i, 1.0 if sampler == 'ancestral' else 0.0)
-
+  walk = Walk(formulation, ts, net, drift, step_noise, num_steps, churn)
   x = noise * formulation.noise_std(ts[0])
-  x = jax.lax.fori_loop(0, num_steps - 1, lambda i, x: step(x, i), x)
-  x = step(x, num_steps - 1, last=True)
+  x = jax.lax.fori_loop(0, num_steps - 1, lambda i, x: spec.step(walk, x, i, False), x)
+  x = spec.step(walk, x, num_steps - 1, True)
   if not formulation.ends_at_zero:
     t = jnp.full((b,), ts[-1])
     x = formulation.denoised(net_fn(*formulation.net_inputs(x, t)), x, t)

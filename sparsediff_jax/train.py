@@ -11,8 +11,8 @@ writes every logged line to WORKDIR/metrics.jsonl too (docs/troubleshooting.md).
 from absl import logging
 import os
 import time
+from typing import Callable
 
-import flax
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -20,70 +20,21 @@ import optax
 from clu import metric_writers
 from flax import nnx
 
-from sparsediff_jax import (checkpoints, data, evaluate, formulations, generate, masking,
-                            metrics_jsonl, nonfinite, preemption, run_dir, sharding, validation)
+from sparsediff_jax import (checkpoints, data, formulations, generate, masking, metrics_jsonl,
+                            nonfinite, preemption, run_dir, sharding)
+from sparsediff_jax.errors import ConfigError
 from sparsediff_jax.images import make_grid, save_png
-from sparsediff_jax.models import build_model, count_params
+from sparsediff_jax.models import count_params
 from sparsediff_jax.run_dir import flatten as _flatten
+from sparsediff_jax.state import (TrainState, abstract_model, abstract_state, init_state,
+                                  make_optimizer, memory_per_device, restore,
+                                  state_shardings)
 
-
-@flax.struct.dataclass
-class TrainState:
-  step: jax.Array            # int32 scalar: optimiser steps taken.
-  params: nnx.State          # network parameters (float32).
-  ema: tuple                 # one parameter copy per config.optim.ema_decays entry.
-  opt_state: optax.OptState
-  rng: jax.Array             # base PRNG key; step s uses fold_in(rng, s).
-
-
-def make_optimizer(config):
-  """AdamW with linear warm-up, optional cosine decay and global-norm clipping."""
-  o, n = config.optim, config.training.num_steps
-  if o.schedule == 'cosine':
-    schedule = optax.warmup_cosine_decay_schedule(0.0, o.learning_rate, o.warmup_steps,
-                                                  max(n, o.warmup_steps + 1))
-  else:
-    schedule = optax.join_schedules(
-        [optax.linear_schedule(0.0, o.learning_rate, max(o.warmup_steps, 1)),
-         optax.constant_schedule(o.learning_rate)], [o.warmup_steps])
-  adam = optax.adamw(schedule, b1=o.beta1, b2=o.beta2, eps=o.eps, weight_decay=o.weight_decay)
-  tx = optax.chain(optax.clip_by_global_norm(o.grad_clip), adam) if o.grad_clip else adam
-  return tx, schedule
-
-
-def abstract_model(config):
-  """(graphdef, abstract params) without allocating anything."""
-  return nnx.split(nnx.eval_shape(lambda: build_model(config, config.training.seed)))
-
-
-def _init_fn(config, tx):
-  """The function that makes the initial TrainState (to run under jit or eval_shape)."""
-  seed = config.training.seed
-
-  def init():
-    params = nnx.split(build_model(config, seed))[1]
-    return TrainState(step=jnp.zeros((), jnp.int32), params=params,
-                      ema=tuple(params for _ in config.optim.ema_decays),
-                      opt_state=tx.init(params),
-                      rng=jax.random.fold_in(jax.random.PRNGKey(seed), 1))
-
-  return init
-
-
-def state_shardings(config, tx, mesh) -> TrainState:
-  """Where each array of the TrainState lives on the mesh (see sharding.state_shardings)."""
-  return sharding.state_shardings(jax.eval_shape(_init_fn(config, tx)), mesh)
-
-
-def abstract_state(config, tx, mesh) -> TrainState:
-  """The TrainState as sharded ShapeDtypeStructs: a restore target; its size, unallocated."""
-  shapes = jax.eval_shape(_init_fn(config, tx))
-  return checkpoints.abstract_like(shapes, sharding.state_shardings(shapes, mesh))
-
-
-def init_state(config, tx, mesh) -> TrainState:
-  """Initialises parameters, EMA and optimiser state directly in their shardings."""
-  return jax.jit(_init_fn(config, tx), out_shardings=state_shardings(config, tx, mesh))()
+# A periodic evaluation handed to the loop by its caller (training never imports the
+# evaluation code): factory(config, graphdef, mesh, workdir) -> None (off) or
+# (every: steps between calls, fn(state) -> dict of scalars to log). The factory runs
+# before the data is loaded, so a missing input of the hook stops the run before it writes.
+EvalHook = Callable[..., tuple[int, Callable[[TrainState], dict]] | None]
 
 
 def ema_decay(decay: float, step: jax.Array) -> jax.Array:
@@ -95,9 +46,14 @@ def ema_decay(decay: float, step: jax.Array) -> jax.Array:
   return jnp.minimum(decay, (1.0 + step) / (10.0 + step))
 
 
-def make_train_step(config, graphdef, tx, schedule):
-  """The pure step (state, uint8 images [B, H, W, C]) -> (state, metrics)."""
+def make_train_step(config, graphdef, tx, schedule, *, return_mask: bool = False):
+  """The pure step (state, uint8 images [B, H, W, C]) -> (state, metrics).
+
+  return_mask: also return the keep-mask the step drew, as metrics['mask'] [B, H, W, C]
+  (for tests of what the compiled step does; it costs a copy of the mask).
+  """
   formulation = formulations.get_formulation(config.diffusion)
+  mask_fn = masking.get_mask_strategy(config.mask)
   mask_cfg, decays = config.mask, tuple(config.optim.ema_decays)
   use_dropout = config.model.dropout > 0
 
@@ -105,9 +61,7 @@ def make_train_step(config, graphdef, tx, schedule):
     x0 = images.astype(jnp.float32) / 127.5 - 1.0
     k_pair, k_mask, k_drop = jax.random.split(jax.random.fold_in(state.rng, state.step), 3)
     pair = formulation.training_pair(k_pair, x0)
-    mask = masking.sample_pixel_mask(k_mask, x0.shape, mask_cfg.ratio,
-                                     per_channel=mask_cfg.per_channel,
-                                     patch_size=mask_cfg.patch_size)
+    mask = mask_fn(k_mask, x0.shape, pair.level, state.step)
 
     def loss_fn(params):
       net = nnx.merge(graphdef, params)
@@ -127,12 +81,14 @@ def make_train_step(config, graphdef, tx, schedule):
                 for d, e in zip(decays, state.ema))
     grad_norm = optax.global_norm(grads)
     # NaN/inf: keep the old state (see nonfinite.py); the host reads `skipped` lazily.
-    finite = nonfinite.all_finite(loss, grad_norm)
+    finite = nonfinite.all_finite(loss, grad_norm, optax.global_norm(updates))
     params, ema, opt_state = nonfinite.keep_if(finite, (params, ema, opt_state),
                                                (state.params, state.ema, state.opt_state))
     metrics = {'loss': loss, 'dense_loss': dense, 'grad_norm': grad_norm,
                'learning_rate': schedule(state.step), 'kept_fraction': jnp.mean(mask),
                'skipped': 1.0 - finite.astype(jnp.float32)}
+    if return_mask:
+      metrics['mask'] = mask
     return state.replace(step=state.step + 1, params=params, ema=ema,
                          opt_state=opt_state), metrics
 
@@ -148,7 +104,8 @@ def make_multi_step(step_fn, steps: int, unroll: bool = True):
   return lambda state, images: jax.lax.scan(step_fn, state, images, unroll=unroll)
 
 
-def compile_train_step(config, graphdef, tx, schedule, mesh, *, donate: bool = True):
+def compile_train_step(config, graphdef, tx, schedule, mesh, *, donate: bool = True,
+                       return_mask: bool = False):
   """jit with the batch split over the mesh, the state in its shardings and donated (its
   buffers reused for the new state: one copy of the state in memory, not two).
 
@@ -156,7 +113,8 @@ def compile_train_step(config, graphdef, tx, schedule, mesh, *, donate: bool = T
   """
   rep, state_sh = sharding.replicated(mesh), state_shardings(config, tx, mesh)
   k = config.training.steps_per_call
-  return jax.jit(make_multi_step(make_train_step(config, graphdef, tx, schedule), k,
+  step_fn = make_train_step(config, graphdef, tx, schedule, return_mask=return_mask)
+  return jax.jit(make_multi_step(step_fn, k,
                                  config.training.unroll_steps),
                  in_shardings=(state_sh, sharding.batch_sharding(mesh, stacked=k > 1)),
                  out_shardings=(state_sh, rep), donate_argnums=0 if donate else ())
@@ -177,8 +135,10 @@ def _write_samples(config, workdir, writer, sample_fn, params, step):
     logging.info('wrote %s', path)
 
 
-def train(config, workdir: str) -> TrainState:
+def train(config, workdir: str, *, hooks: tuple[EvalHook, ...] = ()) -> TrainState:
   """Trains (resuming from WORKDIR/checkpoints when present) and returns the final state.
+
+  hooks: periodic evaluations (see EvalHook), e.g. evaluate.train_fid_hook.
 
   Raises preemption.TrainingInterrupted after checkpointing the current step when stopped
   by a signal, nonfinite.NonFiniteError per config.training.on_nonfinite,
@@ -190,8 +150,8 @@ def train(config, workdir: str) -> TrainState:
   graphdef, abstract_params = abstract_model(config)
   logging.info('model %s: %d parameters; mesh %s', config.model.name,
                count_params(abstract_params), dict(mesh.shape))
-  # First, so that missing reference statistics stop the run before it writes anything.
-  fid_fn = evaluate.make_train_fid(config, graphdef, mesh, workdir)  # None: no training FID
+  # First, so that a hook's missing input stops the run before it writes anything.
+  evaluations = [h for h in (hook(config, graphdef, mesh, workdir) for hook in hooks) if h]
 
   # The data first: a missing or broken dataset stops the run before anything is written.
   data_it = data.make_train_iterator(config, process_index=jax.process_index(),
@@ -200,9 +160,7 @@ def train(config, workdir: str) -> TrainState:
                                   keep=config.training.keep_checkpoints)
   target = abstract_state(config, tx, mesh)
   logging.info('training state per device: %s', memory_per_device(target))
-  restored = ckpt.restore_latest(
-      target, check_meta=lambda meta: run_dir.check_same_run(meta.get('config'), config,
-                                                             ckpt.directory))
+  restored = restore(config, ckpt, tx, mesh, target)
   skipped_steps = 0
   if restored is None:
     state = init_state(config, tx, mesh)
@@ -213,7 +171,7 @@ def train(config, workdir: str) -> TrainState:
     logging.info('resumed from step %d', start)
   start, k = int(state.step), config.training.steps_per_call
   if start % k:
-    raise validation.ConfigError(
+    raise ConfigError(
         f'the run stopped at step {start}, not a multiple of training.steps_per_call={k}; '
         'resume with a training.steps_per_call that divides it (e.g. 1)')
 
@@ -256,8 +214,9 @@ def train(config, workdir: str) -> TrainState:
         raise failure
     if _due(step, tc.sample_every, is_last) and not stopping:
       _write_samples(config, workdir, writer, sample_fn, state.ema[0], step)
-    if fid_fn and _due(step, config.eval.train_fid_every, is_last) and not stopping:
-      writer.write_scalars(step, fid_fn(state))
+    for every, evaluation in evaluations:
+      if _due(step, every, is_last) and not stopping:
+        writer.write_scalars(step, evaluation(state))
     if _due(step, tc.checkpoint_every, is_last) or stopping:
       if failure := monitor.check():   # never checkpoint past a bad step under 'stop'
         raise failure
@@ -272,16 +231,6 @@ def train(config, workdir: str) -> TrainState:
   if stopping and not is_last:
     raise preemption.TrainingInterrupted(step, stop.signum)
   return state
-
-
-def memory_per_device(state: TrainState) -> str:
-  """MiB of parameters, EMA and optimiser state one device holds (arrays or sharded
-  ShapeDtypeStructs), and the whole state unsharded."""
-  mib = {name: sharding.bytes_per_device(getattr(state, name)) / 2**20
-         for name in ('params', 'ema', 'opt_state')}
-  whole = sum(x.size * x.dtype.itemsize for x in jax.tree.leaves(state)) / 2**20
-  return ', '.join(f'{k} {v:.2f} MiB' for k, v in mib.items()) + (
-      f' ({sum(mib.values()):.2f} MiB in all; {whole:.2f} MiB unsharded)')
 
 
 def _due(step: int, every: int, is_last: bool) -> bool:

@@ -1,14 +1,32 @@
 """Checks a config before anything compiles or touches the workdir.
 
-Every problem becomes a `ConfigError` whose message names the field, the value and what is
-allowed; the CLI prints it as one line and exits with code 2.
+Every problem becomes an `errors.ConfigError` whose message names the field, the value and
+what is allowed; the CLI prints it as one line and exits with code 2. Three stages:
+- `check_structure`: the config has every section and field of config_base (a config file
+  that returns None or lacks a section is named with what is missing);
+- `validate_fields`: every field's type and range, and the names of plug-ins against the
+  registry's declarations. Imports nothing heavy (no JAX, no TensorFlow), so the command
+  line reports a bad value in about a second;
+- `validate_for_devices` and `validate_entries`: what needs the device count, and each
+  selected plug-in's own check of its fields (this imports the plug-in, so JAX).
+`validate_config` runs them all, for library use.
 """
 
+import math
 import numbers
+import os
 
+from sparsediff_jax import registry
+from sparsediff_jax.errors import ConfigError
 
-class ConfigError(ValueError):
-  """A config value that cannot work, reported before any work starts."""
+CROPS = ('center', 'none')               # data.crop (data/preprocess.py)
+BAD_IMAGE_POLICIES = ('error', 'skip')   # data.on_bad_image (data/folders.py)
+TIME_STEPS = ('default', 'edm')          # sampling.time_steps (samplers.py)
+MAX_SEED = 2**31 - 1                     # seeds above this wrap in PRNG keys on some backends
+# Fields that no longer exist, and what replaces them: refused with this advice.
+REMOVED = {
+    'data.num_channels': 'every dataset is RGB (3 channels); remove the field',
+}
 
 
 def _fail(field, value, allowed):
@@ -48,44 +66,99 @@ def _number(config, field, lo=None, hi=None, *, integer=False, lo_open=False, hi
         ['must be an integer' if integer else 'must be a number'] + [' and '.join(bounds)]))
 
 
-def validate_config(config, num_devices: int) -> None:
-  """Raises ConfigError for the first invalid field of `config`."""
-  # Imported here so that `--help` and config errors stay fast.
-  from sparsediff_jax import data, formulations, models, samplers
+def check_structure(config, base, where: str) -> None:
+  """ConfigError unless `config` (from `where`) has every section and field of `base`."""
+  if config is None or not hasattr(config, 'keys'):
+    raise ConfigError(f'{where}: get_config() returned {type(config).__name__}, not a '
+                      'ConfigDict; start from sparsediff_jax.config_base.get_config()')
+  removed = [f for f in REMOVED if _has(config, f)]
+  if removed:
+    raise ConfigError(f'{where}: config.{removed[0]} was removed: {REMOVED[removed[0]]}')
+  missing = [f'{s}' for s in base.keys() if s not in config.keys()]
+  if missing:
+    raise ConfigError(f'{where}: the config lacks the section(s) {", ".join(missing)}; '
+                      'start from sparsediff_jax.config_base.get_config()')
+  for section in base.keys():
+    gone = [k for k in base[section].keys() if k not in config[section].keys()]
+    if gone:
+      raise ConfigError(f'{where}: config.{section} lacks the field(s) {", ".join(gone)}; '
+                        'start from sparsediff_jax.config_base.get_config()')
+    extra = [k for k in config[section].keys() if k not in base[section].keys()]
+    if extra:
+      raise ConfigError(f'{where}: config.{section}.{extra[0]} is not a field; the fields '
+                        'are listed in sparsediff_jax/config_base.py')
 
+
+def _has(config, field) -> bool:
+  section, name = field.split('.')
+  return section in config.keys() and name in config[section].keys()
+
+
+def validate_config(config, num_devices: int) -> None:
+  """Raises ConfigError for the first invalid field of `config` (all stages)."""
+  validate_fields(config)
+  validate_for_devices(config, num_devices)
+  validate_entries(config)
+
+
+def _positive_ints(config, field, allow_empty=False):
+  value = _get(config, field)
+  ok = isinstance(value, (tuple, list)) and (allow_empty or len(value) > 0) and all(
+      isinstance(v, numbers.Integral) and not isinstance(v, bool) and v >= 1 for v in value)
+  if not ok:
+    _fail(field, value, ('a tuple of integers >= 1' if allow_empty else
+                         'a non-empty tuple of integers >= 1'))
+
+
+def validate_fields(config) -> None:
+  """Types and ranges of every field, and plug-in names; imports nothing heavy."""
+  for reg in (registry.DATASETS, registry.MODELS, registry.FORMULATIONS, registry.SAMPLERS,
+              registry.MASKS):
+    _choice(config, reg.field, reg.names())
+  _validate_mask(config)
+  _validate_data(config)
+  _validate_model(config)
+  _validate_training(config)
+  _validate_optim(config)
+  _validate_sampling_and_eval(config)
+  for field in ('research.num_samples', 'research.batch_size', 'research.locality_images',
+                'research.locality_times', 'research.memorization_grid'):
+    _number(config, field, 1, integer=True)
+  _number(config, 'sharding.fsdp', 1, integer=True)
+
+
+def _validate_mask(config) -> None:
   _number(config, 'mask.ratio', 0.0, 1.0,
           allowed='the fraction of pixels dropped from the loss must be in [0, 1)')
   _choice(config, 'mask.normalize', ('kept', 'all'))
   _number(config, 'mask.patch_size', 1, integer=True)
-  _choice(config, 'data.name', data.DATASETS)
-  _choice(config, 'model.name', models.MODELS)
-  _choice(config, 'model.dtype', tuple(models.DTYPES))
-  _choice(config, 'diffusion.formulation', formulations.FORMULATIONS)
-  _choice(config, 'diffusion.time_sampling', ('uniform', 'logit_normal'))
-  _choice(config, 'diffusion.ddpm_schedule', ('linear', 'cosine'))
-  _choice(config, 'sampling.sampler', samplers.SAMPLERS)
-  _choice(config, 'optim.schedule', ('constant', 'cosine'))
-  _number(config, 'model.dropout', 0.0, 1.0)
-  for field in ('training.num_steps', 'training.batch_size', 'training.log_every',
-                'data.image_size', 'model.channels', 'sampling.num_steps',
-                'sampling.grid_size'):
-    _number(config, field, 1, integer=True)
-  for field in ('training.sample_every', 'training.checkpoint_every',
-                'optim.warmup_steps', 'data.num_train_examples'):
-    _number(config, field, 0, integer=True)
-  _number(config, 'training.keep_checkpoints', 1, integer=True)
-  k = config.training.steps_per_call
-  _number(config, 'training.steps_per_call', 1, integer=True)
-  for field in ('training.num_steps', 'training.log_every', 'training.sample_every',
-                'training.checkpoint_every', 'eval.train_fid_every'):
-    if _get(config, field) % k:
-      _fail(field, _get(config, field),
-            f'must be a multiple of training.steps_per_call={k} (the loop acts between calls)')
-  _choice(config, 'training.on_nonfinite', ('skip', 'stop'))
-  _number(config, 'training.nonfinite_patience', 0, integer=True)
-  _choice(config, 'data.crop', data.preprocess.CROPS)
-  _choice(config, 'data.on_bad_image', data.folders.BAD_IMAGE_POLICIES)
-  _choice(config, 'data.num_channels', (3,))
+  _choice(config, 'mask.per_channel', (True, False))
+  for field in ('mask.ratio_at_t0', 'mask.ratio_at_t1'):
+    _number(config, field, 0.0, 1.0, allowed='a drop ratio in [0, 1)')
+  size, patch = config.data.image_size, config.mask.patch_size
+  if isinstance(size, int) and size % patch:
+    _fail('mask.patch_size', patch, f'must divide data.image_size={size}')
+  # A ratio so close to 1 that a whole batch keeps nothing trains on a zero loss.
+  m, t = config.mask, config.training
+  if m.strategy == 'iid' and isinstance(t.batch_size, int) and isinstance(size, int):
+    draws = t.batch_size * (size // patch) ** 2 * (3 if m.per_channel else 1)
+    if (1.0 - m.ratio) * draws < 1.0:
+      _fail('mask.ratio', m.ratio,
+            f'keeps {(1.0 - m.ratio) * draws:.3g} of the {draws} mask draws of a batch on '
+            'average (training.batch_size x draws per image): most steps would supervise '
+            'nothing; lower it or raise the batch')
+
+
+def _validate_data(config) -> None:
+  _number(config, 'data.image_size', 1, 65536, integer=True)
+  _number(config, 'data.num_train_examples', 0, integer=True)
+  _choice(config, 'data.random_flip', (True, False))
+  _choice(config, 'data.download', (True, False))
+  _choice(config, 'data.per_process_read', (True, False))
+  _choice(config, 'data.crop', CROPS)
+  _number(config, 'data.crop_size', 0, integer=True)
+  _choice(config, 'data.on_bad_image', BAD_IMAGE_POLICIES)
+  _number(config, 'data.shapes_seed', 0, MAX_SEED, integer=True, hi_open=False)
   if config.data.name == 'shapes':
     # Smaller images leave no room for the objects, and more pairs make the layout search
     # of data/shapes.py restart forever (measured: 3 pairs at 16 px, 4 pairs at any size).
@@ -95,61 +168,130 @@ def validate_config(config, num_devices: int) -> None:
     _number(config, 'data.shapes_pairs', 1, most, integer=True, hi_open=False,
             allowed=f'the shapes dataset fits 1 to {most} mirrored pairs per image at '
                     f'data.image_size={config.data.image_size} (3 need at least 32 pixels)')
-  _number(config, 'optim.learning_rate', 0.0, lo_open=True)
+  check_host_memory(config)
 
-  for field in ('research.num_samples', 'research.batch_size', 'research.locality_images',
-                'research.locality_times', 'research.memorization_grid'):
-    _number(config, field, 1, integer=True)
-  if config.research.batch_size % num_devices:
-    _fail('research.batch_size', config.research.batch_size,
-          f'must divide evenly over the {num_devices} devices')
 
-  batch = config.training.batch_size
-  if batch % num_devices:
-    _fail('training.batch_size', batch,
-          f'the global batch must divide evenly over the {num_devices} data shards (devices)')
-  size, levels = config.data.image_size, len(config.model.channel_mult) - 1
-  if size % (2 ** levels):
-    _fail('data.image_size', size,
-          f'the U-Net halves the image {levels} times (model.channel_mult='
-          f'{tuple(config.model.channel_mult)}), so it must be divisible by {2 ** levels}')
-  if size % config.mask.patch_size:
-    _fail('mask.patch_size', config.mask.patch_size,
-          f'must divide data.image_size={size}')
+def host_memory_bytes() -> int | None:
+  """Physical memory of this machine, or None where it cannot be read."""
+  try:
+    return os.sysconf('SC_PAGE_SIZE') * os.sysconf('SC_PHYS_PAGES')
+  except (ValueError, OSError, AttributeError):
+    return None
+
+
+def check_host_memory(config, available: int | None = None) -> None:
+  """Refuses a training subset whose uint8 images would not fit in host memory (every
+  dataset is held there; shapes' size is known before anything is drawn)."""
+  d = config.data
+  n = d.num_train_examples
+  if not n:
+    return   # 'all of it': the dataset's size is known only to its source (data/__init__)
+  available = available or host_memory_bytes()
+  need = n * d.image_size ** 2 * 3
+  if available and need > 0.8 * available:
+    _fail('data.image_size', d.image_size,
+          f'{n} images of {d.image_size}x{d.image_size}x3 need {need / 2**30:.1f} GiB of host '
+          f'memory, more than 80% of this machine\'s {available / 2**30:.1f} GiB; lower '
+          'data.image_size or data.num_train_examples')
+
+
+def _validate_model(config) -> None:
+  _choice(config, 'model.dtype', ('float32', 'bfloat16'))
+  _number(config, 'model.dropout', 0.0, 1.0)
+  _number(config, 'model.channels', 2, integer=True)
   if config.model.channels % 2:
     _fail('model.channels', config.model.channels, 'must be even (sinusoidal embedding)')
+  _positive_ints(config, 'model.channel_mult')
+  _positive_ints(config, 'model.attn_resolutions', allow_empty=True)
+  _number(config, 'model.num_res_blocks', 1, integer=True)
   _number(config, 'model.num_heads', 1, integer=True)
-  if any(config.model.channels * m % config.model.num_heads
-         for m in config.model.channel_mult):
-    _fail('model.num_heads', config.model.num_heads,
-          'must divide the channel count of every attention layer')
-  if not config.optim.ema_decays:
-    _fail('optim.ema_decays', config.optim.ema_decays, 'give at least one decay in [0, 1)')
-  for d in config.optim.ema_decays:
-    if not isinstance(d, numbers.Real) or not 0.0 <= d < 1.0:
-      _fail('optim.ema_decays', config.optim.ema_decays, 'every decay must be in [0, 1)')
-  _number(config, 'sharding.fsdp', 1, integer=True)
+  _choice(config, 'model.remat', (True, False))
+
+
+def _validate_training(config) -> None:
+  for field in ('training.num_steps', 'training.batch_size', 'training.log_every'):
+    _number(config, field, 1, integer=True)
+  for field in ('training.sample_every', 'training.checkpoint_every'):
+    _number(config, field, 0, integer=True)
+  _number(config, 'training.seed', 0, MAX_SEED, integer=True, hi_open=False)
+  _number(config, 'training.keep_checkpoints', 1, integer=True)
+  _number(config, 'training.steps_per_call', 1, integer=True)
+  _choice(config, 'training.unroll_steps', (True, False))
+  k = config.training.steps_per_call
+  _number(config, 'eval.train_fid_every', 0, integer=True)
+  for field in ('training.num_steps', 'training.log_every', 'training.sample_every',
+                'training.checkpoint_every', 'eval.train_fid_every'):
+    if _get(config, field) % k:
+      _fail(field, _get(config, field),
+            f'must be a multiple of training.steps_per_call={k} (the loop acts between calls)')
+  _choice(config, 'training.on_nonfinite', ('skip', 'stop'))
+  _number(config, 'training.nonfinite_patience', 0, integer=True)
+  if not isinstance(config.training.resume_may_change, str):
+    _fail('training.resume_may_change', config.training.resume_may_change,
+          "a comma-separated string of fields, e.g. 'optim.learning_rate'")
+
+
+def _validate_optim(config) -> None:
+  _choice(config, 'optim.schedule', ('constant', 'cosine'))
+  _finite(config, 'optim.learning_rate', 0.0, lo_open=True)
+  _number(config, 'optim.warmup_steps', 0, integer=True)
+  for field in ('optim.beta1', 'optim.beta2'):
+    _finite(config, field, 0.0, 1.0, allowed='an Adam decay rate must be in [0, 1)')
+  _finite(config, 'optim.eps', 0.0, lo_open=True)
+  _finite(config, 'optim.weight_decay', 0.0)
+  _finite(config, 'optim.grad_clip', 0.0,
+          allowed='the gradient-norm clip must be >= 0 (0 = off); a negative one would flip '
+                  'the gradient')
+  decays = config.optim.ema_decays
+  if not isinstance(decays, (tuple, list)) or not decays:
+    _fail('optim.ema_decays', decays, 'give at least one decay in [0, 1)')
+  for d in decays:
+    if not isinstance(d, numbers.Real) or isinstance(d, bool) or not 0.0 <= d < 1.0:
+      _fail('optim.ema_decays', decays, 'every decay must be in [0, 1)')
+
+
+def _finite(config, field, lo=None, hi=None, **kwargs):
+  _number(config, field, lo, hi, **kwargs)
+  if not math.isfinite(_get(config, field)):
+    _fail(field, _get(config, field), 'must be a finite number')
+
+
+def validate_for_devices(config, num_devices: int) -> None:
+  """The fields that must divide over the devices."""
+  for field, what in (('training.batch_size', 'the global batch must divide evenly over the '
+                       f'{num_devices} data shards (devices)'),
+                      ('research.batch_size', f'must divide evenly over the {num_devices} '
+                       'devices'),
+                      ('eval.batch_size', f'must divide evenly over the {num_devices} devices')):
+    if _get(config, field) % num_devices:
+      _fail(field, _get(config, field), what)
   if num_devices % config.sharding.fsdp:
     _fail('sharding.fsdp', config.sharding.fsdp,
           f'the fsdp mesh axis must divide the {num_devices} devices (e.g. 1 or {num_devices})')
-  _validate_sampling_and_eval(config, num_devices)
 
 
-def _validate_sampling_and_eval(config, num_devices: int) -> None:
+def validate_entries(config) -> None:
+  """Each selected plug-in's own check of the fields it reads (imports the plug-ins)."""
+  for reg in (registry.DATASETS, registry.MODELS, registry.FORMULATIONS, registry.SAMPLERS,
+              registry.MASKS):
+    reg.check(_get(config, reg.field), config)
+
+
+def _validate_sampling_and_eval(config) -> None:
   """The fields of config.sampling and config.eval (samplers, --mode=eval, training FID)."""
-  from sparsediff_jax import samplers
   s = config.sampling
-  why = samplers.sampler_mismatch(config.diffusion.formulation, s.sampler)
-  if why:
-    _fail('sampling.sampler', s.sampler, why)
-  _choice(config, 'sampling.time_steps', samplers.TIME_STEPS)
+  _number(config, 'sampling.num_steps', 1, integer=True)
+  _number(config, 'sampling.grid_size', 1, integer=True)
+  _choice(config, 'sampling.time_steps', TIME_STEPS)
   _number(config, 'sampling.rho', 0.0, lo_open=True)
   _number(config, 'sampling.sigma_min', 0.0, lo_open=True)
   _number(config, 'sampling.sigma_max', s.sigma_min, lo_open=True,
           allowed=f'must be > sampling.sigma_min={s.sigma_min}')
   for field in ('sampling.s_churn', 'sampling.s_min', 'sampling.s_max', 'sampling.s_noise'):
     _number(config, field, 0)
-  for field in ('sampling.num_samples', 'eval.train_fid_every', 'eval.reference_features',
+  _number(config, 'sampling.seed', 0, MAX_SEED, integer=True, hi_open=False)
+  _choice(config, 'sampling.save_npz', (True, False))
+  for field in ('sampling.num_samples', 'eval.reference_features',
                 'eval.memorization_samples'):
     _number(config, field, 0, integer=True)
   n_ema = len(config.optim.ema_decays)
@@ -159,7 +301,4 @@ def _validate_sampling_and_eval(config, num_devices: int) -> None:
     _number(config, field, 2, integer=True,
             allowed='needs at least 2 samples (a covariance); FID is conventionally on 50000')
   _number(config, 'eval.batch_size', 1, integer=True)
-  if config.eval.batch_size % num_devices:
-    _fail('eval.batch_size', config.eval.batch_size,
-          f'must divide evenly over the {num_devices} devices')
   _choice(config, 'eval.preprocessing', ('pytorch', 'tf'))

@@ -120,7 +120,7 @@ def test_eval_metrics_json(run):
     assert metrics[f'memorization_{space}_memorized_fraction'] == 0.0
     assert metrics[f'memorization_{space}_nn_distance_mean'] > 0
     assert 0 < metrics[f'memorization_{space}_nn_ratio_mean'] <= 1
-  assert metrics['consistency_count_exact_fraction'] == 0.0
+  assert metrics['count_exact_fraction'] == 0.0
   assert os.path.isfile(metrics['memorization_grid'])
   with np.load(npz) as f:
     assert f['images'].shape == (N, 16, 16, 3) and f['images'].dtype == np.uint8
@@ -234,7 +234,7 @@ def test_missing_reference_and_too_few_samples_are_user_errors(run, tmp_path):
   config.eval.num_samples = 1
   with pytest.raises(validation.ConfigError, match=r'eval\.num_samples=1.*at least 2'):
     validation.validate_config(config, 1)
-  assert errors.EvalInputError in main.USER_ERRORS
+  assert main.is_bad_input(errors.EvalInputError('x'))
 
 
 def test_bad_weights_file_is_a_user_error(weights, tmp_path):
@@ -251,7 +251,7 @@ def test_bad_weights_file_is_a_user_error(weights, tmp_path):
   config.eval.inception_weights = str(tmp_path / 'absent.pth')
   with pytest.raises(inception_weights.InceptionWeightsError, match='no such file'):
     features.Featurizer(config.eval, sharding.make_mesh())
-  assert inception_weights.InceptionWeightsError in main.USER_ERRORS
+  assert main.is_bad_input(inception_weights.InceptionWeightsError('x'))
 
 
 def test_eval_research_metrics_find_copies_of_training_images(run, weights, tmp_path):
@@ -269,5 +269,5 @@ def test_eval_research_metrics_find_copies_of_training_images(run, weights, tmp_
   assert out['memorization_pixel_memorized_fraction'] == 1.0
   assert out['memorization_feature_memorized_fraction'] == 1.0
   assert out['memorization_pixel_nn_distance_mean'] < 1e-6
-  assert out['consistency_count_exact_fraction'] == 1.0
+  assert out['count_exact_fraction'] == 1.0
   assert os.path.isfile(tmp_path / 'memorization_7.png')

@@ -5,7 +5,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from sparsediff_jax import formulations, samplers
+from sparsediff_jax import formulations, registry, samplers
 from tiny import tiny_config
 
 X0 = jax.random.uniform(jax.random.PRNGKey(0), (6, 4, 4, 3), minval=-1, maxval=1)
@@ -67,7 +67,7 @@ def test_time_grids_run_from_noise_to_data(f):
   assert (grid[-1] == 0) == f.ends_at_zero
 
 
-@pytest.mark.parametrize('name', formulations.FORMULATIONS)
+@pytest.mark.parametrize('name', registry.FORMULATIONS.names())
 def test_registry_builds_each_and_rejects_unknown(name):
   cfg = tiny_config().diffusion
   cfg.formulation = name

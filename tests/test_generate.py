@@ -130,4 +130,4 @@ def test_nan_samples_are_a_clear_error(batch_of_two):
   with pytest.raises(errors.NonFiniteSamplesError, match=r'2 of the samples 0\.\.1 contain '
                      'NaN or inf') as err:
     generate_fn(broken, np.arange(2))
-  assert '\n' not in str(err.value) and errors.NonFiniteSamplesError in main.USER_ERRORS
+  assert '\n' not in str(err.value) and main.is_bad_input(err.value)

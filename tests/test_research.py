@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from clu import metric_writers
 
-from sparsediff_jax import checkpoints, config_base, main, sharding, train
+from sparsediff_jax import checkpoints, config_base, errors, main, sharding, train
 from sparsediff_jax.evaluation import research
 
 
@@ -81,12 +81,12 @@ def test_a_different_network_is_refused(run_dir):
   config, workdir = run_dir
   other = tiny_config()
   other.model.channels = 16
-  with pytest.raises(research.RunMismatchError, match='model.channels=16'):
+  with pytest.raises(errors.ConfigMismatchError, match='model.channels: 8 -> 16'):
     research.evaluate_run(other, workdir)
 
 
 def test_no_checkpoint_says_train_first(tmp_path):
-  with pytest.raises(research.RunMismatchError, match='train first'):
+  with pytest.raises(errors.MissingCheckpointError, match='train first'):
     research.evaluate_run(tiny_config(), str(tmp_path))
   assert os.listdir(tmp_path) == []    # nothing written into a wrong workdir
 

@@ -1,4 +1,8 @@
-"""Dataset registry: the training images of `config.data`, their stream and their record.
+"""The training images of `config.data`, their stream and their record.
+
+Each dataset is a plug-in registered with registry.DATASETS in its own module (shapes.py,
+digits.py, folders.py, tfds_sources.py) that returns a `source.Source`: how many examples
+it has, their ids, how to load a range of them. This module does the rest for all of them.
 
 `make_train_iterator(config, ...)` returns an iterator of uint8 [local_batch, H, W, C]
 batches with `get_state()` / `set_state()` (JSON-serialisable) for exact resume;
@@ -16,89 +20,26 @@ config.data.per_process_read each host loads only its contiguous part
 [N * i // P, N * (i + 1) // P) of the subset, dividing memory and reading by P.
 """
 
-import dataclasses
 import hashlib
 import logging
-from typing import Callable
-import warnings
 
 import numpy as np
 
-from sparsediff_jax.data import folders, shapes, tfds_sources
-from sparsediff_jax.data.folders import BadImageError
+from sparsediff_jax import registry, validation
 from sparsediff_jax.data.iterators import ArrayIterator
-from sparsediff_jax.data.tfds_sources import DatasetUnavailableError
+from sparsediff_jax.data.source import CHANNELS, Source
+from sparsediff_jax.errors import BadImageError, ConfigError, DatasetUnavailableError
 
-DATASETS = ('shapes', *tfds_sources.SOURCES, 'folder')
-
-__all__ = ['DATASETS', 'ArrayIterator', 'BadImageError', 'DatasetUnavailableError',
+__all__ = ['ArrayIterator', 'BadImageError', 'CHANNELS', 'DatasetUnavailableError',
            'describe_dataset', 'load_train_images', 'make_train_iterator', 'process_range']
 
 
-@dataclasses.dataclass(frozen=True)
-class _Source:
-  available: int | None                        # examples in the source (None: unbounded).
-  order: str                                   # its canonical order, in words.
-  ids: Callable[[int], list[str]]              # ids of its first n examples.
-  load: Callable[[int, int], np.ndarray]       # uint8 images of examples [lo, hi).
-  facts: dict                                  # source-specific part of describe_dataset.
-
-
-def _open_source(config) -> _Source:
+def _open_source(config) -> Source:
   """Finds the source of config.data without reading any image."""
-  d = config.data
-  if d.name not in DATASETS:
-    raise ValueError(f'unknown dataset config.data.name={d.name!r}; choose from {DATASETS}')
-  if d.num_channels != 3:
-    raise ValueError(f'config.data.num_channels={d.num_channels}: every dataset here is RGB')
-  if d.name == 'shapes':
-    return _Source(
-        available=None, order='image-index',
-        ids=lambda n: [str(i) for i in range(n)],
-        load=lambda lo, hi: shapes.make_shapes(hi - lo, d.image_size, d.shapes_pairs,
-                                               d.shapes_seed, start=lo),
-        facts={'source': f'procedural shapes (shapes_seed={d.shapes_seed}, '
-                         f'shapes_pairs={d.shapes_pairs})', 'split': 'all',
-               'preprocessing': f'drawn at {d.image_size}x{d.image_size}'})
-  if d.name == 'folder':
-    names = folders.list_images(d.folder)
-    return _Source(
-        available=len(names), order='relative-path',
-        ids=lambda n: names[:n],
-        load=lambda lo, hi: _load_folder(d, names[lo:hi]),
-        facts={'source': f'image folder {d.folder}', 'split': 'all files',
-               'preprocessing': 'RGB by the rule of data/folders.py, '
-                                + _resize_text(d, d.crop_size),
-               'on_bad_image': d.on_bad_image})
-  builder = tfds_sources.prepared_builder(d.name, d)
-  source = tfds_sources.SOURCES[d.name]
-  prefix = f'{source.tfds_name}/{builder.version}/{source.split}/'
-  return _Source(
-      available=tfds_sources.split_size(builder, d.name), order='TFDS canonical (stored)',
-      ids=lambda n: [f'{prefix}{i}' for i in range(n)],
-      load=lambda lo, hi: tfds_sources.load_range(builder, d.name, lo, hi, d),
-      facts={'source': f'tfds {source.tfds_name} {builder.version}', 'split': source.split,
-             'preprocessing': _resize_text(d, tfds_sources.crop_size(d.name, d))})
+  return registry.DATASETS.get(config.data.name)(config)
 
 
-def _resize_text(d, crop_size: int) -> str:
-  crop = (f'central {crop_size or "shorter-side"} px square crop' if d.crop == 'center'
-          else 'no crop')
-  return (f'{crop}, tf.image.resize bilinear antialias to {d.image_size}x{d.image_size}, '
-          'rounded to uint8')
-
-
-def _load_folder(d, names: list[str]) -> np.ndarray:
-  images, bad = folders.load_images(d.folder, names, d)
-  if bad:
-    warnings.warn(f'{len(bad)} of {len(names)} image files in {d.folder} could not be '
-                  f'decoded and were skipped; {len(images)} images remain')
-  if not len(images):
-    raise BadImageError(f'none of the {len(names)} selected files in {d.folder} decoded')
-  return images
-
-
-def _subset_size(d, source: _Source) -> int:
+def _subset_size(d, source: Source) -> int:
   n = d.num_train_examples or source.available
   if n is None or n <= 0:
     raise ValueError(f'config.data.num_train_examples={d.num_train_examples}: '
@@ -106,6 +47,14 @@ def _subset_size(d, source: _Source) -> int:
   if source.available is not None and n > source.available:
     raise ValueError(f'config.data.num_train_examples={n} but {d.name} has only '
                      f'{source.available} training examples')
+  per_example = source.bytes_per_example or d.image_size ** 2 * CHANNELS
+  available = validation.host_memory_bytes()
+  if available and n * per_example > 0.8 * available:
+    raise ConfigError(
+        f'config.data.num_train_examples={d.num_train_examples} is invalid: {n} images of '
+        f'{d.image_size}x{d.image_size}x3 need {n * per_example / 2**30:.1f} GiB of host '
+        f'memory, more than 80% of this machine\'s {available / 2**30:.1f} GiB; lower it or '
+        'data.image_size')
   return n
 
 
@@ -166,6 +115,9 @@ def describe_dataset(config) -> dict:
       'num_examples': n,
       'subset_rule': f'the first {n}{of} examples in {source.order} order',
       'selection_sha256': digest,
+      # What was trained on, beyond names: a source that can change under the same ids
+      # (files replaced in a folder) fingerprints their contents.
+      'content_sha256': source.fingerprint(n) if source.fingerprint else digest,
       'image_shape': [d.image_size, d.image_size, 3],
       'random_flip': bool(d.random_flip),
       'per_process_read': bool(d.per_process_read),

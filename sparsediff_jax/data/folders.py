@@ -16,6 +16,7 @@ Then every image gets the crop and resize of `preprocess.py` (smaller images are
 """
 
 import concurrent.futures
+import hashlib
 import io
 import os
 import warnings
@@ -25,14 +26,16 @@ import numpy as np
 import PIL.Image
 import PIL.ImageOps
 
-from sparsediff_jax.data.preprocess import crop_and_resize
+from sparsediff_jax import errors, registry
+from sparsediff_jax.data.preprocess import crop_and_resize, describe_resize
+from sparsediff_jax.data.source import Source
 
 IMAGE_SUFFIXES = ('.png', '.jpg', '.jpeg')
 BAD_IMAGE_POLICIES = ('error', 'skip')
 
 
-class BadImageError(ValueError):
-  """An image file of the folder dataset could not be decoded."""
+# An image file of the folder dataset could not be decoded.
+BadImageError = errors.BadImageError
 
 
 def _is_image_name(rel_path: str) -> bool:
@@ -131,3 +134,44 @@ def load_images(root: str, names: list[str], data_config) -> tuple[np.ndarray, l
     pool.shutdown(cancel_futures=True)   # on an error, do not decode the rest first.
     close()
   return out[:kept], bad
+
+
+def fingerprint(root: str, names: list[str]) -> str:
+  """SHA-256 over the names, sizes and full contents of the files `names` under `root`:
+  replacing a file by another of the same name changes it."""
+  h = hashlib.sha256()
+  read, close = _reader(root)
+  try:
+    for name in names:
+      data = read(name)
+      h.update(f'{name}\t{len(data)}\t'.encode())
+      h.update(hashlib.sha256(data).digest())
+  finally:
+    close()
+  return h.hexdigest()
+
+
+def _load_selected(d, names: list[str]) -> np.ndarray:
+  images, bad = load_images(d.folder, names, d)
+  if bad:
+    warnings.warn(f'{len(bad)} of {len(names)} image files in {d.folder} could not be '
+                  f'decoded and were skipped; {len(images)} images remain')
+  if not len(images):
+    raise BadImageError(f'none of the {len(names)} selected files in {d.folder} decoded')
+  return images
+
+
+@registry.DATASETS.register('folder')
+def open_folder(config) -> Source:
+  """PNG/JPEG files under config.data.folder (a directory or a .zip), sorted by path."""
+  d = config.data
+  names = list_images(d.folder)
+  return Source(
+      available=len(names), order='relative-path',
+      ids=lambda n: names[:n],
+      load=lambda lo, hi: _load_selected(d, names[lo:hi]),
+      facts={'source': f'image folder {d.folder}', 'split': 'all files',
+             'preprocessing': 'RGB by the rule of data/folders.py, '
+                              + describe_resize(d, d.crop_size),
+             'on_bad_image': d.on_bad_image},
+      fingerprint=lambda n: fingerprint(d.folder, names[:n]))

@@ -17,14 +17,24 @@ The recipe (the CelebA-64 one of score_sde / NCSN, applied to every dataset):
    in [0, 255]).
 """
 
-import tensorflow as tf
-
 CROPS = ('center', 'none')
 
 
-def crop_and_resize(image: tf.Tensor, image_size: int, crop: str = 'center',
-                    crop_size: int = 0) -> tf.Tensor:
-  """uint8 [H, W, C] (static or dynamic H, W) -> uint8 [image_size, image_size, C]."""
+def tensorflow():
+  """TensorFlow, imported on first use (only TFDS and image-folder data need it), with its
+  GPUs hidden so that it never takes accelerator memory from JAX (possible only before TF
+  has initialised its devices)."""
+  import tensorflow as tf
+  try:
+    tf.config.set_visible_devices([], 'GPU')
+  except RuntimeError:
+    pass
+  return tf
+
+
+def crop_and_resize(image, image_size: int, crop: str = 'center', crop_size: int = 0):
+  """uint8 tf.Tensor [H, W, C] (static or dynamic H, W) -> uint8 [image_size, image_size, C]."""
+  tf = tensorflow()
   if crop not in CROPS:
     raise ValueError(f'config.data.crop={crop!r}; choose from {CROPS}')
   if crop == 'center':
@@ -37,3 +47,11 @@ def crop_and_resize(image: tf.Tensor, image_size: int, crop: str = 'center',
   resized = tf.image.resize(image, [image_size, image_size], method='bilinear',
                             antialias=True)
   return tf.cast(tf.clip_by_value(tf.round(resized), 0, 255), tf.uint8)
+
+
+def describe_resize(d, crop_size: int) -> str:
+  """The preprocessing of config.data block `d` in words, for WORKDIR/dataset.json."""
+  crop = (f'central {crop_size or "shorter-side"} px square crop' if d.crop == 'center'
+          else 'no crop')
+  return (f'{crop}, tf.image.resize bilinear antialias to {d.image_size}x{d.image_size}, '
+          'rounded to uint8')

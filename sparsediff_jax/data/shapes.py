@@ -9,6 +9,9 @@ on every machine and needs no download.
 
 import numpy as np
 
+from sparsediff_jax import registry
+from sparsediff_jax.data.source import Source
+
 # Saturated, well-separated colours (RGB) so objects are easy to count after generation.
 PALETTE = np.array([
     [230, 60, 60], [60, 200, 70], [70, 110, 240],
@@ -60,3 +63,17 @@ def make_shapes(num: int, size: int = 32, pairs: int = 2, seed: int = 0,
                 start: int = 0) -> np.ndarray:
   """Images start .. start + num - 1 of the dataset: uint8 [num, size, size, 3]."""
   return np.stack([make_image(seed, i, size, pairs) for i in range(start, start + num)])
+
+
+@registry.DATASETS.register('shapes')
+def open_shapes(config) -> Source:
+  """The embedded procedural dataset: image i is drawn from (shapes_seed, i) alone."""
+  d = config.data
+  return Source(
+      available=None, order='image-index',
+      ids=lambda n: [str(i) for i in range(n)],
+      load=lambda lo, hi: make_shapes(hi - lo, d.image_size, d.shapes_pairs, d.shapes_seed,
+                                      start=lo),
+      facts={'source': f'procedural shapes (shapes_seed={d.shapes_seed}, '
+                       f'shapes_pairs={d.shapes_pairs})', 'split': 'all',
+             'preprocessing': f'drawn at {d.image_size}x{d.image_size}'})

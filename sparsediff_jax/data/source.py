@@ -23,3 +23,8 @@ class Source:
   load: Callable[[int, int], np.ndarray]       # uint8 [hi - lo, S, S, 3] of examples [lo, hi).
   facts: dict                                  # source-specific part of describe_dataset.
   bytes_per_example: int = 0                   # host memory per loaded example (0: S*S*3).
+  # SHA-256 of the contents of the first n examples, for sources whose files can change
+  # under the same ids (None: the ids and the facts define the contents).
+  fingerprint: Callable[[int], str] | None = None
+
+CHANNELS = 3   # every dataset is RGB: grayscale, palette and RGBA sources are converted

@@ -11,21 +11,18 @@ images on every run, device and host.
 import dataclasses
 
 import numpy as np
-import tensorflow as tf
 import tensorflow_datasets as tfds
 
-from sparsediff_jax.data.preprocess import crop_and_resize
+from sparsediff_jax import errors, registry
+from sparsediff_jax.data.preprocess import crop_and_resize, describe_resize, tensorflow
+from sparsediff_jax.data.source import Source
 
-# TF only decodes and resizes here: keep it off any GPU so it takes no accelerator memory
-# from JAX (possible only before TF has initialised its devices).
-try:
-  tf.config.set_visible_devices([], 'GPU')
-except RuntimeError:
-  pass
+# TF only decodes and resizes here: `tensorflow()` keeps it off any GPU so it takes no
+# accelerator memory from JAX.
+tf = tensorflow()
 
-
-class DatasetUnavailableError(Exception):
-  """A TFDS dataset is not prepared in data_dir and was not (or could not be) downloaded."""
+# A TFDS dataset is not prepared in data_dir and was not (or could not be) downloaded.
+DatasetUnavailableError = errors.DatasetUnavailableError
 
 
 @dataclasses.dataclass(frozen=True)
@@ -138,3 +135,21 @@ def load_range(builder: tfds.core.DatasetBuilder, name: str, lo: int, hi: int,
     raise ValueError(f'{source.tfds_name} split {source.split}[{lo}:{hi}] gave only {filled} '
                      f'examples; the prepared data in {builder.data_dir} looks incomplete')
   return out
+
+
+def open_tfds(config) -> Source:
+  """A prepared TFDS dataset's training split, in its stored order."""
+  d = config.data
+  builder = prepared_builder(d.name, d)
+  source = SOURCES[d.name]
+  prefix = f'{source.tfds_name}/{builder.version}/{source.split}/'
+  return Source(
+      available=split_size(builder, d.name), order='TFDS canonical (stored)',
+      ids=lambda n: [f'{prefix}{i}' for i in range(n)],
+      load=lambda lo, hi: load_range(builder, d.name, lo, hi, d),
+      facts={'source': f'tfds {source.tfds_name} {builder.version}', 'split': source.split,
+             'preprocessing': describe_resize(d, crop_size(d.name, d))})
+
+
+for _name in SOURCES:
+  registry.DATASETS.register(_name)(open_tfds)

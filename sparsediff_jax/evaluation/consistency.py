@@ -18,6 +18,7 @@ object the dataset draws are specks of sampling noise and are ignored.
 import numpy as np
 import scipy.ndimage
 
+from sparsediff_jax import registry
 from sparsediff_jax.data.shapes import PALETTE
 
 DEFAULT_THRESHOLD = 96   # uint8 level; the palette's brightest channel is >= 200.
@@ -134,3 +135,10 @@ def shape_consistency(images: np.ndarray, pairs: int, *, threshold: int = DEFAUL
       'palette_error': float(m['palette_error'].mean()),
       'consistent_fraction': float(consistent.mean()),
   }
+
+
+@registry.DATASET_METRICS.register('shapes')
+def shapes_sample_metrics(config, samples: np.ndarray, train_images: np.ndarray) -> dict:
+  """The shapes dataset's per-dataset metrics: `shape_consistency` of uint8 `samples`."""
+  del train_images
+  return shape_consistency(samples, config.data.shapes_pairs)

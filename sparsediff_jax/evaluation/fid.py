@@ -25,6 +25,7 @@ from typing import NamedTuple
 
 import numpy as np
 import scipy.linalg
+from sparsediff_jax import errors
 
 __all__ = [
     "FeatureStats",
@@ -304,8 +305,8 @@ class StatsMetadata:
 COMPARABLE_FIELDS = ("resolution", "preprocessing", "weights_sha256")
 
 
-class StatsMismatchError(ValueError):
-    """Two sets of statistics were computed under incompatible settings."""
+# Two sets of statistics were computed under incompatible settings.
+StatsMismatchError = errors.StatsMismatchError
 
 
 def check_compatible(a: StatsMetadata, b: StatsMetadata, fields=COMPARABLE_FIELDS) -> None:

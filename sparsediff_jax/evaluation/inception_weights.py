@@ -30,6 +30,7 @@ from pathlib import Path
 from typing import Any, Mapping
 
 import numpy as np
+from sparsediff_jax import errors
 
 __all__ = [
     "PT_INCEPTION_URL",
@@ -52,8 +53,8 @@ PT_INCEPTION_SHA256 = "6726825d0af5f729cebd5821db510b11b1cfad8faad88a03f1befd49f
 _CONVERTED_VERSION = 1  # bump when the converted layout changes, to invalidate caches
 
 
-class InceptionWeightsError(RuntimeError):
-    """The weights file is missing, corrupt, truncated or not the expected one."""
+# The weights file is missing, corrupt, truncated or not the expected one.
+InceptionWeightsError = errors.InceptionWeightsError
 
 
 def cache_dir(path: str | os.PathLike | None = None) -> Path:

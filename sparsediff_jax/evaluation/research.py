@@ -1,10 +1,12 @@
 """One run's research metrics: `--mode=research` writes WORKDIR/research_metrics.json.
 
-`evaluate_run(config, workdir)` restores the newest checkpoint and, with its first EMA:
+`evaluate_run(config, workdir)` restores the newest checkpoint (state.restore_run: FSDP
+shardings, damaged-step fallback) and, with the parameters sampling.ema_index names:
   * generates config.research.num_samples images (`generate.make_generator`; sample i's
     noise depends on (sampling.seed, i) only, so every run of a sweep is scored on the
     same noise);
-  * global consistency of the samples (`consistency.shape_consistency`, shapes only);
+  * the metrics the dataset registers (registry.DATASET_METRICS: global consistency on
+    shapes, the classifier scores on digits);
   * memorization against the whole training set in pixel space (`memorization`), and
     for shapes the same measure for fresh dataset images (its floor: 'reference_pixel_*');
   * context use of the denoiser on noisy training images (`locality`);
@@ -12,10 +14,9 @@
 It writes WORKDIR/research_metrics.json (flat floats, what `launch/sweep.py` aggregates)
 and WORKDIR/research/{samples,memorization,locality}.png.
 
-Command line: the same config flags as training, e.g.
-  python -m sparsediff_jax.main --workdir=runs/x --config.mask.ratio=0.9 --mode=research
-The config must describe the trained run; fields that decide the network or the data are
-checked against WORKDIR/config.json.
+Command line: e.g. python -m sparsediff_jax.main --workdir=runs/x --mode=research. The
+fields that define the run come from WORKDIR/config.json (run_dir.bind_to_run); an
+override that contradicts them is refused.
 """
 
 from absl import logging
@@ -28,55 +29,12 @@ import jax
 import numpy as np
 from flax import nnx
 
-from sparsediff_jax import checkpoints, data, formulations, generate, sharding, train
+from sparsediff_jax import data, evaluate, formulations, generate, state
 from sparsediff_jax.data import shapes
-from sparsediff_jax.evaluation import consistency, locality, memorization
+from sparsediff_jax.evaluation import locality, memorization
 from sparsediff_jax.images import make_grid, save_png
 
 METRICS_FILE = 'research_metrics.json'
-# Config blocks that must equal the trained run's for the metrics to describe it.
-RUN_DEFINING = ('data', 'diffusion', 'model')
-
-
-class RunMismatchError(ValueError):
-  """The config given does not describe the run in the workdir (or there is no run)."""
-
-
-def check_matches_run(config, workdir: str) -> None:
-  """Raises RunMismatchError when config's data/diffusion/model differ from the run's."""
-  path = os.path.join(workdir, 'config.json')
-  if not os.path.isfile(path):
-    return   # a run trained elsewhere; the checkpoint restore still checks the shapes.
-  with open(path) as f:
-    saved = json.load(f)
-  given = json.loads(config.to_json_best_effort())
-  for block in RUN_DEFINING:
-    for key, value in given.get(block, {}).items():
-      if key in saved.get(block, {}) and saved[block][key] != value:
-        raise RunMismatchError(
-            f'config.{block}.{key}={value!r} but the run in {workdir} was trained with '
-            f'{saved[block][key]!r}; pass the same --config overrides as for training')
-
-
-def restore_ema(config, workdir: str, mesh):
-  """(step, first EMA parameters, graphdef) of the newest intact checkpoint."""
-  tx, _ = train.make_optimizer(config)
-  graphdef, _ = train.abstract_model(config)
-  abstract = jax.eval_shape(lambda: train.init_state(config, tx, mesh))
-  directory = os.path.abspath(os.path.join(workdir, 'checkpoints'))
-  restored = None
-  if os.path.isdir(directory):   # the manager would create it: leave a wrong workdir alone
-    ckpt = checkpoints.Checkpointer(directory)
-    restored = ckpt.restore_latest(checkpoints.abstract_like(abstract,
-                                                             sharding.replicated(mesh)))
-    ckpt.close()
-  if restored is None:
-    raise RunMismatchError(f'no checkpoint in {directory}; train first with '
-                           f'--mode=train --workdir={workdir}')
-  step, state, _ = restored
-  return step, state.ema[0], graphdef
-
-
 def generate_samples(config, graphdef, params, mesh, num: int) -> np.ndarray:
   """uint8 [num, H, W, C]: images 0..num-1 in batches of config.research.batch_size."""
   gen = generate.make_generator(config, graphdef, mesh)
@@ -122,10 +80,9 @@ def _tensor_value(proto):
 
 def evaluate_run(config, workdir: str) -> dict:
   """Computes, writes and returns the run's research metrics (see the module docstring)."""
-  check_matches_run(config, workdir)
   r = config.research
-  mesh = sharding.make_mesh()
-  step, params, graphdef = restore_ema(config, workdir, mesh)
+  run = state.restore_run(config, workdir)
+  step, params, graphdef, mesh = run.step, run.params(config), run.graphdef, run.mesh
   logging.info('research metrics of %s at step %d', workdir, step)
   out_dir = os.path.join(workdir, 'research')
   metrics = {'step': step, 'num_samples': r.num_samples}
@@ -133,8 +90,7 @@ def evaluate_run(config, workdir: str) -> dict:
   samples = generate_samples(config, graphdef, params, mesh, r.num_samples)
   train_images = data.load_train_images(config)
   metrics['num_train_images'] = len(train_images)
-  if config.data.name == 'shapes':
-    metrics.update(consistency.shape_consistency(samples, config.data.shapes_pairs))
+  metrics.update(evaluate.dataset_metrics(config, samples, train_images))
 
   mem, neighbours = memorization.memorization_report(samples, train_images)
   metrics.update(mem)

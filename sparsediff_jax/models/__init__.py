@@ -1,26 +1,21 @@
-"""Network registry: `build_model(config)` returns the NNX module named by config.model.name."""
+"""Networks: `build_model(config, seed)` returns the NNX module named by config.model.name.
+
+Each network registers a builder `fn(config, seed) -> nnx.Module` with registry.MODELS in
+its own file (unet.py; see sparsediff_jax/registry.py); the module maps noisy images
+[B, H, W, 3] and noise-level conditioning [B] to an output of the images' shape.
+"""
 
 import jax
 import jax.numpy as jnp
-from flax import nnx
 
-from sparsediff_jax.models.unet import UNet
+from sparsediff_jax import registry
 
-MODELS = ('unet',)
 DTYPES = {'float32': jnp.float32, 'bfloat16': jnp.bfloat16}
 
 
 def build_model(config, seed: int):
   """Builds the model of `config.model` for `config.data` images with parameters from `seed`."""
-  m = config.model
-  if m.name == 'unet':
-    return UNet(image_size=config.data.image_size, in_channels=config.data.num_channels,
-                channels=m.channels, channel_mult=tuple(m.channel_mult),
-                num_res_blocks=m.num_res_blocks, attn_resolutions=tuple(m.attn_resolutions),
-                num_heads=m.num_heads, dropout=m.dropout, dtype=DTYPES[m.dtype],
-                remat=m.get('remat', False),
-                rngs=nnx.Rngs(params=seed))
-  raise ValueError(f'unknown model {m.name!r}; choose from {MODELS}')
+  return registry.MODELS.get(config.model.name)(config, seed)
 
 
 def count_params(params) -> int:
