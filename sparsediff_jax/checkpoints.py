@@ -86,6 +86,13 @@ class Checkpointer:
         check_meta(meta['meta'])
       if error is None:
         state, error = self._try_restore(step, state=ocp.args.StandardRestore(abstract_state))
+      if error is not None and _is_shape_mismatch(error):
+        # Intact files of another network, not damage: a config that differs from the one
+        # the run was written with. Setting the checkpoints aside would be wrong advice.
+        raise errors.ConfigMismatchError(
+            f'checkpoint {step} in {self.directory} holds arrays of other shapes than this '
+            f'config\'s model ({error}); the config differs from the one the run was trained '
+            'with (e.g. a model field): use that config, or another --workdir')
       if error is not None:
         logging.warning('checkpoint %d in %s cannot be restored (%s); trying an older one',
                         step, self.directory, error)
@@ -135,6 +142,12 @@ class Checkpointer:
   def close(self) -> None:
     _OPEN.discard(self)
     self.manager.close()
+
+
+def _is_shape_mismatch(error: str) -> bool:
+  """Whether a restore error says the stored arrays have other shapes or structure."""
+  return ('not compatible with the stored shape' in error
+          or 'Requested shape' in error or 'tree structures do not match' in error.lower())
 
 
 def abstract_like(tree, sharding):

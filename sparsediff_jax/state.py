@@ -122,6 +122,7 @@ def require_checkpoint(workdir: str) -> None:
 def restore_run(config, workdir: str, mesh=None) -> Restored:
   """The newest intact checkpoint of WORKDIR, for the modes that only read a run."""
   require_checkpoint(workdir)   # before Orbax, which would create the directory
+  run_dir.check_same_run(run_dir.saved_config(workdir), config, workdir)
   mesh = mesh if mesh is not None else sharding.make_mesh(config)
   tx, _ = make_optimizer(config)
   graphdef, _ = abstract_model(config)

@@ -10,15 +10,17 @@ import os
 import subprocess
 import sys
 
+import tiny
+
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
-# A run that compiles and steps fast: 16x16 shapes, a two-level 8-channel U-Net, batch 4.
-TINY = ('--config.data.image_size=16', '--config.data.num_train_examples=32',
-        '--config.model.channels=8', '--config.model.channel_mult=(1,2)',
-        '--config.model.attn_resolutions=()', '--config.training.batch_size=4',
-        '--config.optim.warmup_steps=2', '--config.training.log_every=1',
-        '--config.training.sample_every=0', '--config.sampling.grid_size=2',
-        '--config.sampling.num_steps=1', '--config.sampling.sampler=euler')
+# The tests' tiny config (tiny.py) as flags, with batch 4, no attention, a log line every
+# step, and the default run length and checkpoint schedule (the tests set their own).
+TINY = tuple(tiny.as_flags({
+    **tiny.TINY, 'data.num_train_examples': 32, 'data.shapes_pairs': 2,
+    'model.attn_resolutions': (), 'training.batch_size': 4, 'training.num_steps': 1000,
+    'training.log_every': 1, 'training.checkpoint_every': 250, 'sampling.num_steps': 1,
+    'sampling.sampler': 'euler'}))
 
 
 def env(tmp_dir: str, jax_cache: str | None = None, devices: int = 1) -> dict:

@@ -19,8 +19,10 @@ import numpy as np
 
 from flax import nnx
 
-from sparsediff_jax import config_base, formulations
+from sparsediff_jax import formulations
 from sparsediff_jax.models import build_model
+
+import tiny
 
 FIXTURES = Path(__file__).parent / 'fixtures'
 
@@ -55,32 +57,14 @@ def gaussian_net(formulation, s: float):
 
 
 def tiny_config(**overrides):
-  """The shapes config shrunk to a few-second CPU run (16x16 images, 8-channel one-level U-Net)."""
-  c = config_base.get_config()
-  c.data.image_size = 16
-  c.data.shapes_pairs = 1
-  c.data.num_train_examples = 12
-  c.model.channels = 8
-  c.model.channel_mult = (1,)
-  c.model.attn_resolutions = ()
-  c.training.num_steps = 2
-  c.training.batch_size = 4
-  c.training.log_every = 1
-  c.training.sample_every = 0
-  c.training.checkpoint_every = 0
-  c.optim.warmup_steps = 1
-  c.sampling.num_steps = 2
-  c.sampling.grid_size = 2
-  c.eval.batch_size = 4
-  c.eval.num_samples = 10
-  c.eval.reference_features = 8
-  for key, value in overrides.items():
-    node = c
-    *parents, leaf = key.split('.')
-    for p in parents:
-      node = node[p]
-    node[leaf] = value
-  return c
+  """The tests' tiny config (tiny.py) shrunk further to a few-second CPU run: a one-level
+  U-Net without attention, 12 images, batch 4; `overrides` maps 'section.field' -> value."""
+  return tiny.tiny_config({
+      'data.num_train_examples': 12, 'model.channel_mult': (1,),
+      'model.attn_resolutions': (), 'training.num_steps': 2, 'training.batch_size': 4,
+      'training.log_every': 1, 'training.checkpoint_every': 0, 'optim.warmup_steps': 1,
+      'eval.batch_size': 4, 'eval.num_samples': 10, 'eval.reference_features': 8,
+      **overrides})
 
 
 def _filled(tree, seed: int):

@@ -10,7 +10,6 @@ minute of CPU compilation here.
 import dataclasses
 import json
 import os
-import shutil
 import subprocess
 import sys
 from pathlib import Path

@@ -122,3 +122,29 @@ def test_ratio_zero_draws_nothing_and_equals_a_draw():
   assert 'random_bits' not in jaxpr(0.0) and 'random_bits' in jaxpr(0.5)
   np.testing.assert_array_equal(masking.sample_pixel_mask(key, SHAPE, 0.0),
                                 jax.random.bernoulli(key, 1.0, SHAPE).astype(np.float32))
+
+
+def test_noise_schedule_strategy_keeps_by_noise_level():
+  """The registered 'noise_schedule' strategy: drop ratio ratio_at_t0 + (t1 - t0) * level,
+  per example; 'iid' ignores the level. Both are found through the registry by name."""
+  from ml_collections import ConfigDict
+  cfg = ConfigDict(dict(strategy='noise_schedule', ratio=0.9, per_channel=False,
+                        patch_size=1, ratio_at_t0=0.1, ratio_at_t1=0.9))
+  level = jnp.array([0.0, 0.5, 1.0, 0.25])
+  np.testing.assert_allclose(masking.scheduled_ratio(level, 0.1, 0.9), [0.1, 0.5, 0.9, 0.3])
+  mask = masking.get_mask_strategy(cfg)(jax.random.PRNGKey(0), (4, 64, 64, 3), level, 0)
+  kept = np.asarray(mask).reshape(4, -1).mean(axis=1)
+  np.testing.assert_allclose(kept, [0.9, 0.5, 0.1, 0.7], atol=0.03)
+  iid = masking.get_mask_strategy(ConfigDict({**cfg.to_dict(), 'strategy': 'iid'}))
+  kept_iid = np.asarray(iid(jax.random.PRNGKey(0), (4, 64, 64, 3), level, 0)).mean(axis=(1, 2, 3))
+  np.testing.assert_allclose(kept_iid, 0.1, atol=0.03)
+
+
+def test_iid_strategy_is_the_paper_mask_bit_for_bit():
+  from ml_collections import ConfigDict
+  cfg = ConfigDict(dict(strategy='iid', ratio=0.7, per_channel=True, patch_size=2,
+                        ratio_at_t0=0.0, ratio_at_t1=0.0))
+  key = jax.random.PRNGKey(3)
+  got = masking.get_mask_strategy(cfg)(key, (2, 8, 8, 3), jnp.zeros(2), 5)
+  want = masking.sample_pixel_mask(key, (2, 8, 8, 3), 0.7, per_channel=True, patch_size=2)
+  np.testing.assert_array_equal(got, want)

@@ -28,13 +28,14 @@ from PIL import Image
 
 from sparsediff_jax.scalars import read_scalars
 
+import tiny
+
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-TINY = ['--config.model.channels=8', '--config.model.channel_mult=(1,)',
-        '--config.model.attn_resolutions=()', '--config.data.image_size=16',
-        '--config.data.num_train_examples=64', '--config.training.batch_size=8',
-        '--config.training.num_steps=3', '--config.training.log_every=1',
-        '--config.sampling.sampler=euler', '--config.sampling.num_steps=1',
-        '--config.sampling.grid_size=2']
+# The tests' tiny config with a one-level U-Net, 3 steps, one checkpoint at the end.
+TINY = tiny.as_flags({**tiny.TINY, 'model.channel_mult': (1,), 'model.attn_resolutions': (),
+                      'training.num_steps': 3, 'training.log_every': 1,
+                      'training.checkpoint_every': 0, 'sampling.sampler': 'euler',
+                      'sampling.num_steps': 1})
 # Cheaper XLA:CPU compilation; the runs compared here all use it.
 FAST_COMPILE = '--xla_backend_optimization_level=0 --xla_llvm_disable_expensive_passes=true'
 HARD_TIMEOUT_S = 420

@@ -8,27 +8,18 @@ import numpy as np
 import pytest
 from clu import metric_writers
 
-from sparsediff_jax import checkpoints, config_base, errors, main, sharding, train
+from sparsediff_jax import checkpoints, errors, main, sharding, train
 from sparsediff_jax.evaluation import research
+
+import tiny
 
 
 def tiny_config():
-  c = config_base.get_config()
-  c.data.image_size = 16   # the smallest size shapes draws
-  c.data.shapes_pairs = 1
-  c.data.num_train_examples = 16
-  c.model.channels = 8
-  c.model.channel_mult = (1, 2)
-  c.model.attn_resolutions = ()
-  c.training.batch_size = 4
-  c.sampling.sampler = 'euler'
-  c.sampling.num_steps = 2
-  c.research.num_samples = 6
-  c.research.batch_size = 4
-  c.research.locality_images = 2
-  c.research.locality_times = 2
-  c.research.memorization_grid = 3
-  return c
+  return tiny.tiny_config({
+      'data.num_train_examples': 16, 'model.attn_resolutions': (),
+      'training.batch_size': 4, 'sampling.sampler': 'euler', 'research.num_samples': 6,
+      'research.batch_size': 4, 'research.locality_images': 2, 'research.locality_times': 2,
+      'research.memorization_grid': 3})
 
 
 @pytest.fixture(scope='module')

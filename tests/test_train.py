@@ -72,13 +72,42 @@ def _run_devices(n):
   return json.loads(out.stdout.strip().splitlines()[-1])
 
 
+@pytest.mark.slow
 def test_one_and_eight_devices_agree():
   one, eight = _run_devices(1), _run_devices(8)
   assert one['devices'] == 1 and eight['devices'] == 8
   np.testing.assert_allclose(one['losses'], eight['losses'], rtol=1e-5, atol=1e-6)
   np.testing.assert_allclose(one['param_sums'], eight['param_sums'], rtol=1e-5, atol=1e-6)
-  # Masks differ between the examples that land on different devices.
+  # The masks the compiled step drew: the same global masks on 1 and 8 devices, a
+  # different one for every example (so also across devices), about 1 - ratio kept.
+  assert one['masks_sha256'] == eight['masks_sha256']
   assert eight['mask_rows_distinct'] == eight['batch']
+  assert abs(eight['mask_kept_fraction'] - 0.1) < 0.05
+
+
+def test_compiled_step_draws_the_mask_of_its_strategy(tiny_config):
+  """The mask returned by the jitted step: i.i.d. at mask.ratio, and under the
+  noise-level schedule kept more at low noise than at high noise."""
+  mesh = sharding.make_mesh()
+  kept = {}
+  for name, extra in (('iid', {'mask.ratio': 0.5}),
+                      ('noise_schedule', {'mask.strategy': 'noise_schedule',
+                                          'mask.ratio_at_t0': 0.0, 'mask.ratio_at_t1': 0.98})):
+    c = tiny_config({**extra, 'training.batch_size': 64, 'data.num_train_examples': 64})
+    tx, schedule = train.make_optimizer(c)
+    graphdef, _ = train.abstract_model(c)
+    step = train.compile_train_step(c, graphdef, tx, schedule, mesh, return_mask=True)
+    _, m = step(train.init_state(c, tx, mesh),
+                sharding.global_batch(data.load_train_images(c), mesh))
+    mask = np.asarray(m['mask'])
+    assert set(np.unique(mask)) <= {0.0, 1.0} and mask.shape == (64, 16, 16, 3)
+    np.testing.assert_array_equal(mask, mask[..., :1].repeat(3, axis=-1))   # per pixel
+    kept[name] = mask.reshape(64, -1).mean(axis=1)
+  assert abs(kept['iid'].mean() - 0.5) < 0.03
+  # Flow matching's times are uniform: the per-example kept fraction 1 - 0.98 t spreads
+  # from about 1 to 0.02 instead of clustering at one value.
+  assert kept['noise_schedule'].max() > 0.8 and kept['noise_schedule'].min() < 0.2
+  assert kept['iid'].std() < 0.1 < kept['noise_schedule'].std()
 
 
 def test_checkpoint_round_trip_and_resume(tmp_path):

@@ -1,41 +1,59 @@
-"""A tiny configuration shared by the tests: compiles and steps in about a second on CPU."""
+"""The ONE tiny configuration of the tests, and the one way to turn overrides into flags.
+
+Every test starts from `TINY` (the shapes config shrunk so that a step compiles and runs in
+about a second on CPU) and states what it needs beyond it as overrides keyed by
+'section.field':
+
+    tiny_config({'mask.ratio': 0.0})           # a ConfigDict, for in-process tests
+    as_flags({**TINY, 'training.batch_size': 4})  # ['--config.data.image_size=16', ...]
+
+`tiny_config(mask__ratio=0.0)` (a double underscore for the dot) is accepted too.
+conftest.py exposes `tiny_config` as a fixture.
+"""
 
 from sparsediff_jax import config_base
 
+TINY = {
+    'data.image_size': 16,
+    'data.num_train_examples': 64,
+    'data.shapes_pairs': 1,
+    'model.channels': 8,
+    'model.channel_mult': (1, 2),
+    'model.attn_resolutions': (8,),
+    'training.batch_size': 8,
+    'training.num_steps': 4,
+    'training.log_every': 2,
+    'training.sample_every': 0,
+    'training.checkpoint_every': 2,
+    'optim.warmup_steps': 2,
+    'sampling.num_steps': 2,
+    'sampling.grid_size': 2,
+}
 
-def tiny_config(**overrides):
-  """The shapes config shrunk to 16x16 images and a two-level, 8-channel U-Net.
 
-  `overrides` maps 'section.field' (with '.' written as '__') to a value.
-  """
+def tiny_config(overrides: dict | None = None, **kwargs):
+  """config_base's config with TINY, then `overrides` ('section.field' -> value) applied."""
   c = config_base.get_config()
-  c.data.image_size = 16
-  c.data.num_train_examples = 64
-  c.data.shapes_pairs = 1
-  c.model.channels = 8
-  c.model.channel_mult = (1, 2)
-  c.model.attn_resolutions = (8,)
-  c.training.batch_size = 8
-  c.training.num_steps = 4
-  c.training.log_every = 2
-  c.training.sample_every = 0
-  c.training.checkpoint_every = 2
-  c.optim.warmup_steps = 2
-  c.sampling.num_steps = 2
-  c.sampling.grid_size = 2
-  for key, value in overrides.items():
-    section, field = key.split('__')
-    c[section][field] = value
+  changes = {**TINY, **(overrides or {}),
+             **{k.replace('__', '.'): v for k, v in kwargs.items()}}
+  for key, value in changes.items():
+    node = c
+    *parents, leaf = key.split('.')
+    for p in parents:
+      node = node[p]
+    node[leaf] = value
   return c
 
 
-# The same shrink as command-line overrides, for CLI tests.
-TINY_FLAGS = [
-    '--config.data.image_size=16', '--config.data.num_train_examples=64',
-    '--config.data.shapes_pairs=1', '--config.model.channels=8',
-    '--config.model.channel_mult=(1,2)', '--config.model.attn_resolutions=(8,)',
-    '--config.training.batch_size=8', '--config.training.log_every=2',
-    '--config.training.sample_every=0', '--config.training.checkpoint_every=2',
-    '--config.optim.warmup_steps=2', '--config.sampling.num_steps=2',
-    '--config.sampling.grid_size=2',
-]
+def _flag_value(value) -> str:
+  if isinstance(value, tuple):
+    return '(' + ','.join(map(str, value)) + (',' if len(value) == 1 else '') + ')'
+  return str(value)
+
+
+def as_flags(overrides: dict) -> list[str]:
+  """['--config.section.field=value', ...] for the CLI (tuples as '(1,2)', '()', '(8,)')."""
+  return [f'--config.{k}={_flag_value(v)}' for k, v in overrides.items()]
+
+
+TINY_FLAGS = as_flags(TINY)
