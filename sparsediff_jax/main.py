@@ -188,6 +188,8 @@ def main(argv):
   except distributed.DistributedError as e:
     usage_error(str(e))
   config, name = _CONFIG.value, config_name(_config_path(sys.argv))
+  from sparsediff_jax import compile_cache   # before the first compile
+  compile_cache.enable(config.training.compilation_cache)
   workdir = _WORKDIR.value or os.path.join('runs', name)
   training = _MODE.value == 'train'
   writes_record = training and jax.process_index() == 0
@@ -219,6 +221,8 @@ def main(argv):
 
 
 def run():
+  from sparsediff_jax import console   # before jax and TensorFlow are imported
+  console.quiet(sys.argv)
   app.run(main, flags_parser=parse_flags)
 
 
