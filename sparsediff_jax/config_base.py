@@ -121,6 +121,11 @@ def get_config() -> ml_collections.ConfigDict:
                                 # sparsediff_jax/nonfinite.py.
   t.nonfinite_patience = 100    # 'skip': this many skipped steps in a row end the run as 'stop'
                                 # does (0 = never).
+  t.compilation_cache = 'default'  # directory of JAX's persistent compilation cache: reruns
+                                # load compiled programs instead of compiling them again.
+                                # 'default' = $SPARSEDIFF_CACHE/xla, else
+                                # ~/.cache/sparsediff_jax/xla; '' = off. See
+                                # sparsediff_jax/compile_cache.py.
   t.resume_may_change = ''      # comma-separated config fields (a section as 'optim.') that this
                                 # resume may change besides those always allowed
                                 # (run_dir.MAY_CHANGE), e.g. 'optim.learning_rate' to continue

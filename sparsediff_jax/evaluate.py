@@ -182,11 +182,14 @@ def run_eval_mode(config, workdir: str) -> dict:
       reference_num_images=ref_meta.num_images, resolution=config.data.image_size,
       preprocessing=e.preprocessing, inception_weights_sha256=featurizer.sha256,
       seconds=round(elapsed, 2), images_per_sec=round(acc.count / max(elapsed, 1e-9), 3))
-  prefix = generate.unused_prefix(os.path.join(workdir, 'eval', f'samples_{step}'))
+  # A rerun (another sampler, more samples) never overwrites: metrics_<step>-2.json, ...
+  prefix = generate.unused_prefix(os.path.join(workdir, 'eval', f'samples_{step}'),
+                                  also=(os.path.join(workdir, 'eval', f'metrics_{step}'),))
+  suffix = prefix[len(os.path.join(workdir, 'eval', f'samples_{step}')):]
   metrics['samples'] = generate.write_images(config, keeper, prefix, dict(
       step=step, seed=s.seed, sampler=s.sampler, nfe=nfe, ema_index=s.ema_index))
   if jax.process_index() == 0:
-    path = os.path.join(workdir, 'eval', f'metrics_{step}.json')
+    path = os.path.join(workdir, 'eval', f'metrics_{step}{suffix}.json')
     with open(path, 'w') as f:
       json.dump(metrics, f, indent=2)
     logging.info('step %d: FID %.3f over %d samples (%s, %d NFE); wrote %s', step,

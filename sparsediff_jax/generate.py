@@ -20,7 +20,7 @@ from tqdm import tqdm
 
 from sparsediff_jax import formulations, samplers, sharding
 from sparsediff_jax.data.source import CHANNELS
-from sparsediff_jax.errors import NonFiniteSamplesError
+from sparsediff_jax.errors import ConfigError, NonFiniteSamplesError
 from sparsediff_jax.images import make_grid, save_png
 
 
@@ -164,9 +164,12 @@ def run_sample_mode(config, workdir: str) -> list[str]:
   """Writes a grid (and with sampling.save_npz all images as .npz) of
   sampling.num_samples images (0: one grid) from the newest checkpoint; returns the paths."""
   from sparsediff_jax import state   # its model and checkpoint imports are not needed above
+  s = config.sampling
+  if s.save_npz and not s.num_samples:
+    raise ConfigError('config.sampling.save_npz=True needs config.sampling.num_samples > 0 '
+                      '(the number of images to save); 0 writes one grid only')
   run = state.restore_run(config, workdir)
   step, params, graphdef, mesh = run.step, run.params(config), run.graphdef, run.mesh
-  s = config.sampling
   n = s.num_samples or s.grid_size ** 2
   nfe = samplers.num_evaluations(formulations.get_formulation(config.diffusion), s.sampler,
                                  s.num_steps)
@@ -183,11 +186,13 @@ def run_sample_mode(config, workdir: str) -> list[str]:
       workdir, 'samples', f'sample_mode_{step:07d}')), meta)
 
 
-def unused_prefix(prefix: str) -> str:
-  """PREFIX, or PREFIX-2, PREFIX-3, ... whichever names no existing .png/.npz: a rerun with
-  other sampling settings never overwrites an earlier output."""
-  candidate, k = prefix, 1
-  while any(os.path.exists(candidate + ext) for ext in ('.png', '.npz')):
+def unused_prefix(prefix: str, also=()) -> str:
+  """PREFIX, or PREFIX-2, PREFIX-3, ... the first for which no PREFIX.png/.npz (and no
+  A.json, A-2.json, ... for each prefix A in `also`) exists: a rerun with other sampling
+  settings never overwrites an earlier output."""
+  suffix, k = '', 1
+  while (any(os.path.exists(prefix + suffix + ext) for ext in ('.png', '.npz'))
+         or any(os.path.exists(a + suffix + '.json') for a in also)):
     k += 1
-    candidate = f'{prefix}-{k}'
-  return candidate
+    suffix = f'-{k}'
+  return prefix + suffix

@@ -201,6 +201,8 @@ def main(argv):
         _COORDINATOR.value, _NUM_PROCESSES.value, _PROCESS_ID.value, _INIT_TIMEOUT.value))
   except errors.DistributedError as e:
     usage_error(str(e))
+  from sparsediff_jax import compile_cache   # before the first compile
+  compile_cache.enable(config.training.compilation_cache)
   training = _MODE.value == 'train'
   writes_record = training and jax.process_index() == 0
   try:
@@ -233,6 +235,8 @@ def main(argv):
 
 
 def run():
+  from sparsediff_jax import console   # before jax and TensorFlow are imported
+  console.quiet(sys.argv)
   app.run(main, flags_parser=parse_flags)
 
 

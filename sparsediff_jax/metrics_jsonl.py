@@ -11,11 +11,10 @@ like the log of one uninterrupted run (the timing columns aside).
 import json
 import os
 
-from clu.metric_writers import interface
 
-
-class JsonlWriter(interface.MetricWriter):
-  """A clu MetricWriter that appends write_scalars calls to a JSON-lines file."""
+class JsonlWriter:
+  """Appends write_scalars calls to a JSON-lines file; the other methods of a clu
+  MetricWriter do nothing. No clu base class: clu.metric_writers imports TensorFlow."""
 
   def __init__(self, path: str, *, resume_step: int = 0):
     self.path = path

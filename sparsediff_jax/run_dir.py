@@ -33,6 +33,7 @@ MAY_CHANGE = (
     'training.checkpoint_every', 'training.keep_checkpoints', 'training.on_nonfinite',
     'training.steps_per_call', 'training.unroll_steps',
     'training.nonfinite_patience', 'training.resume_may_change',
+    'training.compilation_cache',
     'data.data_dir', 'data.download', 'data.manual_dir', 'data.on_bad_image',
     'sampling.', 'eval.', 'research.', 'sharding.',
 )

@@ -17,13 +17,13 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
-from clu import metric_writers
 from flax import nnx
 
-from sparsediff_jax import (checkpoints, data, formulations, generate, masking, metrics_jsonl,
-                            nonfinite, preemption, run_dir, sharding)
+from sparsediff_jax import (checkpoints, data, formulations, generate, masking, nonfinite,
+                            preemption, run_dir, sharding)
 from sparsediff_jax.errors import ConfigError
 from sparsediff_jax.images import make_grid, save_png
+from sparsediff_jax import progress, tb_writer   # console: phases, progress bar, writers
 from sparsediff_jax.models import count_params
 from sparsediff_jax.run_dir import flatten as _flatten
 from sparsediff_jax.state import (TrainState, abstract_model, abstract_state, init_state,
@@ -154,8 +154,9 @@ def train(config, workdir: str, *, hooks: tuple[EvalHook, ...] = ()) -> TrainSta
   evaluations = [h for h in (hook(config, graphdef, mesh, workdir) for hook in hooks) if h]
 
   # The data first: a missing or broken dataset stops the run before anything is written.
-  data_it = data.make_train_iterator(config, process_index=jax.process_index(),
-                                     process_count=jax.process_count())
+  with progress.phase('loading data'):
+    data_it = data.make_train_iterator(config, process_index=jax.process_index(),
+                                       process_count=jax.process_count())
   ckpt = checkpoints.Checkpointer(os.path.join(workdir, 'checkpoints'),
                                   keep=config.training.keep_checkpoints)
   target = abstract_state(config, tx, mesh)
@@ -163,7 +164,8 @@ def train(config, workdir: str, *, hooks: tuple[EvalHook, ...] = ()) -> TrainSta
   restored = restore(config, ckpt, tx, mesh, target)
   skipped_steps = 0
   if restored is None:
-    state = init_state(config, tx, mesh)
+    with progress.phase('initialising parameters'):
+      state = init_state(config, tx, mesh)
   else:
     start, state, meta = restored
     data_it.set_state(meta['data'])
@@ -175,55 +177,64 @@ def train(config, workdir: str, *, hooks: tuple[EvalHook, ...] = ()) -> TrainSta
         f'the run stopped at step {start}, not a multiple of training.steps_per_call={k}; '
         'resume with a training.steps_per_call that divides it (e.g. 1)')
 
-  writer = metric_writers.create_default_writer(
-      workdir, just_logging=jax.process_index() > 0, asynchronous=True)
-  if jax.process_index() == 0 and '://' not in workdir:   # appends need a local file
-    writer = metric_writers.MultiWriter([writer, metrics_jsonl.JsonlWriter(
-        os.path.join(workdir, 'metrics.jsonl'), resume_step=start)])
-  elif jax.process_index() == 0:
-    logging.info('no metrics.jsonl for a remote workdir; the TensorBoard events hold them')
+  writer = tb_writer.create_writer(workdir, process_index=jax.process_index(),
+                                  resume_step=start)
   if start == 0:
     writer.write_hparams({name: str(v) for name, v in _flatten(config.to_dict()).items()})
-  step_fn = compile_train_step(config, graphdef, tx, schedule, mesh)
-  sample_fn = generate.make_grid_sampler(config, graphdef, mesh)
+  step_fn = progress.time_first_call(compile_train_step(config, graphdef, tx, schedule, mesh),
+                                    'compiling the train step')
+  sample_fn = progress.time_first_call(generate.make_grid_sampler(config, graphdef, mesh),
+                                      'compiling the sampler and sampling a grid')
 
   tc = config.training
-  history, t_last, step_last = [], time.time(), start
   batches = sharding.prefetch_to_mesh(data_it, mesh, steps_per_call=k)
   monitor = nonfinite.NonFiniteMonitor(tc.on_nonfinite, tc.nonfinite_patience, skipped_steps)
-  stop, stopping = preemption.StopRequest(), False
-  for step in range(start + k, tc.num_steps + 1, k):   # `step`: the last step of the call
-    batch, data_state = next(batches)
-    state, metrics = step_fn(state, batch)
-    history.append(metrics)
-    monitor.observe(step, metrics)
-    stopping = stop.should_stop(step // k)   # call index: processes agree on calls
-    is_last = step == tc.num_steps
-    if step % tc.log_every == 0 or is_last or stopping:
-      failure = monitor.check()
-      scalars = _mean_metrics(history)
-      now = time.time()
-      steps_per_sec = (step - step_last) / max(now - t_last, 1e-9)
-      scalars.update(steps_per_sec=steps_per_sec,
-                     images_per_sec=steps_per_sec * tc.batch_size,
-                     eta_minutes=(tc.num_steps - step) / max(steps_per_sec, 1e-9) / 60.0,
-                     skipped_steps=monitor.skipped_steps)
-      writer.write_scalars(step, scalars)
-      history, t_last, step_last = [], now, step
-      if failure:
-        raise failure
-    if _due(step, tc.sample_every, is_last) and not stopping:
-      _write_samples(config, workdir, writer, sample_fn, state.ema[0], step)
-    for every, evaluation in evaluations:
-      if _due(step, every, is_last) and not stopping:
-        writer.write_scalars(step, evaluation(state))
-    if _due(step, tc.checkpoint_every, is_last) or stopping:
-      if failure := monitor.check():   # never checkpoint past a bad step under 'stop'
-        raise failure
-      ckpt.save(step, state, {'data': data_state, 'config': run_dir.config_dict(config),
-                              **monitor.meta()})
-    if stopping:
-      break
+  stop = preemption.StopRequest()
+  # ---- console progress; at most 2 calls in flight, so a stop is honoured within 2 ----
+  bar = progress.TrainProgress(tc.num_steps, start, enabled=jax.process_index() == 0)
+  in_flight = progress.InFlight(depth=2)
+  # ----
+  history, t_last, step_last = [], time.time(), start
+  step, stopping, is_last = start, False, start == tc.num_steps
+  try:
+    for step in range(start + k, tc.num_steps + 1, k):   # `step`: the last step of the call
+      batch, data_state = next(batches)
+      state, metrics = step_fn(state, batch)
+      bar.update(step, loss=in_flight.push(metrics['loss']))   # console progress
+      history.append(metrics)
+      monitor.observe(step, metrics)
+      stopping = stop.should_stop(step // k)   # call index: processes agree on calls
+      is_last = step == tc.num_steps
+      if step % tc.log_every == 0 or is_last or stopping:
+        failure = monitor.check()
+        scalars = _mean_metrics(history)
+        now = time.time()
+        steps_per_sec = (step - step_last) / max(now - t_last, 1e-9)
+        eta_seconds = bar.eta_seconds()   # training time only (console progress)
+        scalars.update(steps_per_sec=steps_per_sec,
+                       images_per_sec=steps_per_sec * tc.batch_size,
+                       eta_minutes=(eta_seconds if eta_seconds is not None else
+                                    (tc.num_steps - step) / max(steps_per_sec, 1e-9)) / 60.0,
+                       skipped_steps=monitor.skipped_steps)
+        writer.write_scalars(step, scalars)
+        history, t_last, step_last = [], now, step
+        if failure:
+          raise failure
+      with bar.excluded():   # not training time (console progress)
+        if _due(step, tc.sample_every, is_last) and not stopping:
+          _write_samples(config, workdir, writer, sample_fn, state.ema[0], step)
+        for every, evaluation in evaluations:
+          if _due(step, every, is_last) and not stopping:
+            writer.write_scalars(step, evaluation(state))
+        if _due(step, tc.checkpoint_every, is_last) or stopping:
+          if failure := monitor.check():   # never checkpoint past a bad step under 'stop'
+            raise failure
+          ckpt.save(step, state, {'data': data_state, 'config': run_dir.config_dict(config),
+                                  **monitor.meta()})
+      if stopping:
+        break
+  finally:
+    bar.close()   # console progress, however the loop ended
   ckpt.wait()
   ckpt.close()
   writer.flush()

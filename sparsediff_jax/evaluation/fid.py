@@ -315,7 +315,9 @@ def check_compatible(a: StatsMetadata, b: StatsMetadata, fields=COMPARABLE_FIELD
         va, vb = getattr(a, field), getattr(b, field)
         if va != vb:
             raise StatsMismatchError(
-                f"statistics are not comparable: field '{field}' differs ({va!r} vs {vb!r})")
+                f"statistics are not comparable: field '{field}' differs ({va!r} vs {vb!r}); "
+                'compute the reference statistics with the same Inception weights, '
+                'preprocessing and resolution')
 
 
 def save_stats(path: str | os.PathLike, stats: FeatureStats, metadata: StatsMetadata,
