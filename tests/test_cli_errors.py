@@ -17,6 +17,7 @@ import pytest
 from cli_runs import TINY, assert_one_line_error, env, run
 
 
+
 def _write_folder(path) -> str:
   os.makedirs(path)
   for i in range(3):
@@ -73,6 +74,36 @@ CASES = {
     'sample_without_checkpoints': (lambda t: ['--mode=sample', f'--workdir={t}'], 1,
                                    r'no checkpoint in .*/checkpoints; train first with '
                                    r'--mode=train'),
+    'config_returns_none': (lambda t: [f'--config={t}/none.py'], 1,
+                            r'--config=.*/none.py: get_config\(\) returned NoneType, not a '
+                            r'ConfigDict'),
+    'config_lacks_a_section': (lambda t: [f'--config={t}/no_optim.py'], 1,
+                               r'--config=.*/no_optim.py: the config lacks the section\(s\) '
+                               r'optim'),
+    'two_config_files': (lambda t: [f'--config={t}/none.py', f'--config={t}/no_optim.py'], 1,
+                         r'--config is given 2 times \(.*none.py, .*no_optim.py\)'),
+    'removed_field': (lambda t: ['--config.data.num_channels=3'], 1,
+                      r'--config.data.num_channels was removed: every dataset is RGB'),
+    'negative_grad_clip': (lambda t: ['--config.optim.grad_clip=-1.0'], 1,
+                           r'config.optim.grad_clip=-1.0 is invalid: .*>= 0 \(0 = off\)'),
+    'beta1_above_one': (lambda t: ['--config.optim.beta1=1.5'], 1,
+                        r'config.optim.beta1=1.5 is invalid: an Adam decay rate must be in'),
+    'infinite_learning_rate': (lambda t: ['--config.optim.learning_rate=inf'], 1,
+                               r'config.optim.learning_rate=inf is invalid: must be a finite'),
+    'no_res_blocks': (lambda t: ['--config.model.num_res_blocks=0'], 1,
+                      r'config.model.num_res_blocks=0 is invalid: must be an integer >= 1'),
+    'no_levels': (lambda t: ['--config.model.channel_mult=()'], 1,
+                  r'config.model.channel_mult=\(\) is invalid: a non-empty tuple'),
+    'seed_past_32_bits': (lambda t: [f'--config.training.seed={2**40}'], 1,
+                          r'config.training.seed=1099511627776 is invalid: .*<= 2147483647'),
+    'mask_keeps_nothing': (lambda t: ['--config.mask.ratio=0.99999999',
+                                      '--config.training.batch_size=1',
+                                      '--config.data.image_size=16'], 1,
+                           r'config.mask.ratio=0.99999999 is invalid: keeps .* of the 256 '
+                           r'mask draws of a batch'),
+    'dataset_larger_than_memory': (lambda t: ['--config.data.image_size=4096'], 1,
+                                   r'config.data.image_size=4096 is invalid: 4096 images of '
+                                   r'4096x4096x3 need 192.0 GiB of host memory'),
 }
 
 
@@ -86,6 +117,10 @@ def results(tmp_path_factory):
     t = root / name
     t.mkdir()
     (t / 'broken.py').write_text('def get_config(:\n')
+    (t / 'none.py').write_text('def get_config():\n  return None\n')
+    (t / 'no_optim.py').write_text('from sparsediff_jax import config_base\n\n'
+                                   'def get_config():\n  c = config_base.get_config()\n'
+                                   '  del c.optim\n  return c\n')
     (t / 'afile').write_text('')
     _write_folder(str(t / 'imgs'))
     extra = args(str(t))
@@ -101,6 +136,7 @@ def results(tmp_path_factory):
   pool.shutdown(cancel_futures=True)
 
 
+@pytest.mark.slow   # CLI subprocesses
 @pytest.mark.parametrize('name', list(CASES))
 def test_bad_input_is_one_line_exit_2_and_changes_nothing(results, name):
   result, after, before = results[name].result()

@@ -98,3 +98,22 @@ def test_a_state_with_nan_is_refused():
   nonfinite.check_state_finite({'w': jnp.ones(2), 'rng': jnp.zeros(2, jnp.uint32)}, 'x')
   with pytest.raises(nonfinite.NonFiniteError, match='the state of step 7 holds NaN or inf'):
     nonfinite.check_state_finite({'w': jnp.array([1.0, np.nan])}, 'the state of step 7')
+
+
+def test_an_infinite_update_from_finite_gradients_is_skipped(tiny_config):
+  """The guard covers the update: an infinite learning rate (refused by validation, set
+  here directly) turns a finite loss and gradient into an infinite update, and the compiled
+  step keeps the old parameters and reports the step skipped."""
+  from sparsediff_jax import data, sharding, train
+  c = tiny_config({'optim.learning_rate': float('inf'), 'optim.warmup_steps': 0,
+                   'optim.grad_clip': 0.0})
+  mesh = sharding.make_mesh()
+  tx, schedule = train.make_optimizer(c)
+  graphdef, _ = train.abstract_model(c)
+  step = train.compile_train_step(c, graphdef, tx, schedule, mesh, donate=False)
+  state = train.init_state(c, tx, mesh)
+  new, m = step(state, sharding.global_batch(data.load_train_images(c)[:8], mesh))
+  assert np.isfinite(float(m['loss'])) and np.isfinite(float(m['grad_norm']))
+  assert float(m['skipped']) == 1.0
+  for a, b in zip(jax.tree.leaves(new.params), jax.tree.leaves(state.params)):
+    np.testing.assert_array_equal(a, b)
