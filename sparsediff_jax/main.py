@@ -86,7 +86,8 @@ MODES = {'train': _train, 'sample': _sample, 'research': _research,
          'fid_stats': _fid_stats, 'eval': _eval}
 
 # Exceptions that mean bad input, not a bug: one line on stderr and exit code 2.
-USER_ERRORS = (errors.MissingCheckpointError, errors.NonFiniteSamplesError,
+USER_ERRORS = (errors.UserError,   # [reliab] every UserError subclass (WorkdirError, ...)
+               errors.MissingCheckpointError, errors.NonFiniteSamplesError,
                errors.EvalInputError, fid.StatsMismatchError,
                inception_weights.InceptionWeightsError)
 
@@ -182,6 +183,7 @@ def main(argv):
   logging.get_absl_handler().addFilter(_quiet_library_info)
   import jax
   from sparsediff_jax import distributed, nonfinite, preemption, run_dir, validation
+  from sparsediff_jax import checkpoints, workdir_lock   # [reliab]
   try:
     logging.info('processes: %s', distributed.initialize(
         _COORDINATOR.value, _NUM_PROCESSES.value, _PROCESS_ID.value, _INIT_TIMEOUT.value))
@@ -196,17 +198,22 @@ def main(argv):
     if training:   # before anything is written
       run_dir.check_writable(workdir)
       run_dir.check_can_resume(config, workdir)
+      checkpoints.check_checkpoint_dir(workdir)   # [reliab] a file named checkpoints
     logging.info('mode %s, workdir %s', _MODE.value, workdir)
-    with (run_dir.undo_record_on(is_bad_input, workdir) if writes_record
-          else contextlib.nullcontext()):
-      if writes_record:
-        write_run_record(config, workdir)
-      MODES[_MODE.value](config, workdir)
+    # [reliab] one run per workdir; taken before anything is written (workdir_lock.py)
+    with (workdir_lock.hold(workdir, before_release=checkpoints.wait_for_saves)
+          if writes_record else contextlib.nullcontext()):
+      with (run_dir.undo_record_on(is_bad_input, workdir) if writes_record
+            else contextlib.nullcontext()):
+        if writes_record:
+          write_run_record(config, workdir)
+        MODES[_MODE.value](config, workdir)
   except preemption.TrainingInterrupted as e:
     logging.warning('%s', e)
     sys.exit(128 + e.signum)
-  except nonfinite.NonFiniteError as e:   # the run failed, not its input: exit code 1
-    print(f'error: {e}', file=sys.stderr)
+  # [reliab] every RunFailedError (a full disk, ...), not only NaN: one line, exit code 1
+  except (errors.RunFailedError, nonfinite.NonFiniteError) as e:
+    print(f'error: {" ".join(str(e).split())}', file=sys.stderr)
     sys.exit(1)
   except Exception as e:
     if not is_bad_input(e):
