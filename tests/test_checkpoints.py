@@ -218,3 +218,13 @@ def test_orbax_logs_of_a_full_disk_are_dropped_and_others_kept():
   assert not checkpoints._is_orbax_disk_full_log(
       record(orbax_file, pylogging.ERROR, OSError(errno.EIO, 'I/O')))
   assert not checkpoints._is_orbax_disk_full_log(record('/x/train.py', pylogging.ERROR, enospc))
+
+
+def test_closed_loop_errors_are_dropped_only_after_a_full_disk(monkeypatch):
+  closed = RuntimeError('Event loop is closed')
+  record = pylogging.LogRecord('concurrent.futures', pylogging.ERROR, '/x/_base.py', 1,
+                               'exception calling callback', (), (RuntimeError, closed, None))
+  monkeypatch.setattr(checkpoints._DropOrbaxDiskFull, 'seen_disk_full', False)
+  assert checkpoints._ORBAX_FILTER.filter(record)
+  monkeypatch.setattr(checkpoints._DropOrbaxDiskFull, 'seen_disk_full', True)
+  assert not checkpoints._ORBAX_FILTER.filter(record)
