@@ -15,9 +15,10 @@ lockd), which work between hosts. Where the mount has no locking (`nolock`, or f
 failing with ENOLCK), and on remote paths (gs://...) where no lock exists at all, the lock
 is ADVISORY: a file that the holder rewrites every HEARTBEAT_S seconds. It is taken over
 as stale when its PID is no longer alive on this same host, or when it has not been
-rewritten for STALE_AFTER_S seconds. Its limits: creation is not atomic on gs://, so two
-runs started within a second or two of each other can both get it; a holder that is
-suspended (not killed) longer than STALE_AFTER_S loses it.
+rewritten for STALE_AFTER_S seconds (short, so that a pod restarted after a preemption on
+machines with new names waits at most that long, and is refused meanwhile). Its limits:
+creation is not atomic on gs://, so two runs started within a second or two of each other
+can both get it; a holder that is suspended (not killed) longer than STALE_AFTER_S loses it.
 
 Multi-host runs: only process 0 takes the lock (it is the process that writes the run
 record); the other processes are parts of the same run, and a second run is stopped by
@@ -39,8 +40,8 @@ import time
 from sparsediff_jax import errors
 
 LOCK_NAME = '.lock'
-HEARTBEAT_S = 60.0     # how often an advisory lock file is rewritten
-STALE_AFTER_S = 600.0  # an advisory lock not rewritten for this long belongs to no one
+HEARTBEAT_S = 30.0     # how often an advisory lock file is rewritten
+STALE_AFTER_S = 120.0  # an advisory lock not rewritten for this long belongs to no one
 
 
 def holder_record() -> dict:
@@ -172,7 +173,7 @@ class _AdvisoryLock:
       logging.warning('taking over the stale lock %s (%s)', self.path, describe(old))
     self.record = holder_record()
     self.path.parent.mkdir(parents=True, exist_ok=True)
-    self.path.write_text(json.dumps(self.record))
+    self._write()
     self._thread = threading.Thread(target=self._beat, name='workdir-lock', daemon=True)
     self._thread.start()
 
@@ -184,11 +185,22 @@ class _AdvisoryLock:
       return True
     return time.time() - float(record.get('heartbeat', 0)) > STALE_AFTER_S
 
+  def _write(self) -> None:
+    """Replaces the file whole, so that a reader never sees half a record (and takes the
+    lock for stale): an object store replaces objects whole; a file is renamed over."""
+    text = json.dumps(self.record)
+    if '://' in str(self.path):
+      self.path.write_text(text)
+      return
+    tmp = self.path.with_name(f'{LOCK_NAME}.{os.getpid()}.tmp')
+    tmp.write_text(text)
+    os.replace(tmp, self.path)
+
   def _beat(self) -> None:
     while not self._stop.wait(HEARTBEAT_S):
       try:
         self.record['heartbeat'] = time.time()
-        self.path.write_text(json.dumps(self.record))
+        self._write()
       except Exception as e:  # noqa: BLE001 - a missed beat must not end the run
         logging.warning('cannot refresh the lock %s: %s', self.path, e)
 

@@ -118,7 +118,8 @@ def test_advisory_lock_for_remote_or_lockless_workdirs(tmp_path, monkeypatch):
     workdir_lock._AdvisoryLock(str(workdir)).acquire()
   assert json.loads((workdir / '.lock').read_text()) == live
   for stale in ({**live, 'pid': _dead_pid()},
-                {**live, 'host': 'elsewhere', 'heartbeat': time.time() - 2 * 600}):
+                {**live, 'host': 'elsewhere',
+                 'heartbeat': time.time() - 2 * workdir_lock.STALE_AFTER_S}):
     (workdir / '.lock').write_text(json.dumps(stale))
     lock = workdir_lock._AdvisoryLock(str(workdir))
     lock.acquire()
@@ -129,3 +130,16 @@ def test_advisory_lock_for_remote_or_lockless_workdirs(tmp_path, monkeypatch):
   (workdir / '.lock').write_text(json.dumps(elsewhere))
   with pytest.raises(errors.WorkdirError, match='host elsewhere'):
     workdir_lock._AdvisoryLock(str(workdir)).acquire()
+
+
+def test_an_advisory_lock_is_kept_fresh_while_held(tmp_path, monkeypatch):
+  monkeypatch.setattr(workdir_lock, 'HEARTBEAT_S', 0.02)
+  lock = workdir_lock._AdvisoryLock(str(tmp_path))
+  lock.acquire()
+  first = json.loads((tmp_path / '.lock').read_text())['heartbeat']
+  deadline = time.time() + 10
+  while json.loads((tmp_path / '.lock').read_text())['heartbeat'] <= first:
+    assert time.time() < deadline, 'the heartbeat was never refreshed'
+    time.sleep(0.01)
+  lock.release()
+  assert not (tmp_path / '.lock').exists()
