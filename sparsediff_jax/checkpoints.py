@@ -9,9 +9,20 @@ warning naming the ones passed over; when none does, CheckpointError says so rat
 training from scratch. Step folders that a killed write left half-made (Orbax's
 `*.orbax-checkpoint-tmp-*`) are never listed as steps and are removed when the next manager
 opens the directory. A state with NaN or inf values is never written (NonFiniteError).
+
+A full disk (ENOSPC, however deeply Orbax wraps it) ends the run with one DiskFullError
+naming the checkpoint whose write failed, the path and the newest intact checkpoint, which
+a failed write never touches (Orbax commits a step by renaming it into place only when it is
+complete, and deletes old steps only after that). The failure of an asynchronous write is
+reported by the next `save()` or `wait()`, and Orbax's own error logs of it (several
+tracebacks, from its writer threads) are dropped from the console. WORKDIR/checkpoints
+that exists but is not a directory is refused (CheckpointError) before anything is written.
 """
 
 from absl import logging
+import contextlib
+import errno
+import logging as pylogging
 import os
 import weakref
 
@@ -20,11 +31,9 @@ import jax
 from jax.experimental import multihost_utils
 import orbax.checkpoint as ocp
 
-from sparsediff_jax import nonfinite
-from sparsediff_jax import errors
+from sparsediff_jax import errors, nonfinite
 
-
-# Checkpoints exist but none of them can be restored.
+# Checkpoints exist but none of them can be restored, or the checkpoint folder is not one.
 CheckpointError = errors.CheckpointError
 
 
@@ -39,6 +48,8 @@ def wait_for_saves() -> None:
   does) or it loses the save in flight.
   """
   for checkpointer in list(_OPEN):
+    if checkpointer.failed:   # already reported, by the error that ends the process
+      continue
     try:
       checkpointer.wait()
     except Exception as e:  # noqa: BLE001 - the error that ends the process matters more
@@ -50,7 +61,11 @@ class Checkpointer:
   def __init__(self, directory: str, *, keep: int = 3, async_save: bool = True):
     # gs:// and other URLs stay as they are; local paths become absolute for Orbax.
     self.directory = directory if '://' in directory else os.path.abspath(directory)
+    _check_is_directory(self.directory)
     self.keep = keep
+    self.failed = False      # a write failed and was reported; nothing more is waited for
+    self._pending = None     # the step of the asynchronous write in flight, if any
+    _quiet_orbax_disk_full_logs()
     self.manager = ocp.CheckpointManager(
         self.directory,
         options=ocp.CheckpointManagerOptions(max_to_keep=keep,
@@ -65,8 +80,11 @@ class Checkpointer:
     Raises NonFiniteError, writing nothing, if a float in `state` is NaN or inf.
     """
     nonfinite.check_state_finite(state, f'the state of step {step}')
-    self.manager.save(step, args=ocp.args.Composite(
-        state=ocp.args.StandardSave(state), meta=ocp.args.JsonSave(meta)))
+    self.wait()   # a failure of the write in flight is reported as that step's, not this one's
+    with self._reporting_disk_full(step):
+      self.manager.save(step, args=ocp.args.Composite(
+          state=ocp.args.StandardSave(state), meta=ocp.args.JsonSave(meta)))
+    self._pending = step
 
   def all_steps(self) -> list[int]:
     return sorted(self.manager.all_steps())
@@ -137,7 +155,36 @@ class Checkpointer:
       return None, f'{type(e).__name__}: {(str(e).splitlines() or [""])[0][:200]}'
 
   def wait(self) -> None:
-    self.manager.wait_until_finished()
+    """Waits until the write in flight is on disk. Raises DiskFullError if it ran out of
+    space (once: after a reported failure this returns at once)."""
+    if self.failed:
+      return
+    with self._reporting_disk_full(self._pending):
+      self.manager.wait_until_finished()
+    self._pending = None
+
+  @contextlib.contextmanager
+  def _reporting_disk_full(self, step: int | None):
+    """Turns an ENOSPC raised in the body, however wrapped, into one DiskFullError."""
+    try:
+      yield
+    except Exception as e:
+      cause = disk_full_cause(e)
+      if cause is None:
+        raise
+      self.failed, self._pending = True, None
+      _DropOrbaxDiskFull.seen_disk_full = True
+      raise errors.DiskFullError(self._disk_full_message(step, cause)) from e
+
+  def _disk_full_message(self, step: int | None, cause: BaseException) -> str:
+    what = 'a checkpoint' if step is None else f'checkpoint {step}'
+    where = getattr(cause, 'filename', None) or _step_folder(self.directory, step)
+    intact = [s for s in _steps_on_disk(self.directory) if s != step]
+    last = (f'the last intact checkpoint is step {intact[-1]} in {self.directory}' if intact
+            else f'no checkpoint in {self.directory} is complete yet')
+    return (f'no space left on device (ENOSPC) writing {what} to {where}; {last}; free '
+            'space there and run the same command again to resume (the half-written folder '
+            'is removed at the next start)' + _free_space(self.directory))
 
   def close(self) -> None:
     _OPEN.discard(self)
@@ -148,6 +195,120 @@ def _is_shape_mismatch(error: str) -> bool:
   """Whether a restore error says the stored arrays have other shapes or structure."""
   return ('not compatible with the stored shape' in error
           or 'Requested shape' in error or 'tree structures do not match' in error.lower())
+
+
+def check_checkpoint_dir(workdir: str) -> None:
+  """Raises CheckpointError when WORKDIR/checkpoints exists but is not a directory.
+
+  Orbax would fail on it deep inside, or a run could take it for "no checkpoints" and
+  train from scratch; the CLI calls this before it writes anything.
+  """
+  _check_is_directory(os.path.join(workdir, 'checkpoints') if '://' not in workdir
+                      else f'{workdir.rstrip("/")}/checkpoints')
+
+
+def _check_is_directory(directory: str) -> None:
+  path = epath.Path(directory)
+  if path.exists() and not path.is_dir():
+    kind = 'a file' if path.is_file() else 'not a directory'
+    raise CheckpointError(
+        f'{directory} is {kind}, not a folder of checkpoints; move it away (training would '
+        'otherwise start from scratch next to it) or choose another --workdir')
+
+
+def disk_full_cause(error: BaseException) -> BaseException | None:
+  """The ENOSPC error in `error`, its causes and contexts (and exception groups), or None.
+
+  Orbax re-raises an asynchronous writer's error wrapped in other types, sometimes keeping
+  only the message, so the text 'No space left on device' counts too.
+  """
+  stack, seen = [error], set()
+  while stack:
+    e = stack.pop()
+    if e is None or id(e) in seen:
+      continue
+    seen.add(id(e))
+    if isinstance(e, OSError) and e.errno == errno.ENOSPC:
+      return e
+    if 'No space left on device' in str(e) or 'ENOSPC' in str(e):
+      return e
+    stack += [e.__cause__, e.__context__, *getattr(e, 'exceptions', ())]
+  return None
+
+
+def _steps_on_disk(directory: str) -> list[int]:
+  """Committed steps (folders named by a number), read from disk, not Orbax's cache."""
+  try:
+    return sorted(int(p.name) for p in epath.Path(directory).iterdir() if p.name.isdigit())
+  except OSError:
+    return []
+
+
+def _step_folder(directory: str, step: int | None) -> str:
+  """The folder being written for `step`: Orbax's temporary one if it is there."""
+  if step is None:
+    return directory
+  try:
+    for path in epath.Path(directory).iterdir():
+      if path.name.startswith(f'{step}.orbax-checkpoint-tmp'):
+        return str(path)
+  except OSError:
+    pass
+  return f'{directory}/{step}'
+
+
+def _free_space(directory: str) -> str:
+  if '://' in directory:
+    return ''
+  try:
+    st = os.statvfs(directory)
+  except OSError:
+    return ''
+  return f' ({st.f_bavail * st.f_frsize / 2**10:.0f} KiB free now)'
+
+
+def _is_orbax_disk_full_log(record: pylogging.LogRecord) -> bool:
+  """An error Orbax logs, with a traceback, from each thread an ENOSPC passes through."""
+  if 'orbax' not in record.pathname or record.levelno < pylogging.WARNING:
+    return False
+  if record.exc_info and record.exc_info[1] is not None:
+    if disk_full_cause(record.exc_info[1]) is not None:
+      return True
+  return 'No space left on device' in record.getMessage()
+
+
+def _is_closed_loop_aftermath(record: pylogging.LogRecord) -> bool:
+  """When a write fails, Orbax closes its event loop while other writes of the same save are
+  still running in worker threads; each of them then fails to hand back its result and
+  concurrent.futures logs 'Event loop is closed' with a traceback."""
+  error = record.exc_info[1] if record.exc_info else None
+  return (record.name == 'concurrent.futures' and isinstance(error, RuntimeError)
+          and 'Event loop is closed' in str(error))
+
+
+class _DropOrbaxDiskFull(pylogging.Filter):
+  """Drops Orbax's logs of an ENOSPC, and the closed-loop errors that follow a failed write
+  once one has been seen: DiskFullError reports the failure, once."""
+
+  seen_disk_full = False
+
+  def filter(self, record):
+    if _is_orbax_disk_full_log(record):
+      type(self).seen_disk_full = True
+      return False
+    return not (type(self).seen_disk_full and _is_closed_loop_aftermath(record))
+
+
+_ORBAX_FILTER = _DropOrbaxDiskFull()
+
+
+def _quiet_orbax_disk_full_logs() -> None:
+  """Installs _DropOrbaxDiskFull where those logs pass (absl's logger, for Orbax's own, and
+  absl's console handler, for concurrent.futures'). Idempotent."""
+  for target in (pylogging.getLogger('absl'), pylogging.getLogger('concurrent.futures'),
+                 logging.get_absl_handler()):
+    if _ORBAX_FILTER not in target.filters:
+      target.addFilter(_ORBAX_FILTER)
 
 
 def abstract_like(tree, sharding):

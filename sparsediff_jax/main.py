@@ -195,7 +195,7 @@ def main(argv):
     usage_error(str(e))
   logging.get_absl_handler().addFilter(_quiet_library_info)
   import jax
-  from sparsediff_jax import distributed, preemption, run_dir
+  from sparsediff_jax import checkpoints, distributed, preemption, run_dir, workdir_lock
   try:
     logging.info('processes: %s', distributed.initialize(
         _COORDINATOR.value, _NUM_PROCESSES.value, _PROCESS_ID.value, _INIT_TIMEOUT.value))
@@ -213,12 +213,16 @@ def main(argv):
     if training:   # before anything is written
       run_dir.check_writable(workdir)
       run_dir.check_can_resume(config, workdir)
+      checkpoints.check_checkpoint_dir(workdir)   # a file named checkpoints
     logging.info('mode %s, workdir %s', _MODE.value, workdir)
-    with (run_dir.undo_record_on(is_bad_input, workdir) if writes_record
-          else contextlib.nullcontext()):
-      if writes_record:
-        write_run_record(config, workdir)
-      MODES[_MODE.value](config, workdir)
+    # One run per workdir, taken before anything is written (workdir_lock.py).
+    with (workdir_lock.hold(workdir, before_release=checkpoints.wait_for_saves)
+          if writes_record else contextlib.nullcontext()):
+      with (run_dir.undo_record_on(is_bad_input, workdir) if writes_record
+            else contextlib.nullcontext()):
+        if writes_record:
+          write_run_record(config, workdir)
+        MODES[_MODE.value](config, workdir)
   except preemption.TrainingInterrupted as e:
     logging.warning('%s', e)
     sys.exit(128 + e.signum)

@@ -1,6 +1,8 @@
 """Checkpointer on real Orbax files: damaged newest steps, none intact, NaN states, and a
 soak of asynchronous saves killed at random moments."""
 
+import errno
+import logging as pylogging
 import os
 import random
 import shutil
@@ -14,7 +16,7 @@ import pytest
 
 from checkpoint_soak_worker import state_of
 from cli_runs import truncate_every_file
-from sparsediff_jax import checkpoints, nonfinite
+from sparsediff_jax import checkpoints, errors, nonfinite
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 ABSTRACT = checkpoints.abstract_like(state_of(0), jax.sharding.SingleDeviceSharding(
@@ -139,3 +141,90 @@ def test_soak_async_saves_killed_at_random_moments(tmp_path):
     if time.time() > deadline:
       break
   assert restored_steps and restored_steps[-1] > 0
+
+
+def test_a_checkpoints_path_that_is_a_file_is_refused(tmp_path):
+  workdir = tmp_path / 'run'
+  workdir.mkdir()
+  (workdir / 'checkpoints').write_text('not a folder')
+  with pytest.raises(errors.CheckpointError, match=r'checkpoints is a file, not a folder of '
+                     r'checkpoints; move it away'):
+    checkpoints.check_checkpoint_dir(str(workdir))
+  with pytest.raises(errors.CheckpointError, match='is a file'):
+    checkpoints.Checkpointer(str(workdir / 'checkpoints'))
+  assert (workdir / 'checkpoints').read_text() == 'not a folder'
+  checkpoints.check_checkpoint_dir(str(tmp_path / 'fresh'))   # absent is fine
+
+
+def _fail_one_write_with_enospc(monkeypatch, step):
+  """Orbax's asynchronous writer raises ENOSPC for the files of checkpoint `step` only."""
+  from orbax.checkpoint._src.path import async_path
+  real = async_path.write_text
+
+  async def write_text(path, text):
+    if f'/{step}.orbax-checkpoint-tmp' in str(path) or f'/{step}/' in str(path):
+      raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(path))
+    return await real(path, text)
+  monkeypatch.setattr(async_path, 'write_text', write_text)
+
+
+@pytest.mark.parametrize('surfaced_at', ['wait', 'next save'])
+def test_a_full_disk_is_one_error_naming_the_write_and_the_last_intact_step(
+    copy, monkeypatch, surfaced_at):
+  _fail_one_write_with_enospc(monkeypatch, 4)
+  ckpt = checkpoints.Checkpointer(copy, keep=3)
+  ckpt.save(4, state_of(4), {'data': {'position': 4}})   # returns: the write is asynchronous
+  with pytest.raises(errors.DiskFullError) as raised:
+    if surfaced_at == 'wait':
+      ckpt.wait()
+    else:
+      ckpt.save(5, state_of(5), {'data': {'position': 5}})
+  message = str(raised.value)
+  assert message.startswith('no space left on device (ENOSPC) writing checkpoint 4 to '
+                            f'{copy}/4'), message
+  assert f'the last intact checkpoint is step 3 in {copy}' in message
+  assert isinstance(raised.value, errors.RunFailedError)
+  checkpoints.wait_for_saves()   # reported once: the CLI's final wait adds nothing
+  ckpt.wait()
+  monkeypatch.undo()
+  reopened = checkpoints.Checkpointer(copy, keep=3)
+  step, state, meta = reopened.restore_latest(ABSTRACT)
+  assert step == 3 and meta == {'data': {'position': 3}} and not os.path.exists(
+      os.path.join(copy, '5'))
+  np.testing.assert_array_equal(state['params']['w'], np.full((64, 32), 3, np.float32))
+
+
+def test_disk_full_is_found_however_it_is_wrapped():
+  def wrapped(inner):
+    try:
+      try:
+        raise inner
+      except OSError as e:
+        raise RuntimeError('Save Finalize thread failed') from e
+    except RuntimeError as e:
+      return e
+  assert checkpoints.disk_full_cause(wrapped(OSError(errno.ENOSPC, 'x'))).errno == errno.ENOSPC
+  assert checkpoints.disk_full_cause(ValueError('[Errno 28] No space left on device'))
+  assert checkpoints.disk_full_cause(wrapped(OSError(errno.EIO, 'I/O error'))) is None
+
+
+def test_orbax_logs_of_a_full_disk_are_dropped_and_others_kept():
+  def record(path, level, exc):
+    info = (type(exc), exc, None) if exc else None
+    return pylogging.LogRecord('absl', level, path, 1, 'background save failed', (), info)
+  enospc = OSError(errno.ENOSPC, 'No space left on device')
+  orbax_file = '/x/site-packages/orbax/checkpoint/_src/futures/future.py'
+  assert checkpoints._is_orbax_disk_full_log(record(orbax_file, pylogging.ERROR, enospc))
+  assert not checkpoints._is_orbax_disk_full_log(
+      record(orbax_file, pylogging.ERROR, OSError(errno.EIO, 'I/O')))
+  assert not checkpoints._is_orbax_disk_full_log(record('/x/train.py', pylogging.ERROR, enospc))
+
+
+def test_closed_loop_errors_are_dropped_only_after_a_full_disk(monkeypatch):
+  closed = RuntimeError('Event loop is closed')
+  record = pylogging.LogRecord('concurrent.futures', pylogging.ERROR, '/x/_base.py', 1,
+                               'exception calling callback', (), (RuntimeError, closed, None))
+  monkeypatch.setattr(checkpoints._DropOrbaxDiskFull, 'seen_disk_full', False)
+  assert checkpoints._ORBAX_FILTER.filter(record)
+  monkeypatch.setattr(checkpoints._DropOrbaxDiskFull, 'seen_disk_full', True)
+  assert not checkpoints._ORBAX_FILTER.filter(record)

@@ -198,3 +198,12 @@ def test_other_errors_are_not_taken_for_bad_input(main_with_mode):
   with pytest.raises(ZeroDivisionError):
     main_with_mode(ZeroDivisionError('a bug'))
 
+
+
+def test_a_failed_run_is_one_line_and_exit_1(main_with_mode, capsys):
+  from sparsediff_jax import errors
+  message = ('no space left on device (ENOSPC) writing checkpoint 4 to /w/checkpoints/4; '
+             'the last intact checkpoint is step 2 in /w/checkpoints')
+  assert main_with_mode(errors.DiskFullError(message)) == 1
+  line, = capsys.readouterr().err.splitlines()
+  assert line == f'error: {message}'

@@ -137,3 +137,15 @@ def test_missing_or_empty_folder_is_named(tmp_path):
     folders.list_images(str(tmp_path / 'nope'))
   with pytest.raises(FileNotFoundError, match='no .png'):
     folders.list_images(str(tmp_path))
+
+
+def test_an_unidentifiable_file_is_named_not_its_memory_buffer(tree):
+  (tree / 'b' / '03.png').write_bytes(b'GIF? no: plain text')
+  stop = make_config('folder', folder=str(tree), image_size=8, num_train_examples=0,
+                     on_bad_image='error')
+  with pytest.raises(data.BadImageError) as raised:
+    data.load_train_images(stop)
+  message = str(raised.value)
+  assert message.startswith(f'cannot decode image {tree}/b/03.png: not an image format '
+                            "Pillow recognises (19 bytes starting b'GIF? no:')"), message
+  assert 'BytesIO' not in message and ' at 0x' not in message

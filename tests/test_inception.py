@@ -244,3 +244,13 @@ def test_package_imports_without_torch():
             "assert sys.modules['torch'] is None\n")
     env = dict(os.environ, PYTHONPATH=str(REPO), JAX_PLATFORMS="cpu")
     subprocess.run([sys.executable, "-c", code], check=True, cwd=REPO, env=env, timeout=120)
+
+
+def test_hash_mismatch_names_the_config_field_that_accepts_own_weights(tmp_path):
+    fake = tmp_path / "weights.pth"
+    fake.write_bytes(b"other weights")
+    with pytest.raises(iw.InceptionWeightsError) as err:
+        iw.verify_sha256(fake, iw.PT_INCEPTION_SHA256)
+    assert "--config.eval.inception_sha256=''" in str(err.value)
+    assert not str(err.value).rstrip(".").endswith("expected_sha256=None to use your own "
+                                                   "weights knowingly")

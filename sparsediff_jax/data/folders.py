@@ -78,7 +78,15 @@ def to_rgb(image: PIL.Image.Image) -> np.ndarray:
 
 def decode(data: bytes) -> np.ndarray:
   """Encoded PNG/JPEG bytes -> uint8 [H, W, 3]; raises on any decoding failure."""
-  with PIL.Image.open(io.BytesIO(data)) as image:
+  try:
+    image = PIL.Image.open(io.BytesIO(data))
+  except PIL.UnidentifiedImageError:
+    # Pillow's own message names the in-memory buffer ('<_io.BytesIO object at 0x...>'),
+    # which means nothing to the user; the caller names the file.
+    raise PIL.UnidentifiedImageError(
+        f'not an image format Pillow recognises ({len(data)} bytes starting '
+        f'{data[:8]!r})') from None
+  with image:
     image.load()   # decode now: a truncated file fails here, not later.
     return to_rgb(image)
 

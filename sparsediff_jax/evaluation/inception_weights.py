@@ -80,8 +80,9 @@ def verify_sha256(path: str | os.PathLike, expected: str) -> str:
         raise InceptionWeightsError(
             f"{path}: SHA-256 mismatch (expected {expected}, got {actual}, size "
             f"{os.path.getsize(path)} bytes). The file is truncated, corrupt or a different "
-            f"file: delete it to download it again from {PT_INCEPTION_URL}, or pass "
-            "expected_sha256=None to use your own weights knowingly.")
+            f"file: delete it to download it again from {PT_INCEPTION_URL}, or set "
+            "--config.eval.inception_sha256='' (expected_sha256=None in Python) to use your "
+            "own weights knowingly.")
     return actual
 
 
