@@ -35,7 +35,7 @@ install() {
   if command -v nvidia-smi > /dev/null; then nvidia-smi -L; fi
   run "$PYTHON" -m venv "$VENV"
   run "$VENV/bin/pip" install --quiet --upgrade pip
-  run "$VENV/bin/pip" install --quiet -e "$REPO_ROOT"
+  run "$VENV/bin/pip" install --quiet -e "$REPO_ROOT[tf]"
   # After the project, so that the CUDA build of jaxlib's plugin is what stays installed.
   run "$VENV/bin/pip" install --quiet --upgrade "jax[$JAX_CUDA]"
   run "$VENV/bin/python" -c "import jax

@@ -97,7 +97,7 @@ setup() {
     python3 -m pip install --user --quiet --upgrade uv
     ~/.local/bin/uv venv --quiet --allow-existing --python 3.12 ~/$REMOTE/venv
     ~/.local/bin/uv pip install --quiet --python ~/$REMOTE/venv/bin/python \
-      -U 'jax[tpu]' -e ~/$REMOTE/code
+      -U 'jax[tpu]' -e ~/$REMOTE/code'[tf]'
     ~/$REMOTE/venv/bin/python -c 'import jax; print(jax.local_devices())'"
 }
 

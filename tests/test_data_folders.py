@@ -149,3 +149,19 @@ def test_an_unidentifiable_file_is_named_not_its_memory_buffer(tree):
   assert message.startswith(f'cannot decode image {tree}/b/03.png: not an image format '
                             "Pillow recognises (19 bytes starting b'GIF? no:')"), message
   assert 'BytesIO' not in message and ' at 0x' not in message
+
+
+def test_replacing_a_file_changes_the_content_fingerprint(tmp_path):
+  """dataset.json's content_sha256 covers what the files hold, not only their names."""
+  from sparsediff_jax import data
+  from data_fakes import make_config
+  folder = tmp_path / 'imgs'
+  folder.mkdir()
+  for i in range(3):
+    PIL.Image.fromarray(np.full((8, 8, 3), 40 * i, np.uint8)).save(folder / f'{i}.png')
+  config = make_config('folder', folder=str(folder), image_size=8, num_train_examples=3)
+  first = data.describe_dataset(config)
+  PIL.Image.fromarray(np.full((8, 8, 3), 200, np.uint8)).save(folder / '1.png')
+  second = data.describe_dataset(config)
+  assert first['selection_sha256'] == second['selection_sha256']
+  assert first['content_sha256'] != second['content_sha256']

@@ -85,3 +85,30 @@ def test_a_full_disk_mid_checkpoint_is_one_line_and_keeps_the_last_checkpoint(
   assert int(state['step']) == intact
   assert all(np.isfinite(x).all() for x in jax.tree.leaves(jax.device_get(state['params'])))
   assert not (workdir / '.lock').exists()
+
+
+def test_sample_is_bound_to_the_run_and_never_overwrites(cli_env, tmp_path):
+  """--mode=sample with a run-defining override that contradicts the trained run (another
+  formulation) is refused naming the field; without overrides it takes the run's own fields
+  (here the whole tiny model, from a plain default command) and writes a second grid next
+  to the first instead of over it."""
+  workdir = tmp_path / 'run'
+  trained = run(*TINY, '--config.training.num_steps=2', f'--workdir={workdir}', env=cli_env)
+  assert trained.returncode == 0, trained.stderr[-2000:]
+  first = run(*TINY, '--mode=sample', f'--workdir={workdir}', env=cli_env)
+  assert first.returncode == 0, first.stderr[-2000:]
+  grid = workdir / 'samples' / 'sample_mode_0000002.png'
+  before = snapshot(str(workdir / 'samples'))
+  refused = run(*TINY, '--mode=sample', '--config.diffusion.formulation=edm',
+                f'--workdir={workdir}', env=cli_env)
+  line = assert_one_line_error(refused)
+  assert "--config.diffusion.formulation='edm' contradicts the run" in line, line
+  assert "diffusion.formulation='flow_matching'" in line
+  assert snapshot(str(workdir / 'samples')) == before
+  plain = run('--mode=sample', '--config.sampling.sampler=euler',
+              '--config.sampling.num_steps=1', '--config.sampling.grid_size=2',
+              f'--workdir={workdir}', env=cli_env)
+  assert plain.returncode == 0, plain.stderr[-2000:]
+  assert os.path.isfile(grid) and os.path.isfile(workdir / 'samples' /
+                                                 'sample_mode_0000002-2.png')
+  assert snapshot(str(workdir / 'samples'))[grid.name] == before[grid.name]

@@ -5,7 +5,7 @@ import os
 
 import pytest
 
-from sparsediff_jax import config_base, run_dir
+from sparsediff_jax import config_base, errors, run_dir
 
 
 def _saved(config) -> dict:
@@ -139,3 +139,32 @@ def test_bad_input_before_the_record_was_written_changes_nothing(tmp_path):
     with run_dir.undo_record_on(_is_bad, str(tmp_path / 'runs' / 'x')):
       raise BadInput
   assert os.listdir(tmp_path) == []
+
+
+def test_bind_to_run_takes_the_saved_run_defining_fields(tmp_path):
+  """The modes that read a run take its run-defining fields and keep the others; an
+  explicit override that contradicts the run is refused naming the field."""
+  saved = config_base.get_config()
+  saved.model.channels, saved.model.channel_mult = 8, (1, 2)
+  saved.diffusion.formulation = 'edm'
+  (tmp_path / 'config.json').write_text(saved.to_json_best_effort())
+  config = config_base.get_config()
+  config.sampling.num_steps = 3          # may differ: not run-defining
+  taken = run_dir.bind_to_run(config, str(tmp_path), overrides={'sampling.num_steps'})
+  assert set(taken) == {'model.channels', 'model.channel_mult', 'diffusion.formulation'}
+  assert config.model.channel_mult == (1, 2) and config.diffusion.formulation == 'edm'
+  assert config.sampling.num_steps == 3
+  other = config_base.get_config()
+  other.diffusion.formulation = 'flow_matching'
+  with pytest.raises(errors.ConfigMismatchError,
+                     match="--config.diffusion.formulation='flow_matching' contradicts"):
+    run_dir.bind_to_run(other, str(tmp_path), overrides={'diffusion.formulation'})
+  assert run_dir.bind_to_run(config_base.get_config(), str(tmp_path / 'none')) == []
+
+
+def test_changed_training_data_is_refused_on_resume(tmp_path):
+  (tmp_path / 'checkpoints' / '4').mkdir(parents=True)
+  (tmp_path / 'dataset.json').write_text('{"selection_sha256": "a", "content_sha256": "b"}')
+  run_dir.check_same_data({'selection_sha256': 'a', 'content_sha256': 'b'}, str(tmp_path))
+  with pytest.raises(errors.ConfigMismatchError, match='contents of the examples changed'):
+    run_dir.check_same_data({'selection_sha256': 'a', 'content_sha256': 'c'}, str(tmp_path))
