@@ -161,7 +161,8 @@ def train(config, workdir: str, *, hooks: tuple[EvalHook, ...] = ()) -> TrainSta
                                   keep=config.training.keep_checkpoints)
   target = abstract_state(config, tx, mesh)
   logging.info('training state per device: %s', memory_per_device(target))
-  restored = restore(config, ckpt, tx, mesh, target)
+  with progress.phase('looking for checkpoints to restore'):
+    restored = restore(config, ckpt, tx, mesh, target)
   skipped_steps = 0
   if restored is None:
     with progress.phase('initialising parameters'):
