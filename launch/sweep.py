@@ -13,7 +13,9 @@ step is finished and skipped, so an interrupted sweep continues where it stopped
 itself resumes from its newest checkpoint). With --print, nothing runs: one shell line per
 unfinished run is printed, for a cluster's job queue. Afterwards (or with --aggregate_only)
 the finished runs are summarised into results.md, results.csv and results.png in --root
-(mean ± std over seeds).
+(mean ± std over seeds; --headline picks the table's and plots' metrics). Runs scored with
+research.trajectory=True also give results_equal_fd.md: memorization at the checkpoint of
+equal quality (--equal_quality, --equal_target; sweep_table.summarize_equal_quality).
 
 Baselines (see docs/research.md for what each controls for):
   dense            the dense loss: mask.ratio=0 is added to the ratio grid.
@@ -206,8 +208,19 @@ def main(argv=None) -> int:
                  help='print one command line per unfinished run instead of running')
   p.add_argument('--aggregate_only', action='store_true',
                  help='only summarise the finished runs')
-  p.add_argument('--metrics', default=','.join(sweep_table.HEADLINE),
-                 help='comma-separated metrics of the Markdown table and the plots')
+  p.add_argument('--headline', '--metrics', dest='metrics',
+                 default=','.join(sweep_table.HEADLINE),
+                 help='comma-separated metrics of the Markdown table and the plots, e.g. '
+                      'pixel_memorized_fraction,digits_fd (default: the shapes headline); '
+                      'a metric no run has is left out')
+  p.add_argument('--equal_quality', default='digits_fd',
+                 help='runs with research/trajectory.json: memorization at the checkpoint '
+                      'whose value of this metric is closest to --equal_target, into '
+                      'results_equal_fd.md (digits_fd) or results_equal_<metric>.md; '
+                      "'' = off")
+  p.add_argument('--equal_target', type=float, default=None,
+                 help='the common value of --equal_quality (default: the final value of '
+                      'the dense runs, mask.ratio=0 of the grid)')
   p.add_argument('--title', default='', help='title of the Markdown table')
   a = p.parse_args(argv)
 
@@ -262,7 +275,13 @@ def main(argv=None) -> int:
   if a.print_only:
     return 0
   try:
-    paths = sweep_table.summarize(root, metrics=a.metrics.split(','), title=a.title)
+    paths = sweep_table.summarize(root, metrics=[m for m in a.metrics.split(',') if m],
+                                  title=a.title)
+    if a.equal_quality:
+      equal = sweep_table.summarize_equal_quality(root, a.equal_quality, a.equal_target,
+                                                  title=a.title)
+      if equal:
+        paths['equal_quality'] = equal
     print('wrote ' + ', '.join(paths.values()))
   except FileNotFoundError as e:
     print(f'error: {e}', file=sys.stderr)

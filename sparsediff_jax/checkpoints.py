@@ -133,6 +133,32 @@ class Checkpointer:
           'resume with the config they were written with')
     return None
 
+  def restore_step(self, step: int, abstract_state, check_meta=None):
+    """Restores checkpoint `step` (and only it) onto `abstract_state`'s shapes and shardings.
+
+    For reading a run's history (e.g. every checkpoint of a trajectory); nothing is set
+    aside or deleted. `check_meta(meta)` as in restore_latest. Returns (step, state, meta).
+    Raises CheckpointError when `step` is not on disk or cannot be read, and
+    ConfigMismatchError when it holds arrays of another network.
+    """
+    steps = self.all_steps()
+    if step not in steps:
+      raise CheckpointError(f'checkpoint {step} is not in {self.directory} (steps on disk: '
+                            f'{steps or "none"})')
+    meta, error = self._try_restore(step, meta=ocp.args.JsonRestore())
+    if error is None and check_meta is not None:
+      check_meta(meta['meta'])
+    if error is None:
+      state, error = self._try_restore(step, state=ocp.args.StandardRestore(abstract_state))
+    if error is not None and _is_shape_mismatch(error):
+      raise errors.ConfigMismatchError(
+          f'checkpoint {step} in {self.directory} holds arrays of other shapes than this '
+          f'config\'s model ({error}); use the config the run was trained with')
+    if error is not None:
+      raise CheckpointError(f'checkpoint {step} in {self.directory} cannot be restored '
+                            f'({error})')
+    return step, state['state'], meta['meta']
+
   def _set_aside(self, steps) -> None:
     """Renames damaged steps to STEP.damaged (not a step name to Orbax), since Orbax skips
     saves at or below its newest listed step, damaged or not."""

@@ -193,6 +193,11 @@ def get_config() -> ml_collections.ConfigDict:
   r.locality_times = 4          # noise levels of the locality measure: the first N times of
                                 # the sampler's grid of N steps (noise end first).
   r.memorization_grid = 8       # most memorized samples shown in research/memorization.png.
+  r.trajectory = False          # also score EVERY checkpoint on disk (memorization on the same
+                                # num_samples noise, the dataset's metrics, the logged losses)
+                                # into research/trajectory.{json,png}, and report
+                                # memorization_onset_step. Keep the checkpoints with
+                                # training.keep_checkpoints / checkpoint_every.
 
   # ---- evaluation: --mode=fid_stats, --mode=eval, FID during training ---------------------
   # See docs/evaluation.md. Inception is pytorch-fid's network (our JAX port).

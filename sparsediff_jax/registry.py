@@ -83,6 +83,10 @@ DATASETS = Registry('dataset', 'data.name')
 # Per-dataset sample metrics: fn(config, samples uint8 [N, H, W, 3], train_images) -> dict
 # of floats, reported by --mode=research and --mode=eval. Keyed by data.name; optional.
 DATASET_METRICS = Registry('dataset metric', None)
+# Fresh real images, the floor of the memorization measure: fn(config, num, num_train) ->
+# uint8 [n <= num, S, S, 3] images of the dataset outside its first num_train (the training
+# subset), which no model has seen. Keyed by data.name; optional (no floor without it).
+DATASET_FRESH = Registry('source of fresh images', None)
 
 # ---- declarations: one line per entry ----------------------------------------------------
 MODELS.declare('unet', 'sparsediff_jax.models.unet')
@@ -108,3 +112,6 @@ DATASETS.declare('folder', 'sparsediff_jax.data.folders')
 DATASET_METRICS.declare('shapes', 'sparsediff_jax.evaluation.consistency')
 DATASETS.declare('digits', 'sparsediff_jax.data.digits')
 DATASET_METRICS.declare('digits', 'sparsediff_jax.evaluation.digits_metrics')
+
+DATASET_FRESH.declare('shapes', 'sparsediff_jax.data.shapes')
+DATASET_FRESH.declare('digits', 'sparsediff_jax.data.digits')

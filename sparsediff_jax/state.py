@@ -81,18 +81,22 @@ def init_state(config, tx, mesh) -> TrainState:
   return jax.jit(_init_fn(config, tx), out_shardings=state_shardings(config, tx, mesh))()
 
 
-def restore(config, ckpt: checkpoints.Checkpointer, tx, mesh, target=None):
+def restore(config, ckpt: checkpoints.Checkpointer, tx, mesh, target=None,
+            step: int | None = None):
   """(step, TrainState, meta) of the newest intact checkpoint in `ckpt`, or None if none.
 
   The state comes back in its shardings (FSDP included). A checkpoint whose saved config
   is of another run raises errors.ConfigMismatchError (run_dir.check_same_run); damaged
   steps are passed over (checkpoints.Checkpointer.restore_latest). target: the
-  abstract_state, when the caller has it already.
+  abstract_state, when the caller has it already. step: restore exactly this checkpoint
+  instead (checkpoints.Checkpointer.restore_step: no fallback; CheckpointError if it is
+  missing or damaged).
   """
-  return ckpt.restore_latest(
-      target if target is not None else abstract_state(config, tx, mesh),
-      check_meta=lambda meta: run_dir.check_same_run(meta.get('config'), config,
-                                                     ckpt.directory))
+  target = target if target is not None else abstract_state(config, tx, mesh)
+  check = lambda meta: run_dir.check_same_run(meta.get('config'), config, ckpt.directory)
+  if step is not None:
+    return ckpt.restore_step(step, target, check_meta=check)
+  return ckpt.restore_latest(target, check_meta=check)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -107,6 +111,9 @@ class Restored:
     return inference_params(config, self.state)
 
 
+READ_ONLY_KEEP = 2**31 - 1   # `keep` of the read-only modes' Checkpointer: never trims.
+
+
 def no_checkpoint_error(workdir: str) -> MissingCheckpointError:
   directory = os.path.abspath(os.path.join(workdir, 'checkpoints'))
   return MissingCheckpointError(f'no checkpoint in {directory}; train first with '
@@ -119,16 +126,22 @@ def require_checkpoint(workdir: str) -> None:
     raise no_checkpoint_error(workdir)
 
 
-def restore_run(config, workdir: str, mesh=None) -> Restored:
-  """The newest intact checkpoint of WORKDIR, for the modes that only read a run."""
+def restore_run(config, workdir: str, mesh=None, step: int | None = None) -> Restored:
+  """The newest intact checkpoint of WORKDIR, for the modes that only read a run.
+
+  step: checkpoint `step` instead (e.g. each step of a research trajectory); a missing or
+  damaged one raises errors.CheckpointError.
+  """
   require_checkpoint(workdir)   # before Orbax, which would create the directory
   run_dir.check_same_run(run_dir.saved_config(workdir), config, workdir)
   mesh = mesh if mesh is not None else sharding.make_mesh(config)
   tx, _ = make_optimizer(config)
   graphdef, _ = abstract_model(config)
-  ckpt = checkpoints.Checkpointer(os.path.join(workdir, 'checkpoints'))
+  # A mode that only reads a run deletes none of its checkpoints (restore_latest would trim
+  # them to `keep`, and a research trajectory reads every one of them).
+  ckpt = checkpoints.Checkpointer(os.path.join(workdir, 'checkpoints'), keep=READ_ONLY_KEEP)
   try:
-    restored = restore(config, ckpt, tx, mesh)
+    restored = restore(config, ckpt, tx, mesh, step=step)
   finally:
     ckpt.close()
   if restored is None:

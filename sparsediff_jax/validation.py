@@ -124,6 +124,7 @@ def validate_fields(config) -> None:
   for field in ('research.num_samples', 'research.batch_size', 'research.locality_images',
                 'research.locality_times', 'research.memorization_grid'):
     _number(config, field, 1, integer=True)
+  _choice(config, 'research.trajectory', (True, False))
   _number(config, 'sharding.fsdp', 1, integer=True)
 
 

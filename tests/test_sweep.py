@@ -8,6 +8,7 @@ import os
 import shlex
 import sys
 
+import numpy as np
 import pytest
 
 from sparsediff_jax.evaluation import sweep_table
@@ -166,3 +167,85 @@ def test_a_bad_request_is_one_line_and_exit_code_2(tmp_path, capsys):
   err = capsys.readouterr().err.strip().split('\n')
   assert len(err) == 2 and all(line.startswith('error: ') for line in err)
   assert not root.exists()
+
+
+def test_headline_picks_the_table_columns_and_skips_absent_ones(tmp_path, monkeypatch):
+  monkeypatch.setenv('FAKE_RUNNER_LOG', str(tmp_path / 'calls.log'))
+  root = tmp_path / 'sweep'
+  assert _sweep(root, '--headline', 'digits_fd,score') == 0   # no run has digits_fd
+  header = open(root / 'results.md').read().split('\n')[0]
+  assert header == '| setting | n | score |'
+
+
+def _traj(steps, fd, mem):
+  return [{'step': s, 'digits_fd': f, 'pixel_memorized_fraction': m,
+           'pixel_nn_distance_mean': 1.0 - m} for s, f, m in zip(steps, fd, mem)]
+
+
+def _write_traj_run(root, name, group, ratio, seed, trajectory, extra=None):
+  metrics = {'step': trajectory[-1]['step'], **trajectory[-1], **(extra or {})}
+  _write_run(root, name, group, ratio, seed, metrics)
+  os.makedirs(root / name / 'research')
+  (root / name / sweep_table.TRAJECTORY_FILE).write_text(json.dumps(trajectory))
+
+
+def test_equal_fd_table_matches_each_run_at_the_dense_final_quality(tmp_path):
+  steps = [100, 200, 300, 400]
+  # Dense: final digits_fd 10 (mean of 9 and 11), memorizes early.
+  _write_traj_run(tmp_path, 'd0', 'grid', 0.0, 0, _traj(steps, [40, 20, 12, 9], [0, .2, .6, .9]),
+                  {'memorization_onset_step': 300.0})
+  _write_traj_run(tmp_path, 'd1', 'grid', 0.0, 1, _traj(steps, [50, 30, 15, 11], [0, .1, .3, .7]),
+                  {'memorization_onset_step': 400.0})
+  # Masked: reaches fd 10 only at its last step (seed 0) or never (seed 1, best 14).
+  _write_traj_run(tmp_path, 'm0', 'grid', 0.9, 0, _traj(steps, [60, 40, 25, 10], [0, 0, 0, .1]),
+                  {'memorization_onset_step': math.nan})
+  _write_traj_run(tmp_path, 'm1', 'grid', 0.9, 1, _traj(steps, [70, 45, 30, 14], [0, 0, 0, .3]),
+                  {'memorization_onset_step': math.nan})
+  runs = sweep_table.read_trajectories(str(tmp_path))
+  assert sweep_table.dense_target(runs, 'digits_fd') == 10.0
+  assert sweep_table.closest_entry(runs[0]['trajectory'], 'digits_fd', 10.0)['step'] == 400
+  path = sweep_table.summarize_equal_quality(str(tmp_path))
+  assert os.path.basename(path) == 'results_equal_fd.md'
+  rows = {r['x']: r['stats'] for r in sweep_table.aggregate(
+      sweep_table.equal_quality_runs(runs, 'digits_fd', 10.0))}
+  assert rows[0.0]['matched_step'][0] == 400.0       # both dense seeds at their last step
+  assert rows[0.0]['matched_pixel_memorized_fraction'][0] == pytest.approx(0.8)
+  assert rows[0.9]['matched_pixel_memorized_fraction'][0] == pytest.approx(0.2)
+  assert rows[0.9]['reached_target'][0] == 0.5       # seed 1 never got to fd 10
+  assert rows[0.0]['reached_target'][0] == 0.5       # dense seed 1 ends at 11 > 10
+  table = open(path).read()
+  assert 'closest to 10' in table and '| grid 0.9 | 2 | 0.2 ± 0.14 |' in table
+  # An explicit target moves the match: fd 20 is dense seed 0's step 200.
+  rows = sweep_table.aggregate(sweep_table.equal_quality_runs(runs, 'digits_fd', 20.0))
+  assert rows[0]['stats']['matched_step'][:2] == (
+      pytest.approx(np.mean([200, 300])), pytest.approx(np.std([200, 300], ddof=1)))
+  # The main table: onset NaN in every masked seed reads NaN, not a crash or a blank mean.
+  sweep_table.summarize(str(tmp_path), metrics=['pixel_memorized_fraction',
+                                                'memorization_onset_step', 'digits_fd'])
+  lines = open(tmp_path / 'results.md').read().split('\n')
+  assert lines[0] == '| setting | n | pixel_memorized_fraction | memorization_onset_step | digits_fd |'
+  masked = next(l for l in lines if l.startswith('| grid 0.9 '))
+  assert masked.split(' | ')[3] == 'NaN'
+
+
+def test_a_cell_over_fewer_seeds_says_so(tmp_path):
+  _write_run(tmp_path, 'a', 'grid', 0.0, 0, {'step': 1, 'memorization_onset_step': 300.0})
+  _write_run(tmp_path, 'b', 'grid', 0.0, 1, {'step': 1, 'memorization_onset_step': math.nan})
+  _write_run(tmp_path, 'c', 'grid', 0.0, 2, {'step': 1, 'memorization_onset_step': 500.0})
+  sweep_table.summarize(str(tmp_path), metrics=['memorization_onset_step'])
+  assert '| grid 0.0 | 3 | 400 ± 1.4e+02 (n=2) |' in open(tmp_path / 'results.md').read()
+  assert sweep_table.summarize_equal_quality(str(tmp_path)) is None   # no trajectories
+
+
+def test_sweep_writes_the_equal_fd_table_from_trajectories(tmp_path):
+  steps = [10, 20]
+  _write_traj_run(tmp_path, 'd0', 'grid', 0.0, 0, _traj(steps, [30, 5], [0.1, 0.9]))
+  _write_traj_run(tmp_path, 'm0', 'grid', 0.9, 0, _traj(steps, [20, 6], [0.0, 0.4]))
+  assert sweep.main(['--root', str(tmp_path), '--aggregate_only', '--headline',
+                     'pixel_memorized_fraction,digits_fd']) == 0
+  table = open(tmp_path / 'results_equal_fd.md').read()
+  assert '| grid 0.9 | 1 | 0.4 |' in table       # its step 20 (fd 6) is closest to 5
+  assert sweep.main(['--root', str(tmp_path), '--aggregate_only', '--equal_quality',
+                     'digits_fd', '--equal_target', '20']) == 0
+  table = open(tmp_path / 'results_equal_fd.md').read()
+  assert '| grid 0.9 | 1 | 0 |' in table          # now its step 10 (fd 20)

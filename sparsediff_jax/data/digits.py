@@ -119,3 +119,12 @@ def open_digits(config) -> Source:
                       f'(rows {NUM_TRAIN}.. are the held-out split)',
              'preprocessing': f'x * 255 / 16 in float, rounded to uint8; PIL bilinear '
                               f'8x8 -> {size}x{size}; gray repeated to RGB'})
+
+
+@registry.DATASET_FRESH.register('digits')
+def fresh_digits(config, num: int, num_train: int) -> np.ndarray:
+  """uint8 [min(num, 297), S, S, 3]: the first held-out digits (rows 1500..), which no run
+  trains on whatever its subset (num_train <= 1500)."""
+  del num_train
+  images, _ = load_split('heldout', config.data.image_size)
+  return np.array(images[:num])

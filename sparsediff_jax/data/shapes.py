@@ -77,3 +77,11 @@ def open_shapes(config) -> Source:
       facts={'source': f'procedural shapes (shapes_seed={d.shapes_seed}, '
                        f'shapes_pairs={d.shapes_pairs})', 'split': 'all',
              'preprocessing': f'drawn at {d.image_size}x{d.image_size}'})
+
+
+@registry.DATASET_FRESH.register('shapes')
+def fresh_shapes(config, num: int, num_train: int) -> np.ndarray:
+  """uint8 [num, S, S, 3]: images num_train .. num_train + num - 1, past the training subset
+  (small images repeat by chance, so a few of them may equal a training image)."""
+  d = config.data
+  return make_shapes(num, d.image_size, d.shapes_pairs, d.shapes_seed, start=num_train)

@@ -8,11 +8,22 @@ shardings, damaged-step fallback) and, with the parameters sampling.ema_index na
   * the metrics the dataset registers (registry.DATASET_METRICS: global consistency on
     shapes, the classifier scores on digits);
   * memorization against the whole training set in pixel space (`memorization`), and
-    for shapes the same measure for fresh dataset images (its floor: 'reference_pixel_*');
+    the same measure for fresh real images of the dataset (its floor, 'reference_pixel_*':
+    the images registry.DATASET_FRESH gives for data.name; none when it has no entry);
   * context use of the denoiser on noisy training images (`locality`);
   * the training losses of the last logged window (from the run's TensorBoard events).
 It writes WORKDIR/research_metrics.json (flat floats, what `launch/sweep.py` aggregates)
 and WORKDIR/research/{samples,memorization,locality}.png.
+
+With research.trajectory=True it also scores EVERY checkpoint on disk, oldest first, each
+restored by state.restore_run(config, workdir, step=S), with the cheap subset of the
+metrics: pixel memorization of the same num_samples samples (same noise at every step;
+one compiled sampler for all steps) and the dataset's metrics, plus the losses logged at
+or before S. It writes WORKDIR/research/trajectory.json (a list of {'step', 'pixel_*',
+<dataset metrics>, 'train_loss', 'train_dense_loss'}) and trajectory.png, and adds to the
+metrics `trajectory_length` (checkpoints scored) and `memorization_onset_step`: the first
+scored step at which at least ONSET_FRACTION of the samples are memorized, NaN when no
+scored step reaches it (so its resolution is training.checkpoint_every).
 
 Command line: e.g. python -m sparsediff_jax.main --workdir=runs/x --mode=research. The
 fields that define the run come from WORKDIR/config.json (run_dir.bind_to_run); an
@@ -29,15 +40,22 @@ import jax
 import numpy as np
 from flax import nnx
 
-from sparsediff_jax import data, evaluate, formulations, generate, state
-from sparsediff_jax.data import shapes
+from sparsediff_jax import (checkpoints, data, errors, evaluate, formulations, generate,
+                            registry, state)
 from sparsediff_jax.evaluation import locality, memorization
-from sparsediff_jax.images import make_grid, save_png
+from sparsediff_jax.images import make_grid, pyplot, save_figure, save_png
 
 METRICS_FILE = 'research_metrics.json'
-def generate_samples(config, graphdef, params, mesh, num: int) -> np.ndarray:
-  """uint8 [num, H, W, C]: images 0..num-1 in batches of config.research.batch_size."""
-  gen = generate.make_generator(config, graphdef, mesh)
+TRAJECTORY_FILE = 'trajectory.json'
+ONSET_FRACTION = 0.5   # memorization_onset_step: at least half the samples memorized.
+
+
+def generate_samples(config, graphdef, params, mesh, num: int, gen=None) -> np.ndarray:
+  """uint8 [num, H, W, C]: images 0..num-1 in batches of config.research.batch_size.
+
+  gen: a generate.make_generator function to reuse (its compiled sampler), or None.
+  """
+  gen = gen if gen is not None else generate.make_generator(config, graphdef, mesh)
   batch, out, start = config.research.batch_size, [], time.time()
   for lo in range(0, num, batch):
     # Always a full batch (one compilation); the surplus of the last one is dropped.
@@ -53,10 +71,11 @@ def locality_times(formulation, n: int) -> np.ndarray:
   return np.asarray(formulation.time_grid(n))[:n]
 
 
-def last_logged(workdir: str, tags=('loss', 'dense_loss')) -> dict[str, float]:
-  """The newest logged value of each tag in WORKDIR's TensorBoard event files, as train_*."""
+def logged_series(workdir: str, tags=('loss', 'dense_loss')) -> dict[str, dict[int, float]]:
+  """{tag: {step: value}} of every logged value of each tag in WORKDIR's TensorBoard event
+  files (a step logged twice, e.g. by a resumed run, keeps the later file's value)."""
   from tensorboard.backend.event_processing import event_accumulator
-  newest: dict[str, tuple[int, float]] = {}
+  series: dict[str, dict[int, float]] = {}
   for path in sorted(glob.glob(os.path.join(workdir, 'events.out.tfevents.*'))):
     acc = event_accumulator.EventAccumulator(path, size_guidance={'tensors': 0, 'scalars': 0})
     acc.Reload()
@@ -68,14 +87,141 @@ def last_logged(workdir: str, tags=('loss', 'dense_loss')) -> dict[str, float]:
       elif tag in acc.Tags().get('scalars', []):
         events = [(e.step, float(e.value)) for e in acc.Scalars(tag)]
       for step, value in events:
-        if tag not in newest or step >= newest[tag][0]:
-          newest[tag] = (step, value)
-  return {f'train_{tag}': value for tag, (_, value) in newest.items()}
+        series.setdefault(tag, {})[int(step)] = value
+  return series
+
+
+def logged_at(series: dict[str, dict[int, float]], step: int | None = None) -> dict[str, float]:
+  """{'train_<tag>': the value logged at the newest step <= `step` (None: the newest)};
+  tags with nothing logged by then are left out."""
+  out = {}
+  for tag, values in series.items():
+    steps = [s for s in values if step is None or s <= step]
+    if steps:
+      out[f'train_{tag}'] = values[max(steps)]
+  return out
+
+
+def last_logged(workdir: str, tags=('loss', 'dense_loss')) -> dict[str, float]:
+  """The newest logged value of each tag in WORKDIR's TensorBoard event files, as train_*."""
+  return logged_at(logged_series(workdir, tags))
 
 
 def _tensor_value(proto):
   from tensorboard.util import tensor_util
   return tensor_util.make_ndarray(proto)
+
+
+def memorization_floor(config, num: int, train_images: np.ndarray) -> dict[str, float]:
+  """'reference_pixel_*': the memorization measure of fresh real images of the dataset
+  (registry.DATASET_FRESH: images outside the training subset, which no model has seen;
+  small images repeat by chance) against train_images. {} when the dataset registers none
+  or gives no image."""
+  if config.data.name not in registry.DATASET_FRESH:
+    return {}
+  fresh = registry.DATASET_FRESH.get(config.data.name)(config, num, len(train_images))
+  if len(fresh) == 0:
+    return {}
+  f1, f2, _ = memorization.nearest_two(np.asarray(fresh), train_images)
+  return memorization.memorization_stats(f1, f2, 'reference_pixel_')
+
+
+def memorization_onset_step(steps, fractions, threshold: float = ONSET_FRACTION) -> float:
+  """The first of `steps` (ascending) whose memorized fraction is >= threshold; NaN if none.
+
+  Args:
+    steps: int [T], the scored checkpoint steps, ascending.
+    fractions: float [T] in [0, 1], the memorized fraction of the samples at each step.
+  """
+  for step, fraction in zip(steps, fractions):
+    if fraction >= threshold:
+      return float(step)
+  return float('nan')
+
+
+def trajectory_entry(step: int, metrics: dict, dataset_keys, logged: dict) -> dict:
+  """One point of the trajectory: the step, the pixel_* memorization stats, the dataset's
+  metrics and the losses logged at or before `step`."""
+  entry = {'step': int(step)}
+  entry.update({k: v for k, v in metrics.items() if k.startswith('pixel_')})
+  entry.update({k: metrics[k] for k in dataset_keys if k in metrics})
+  entry.update(logged)
+  return entry
+
+
+def checkpoint_steps(workdir: str) -> list[int]:
+  """The checkpoint steps in WORKDIR/checkpoints, ascending (read-only: nothing trimmed)."""
+  ckpt = checkpoints.Checkpointer(os.path.join(workdir, 'checkpoints'),
+                                  keep=state.READ_ONLY_KEEP)
+  try:
+    return ckpt.all_steps()
+  finally:
+    ckpt.close()
+
+
+def evaluate_trajectory(config, workdir: str, gen, mesh, train_images: np.ndarray,
+                        newest: dict) -> list[dict]:
+  """Trajectory entries of every checkpoint on disk up to newest['step'], oldest first.
+
+  gen: the generate.make_generator function (one compiled sampler for every step).
+  newest: the entry of the newest step, already computed by evaluate_run (reused).
+  A checkpoint that cannot be read is left out with a warning.
+  """
+  series = logged_series(workdir)
+  out = []
+  for step in checkpoint_steps(workdir):
+    if step == newest['step']:
+      out.append(newest)
+      continue
+    if step > newest['step']:
+      continue
+    try:
+      run = state.restore_run(config, workdir, mesh=mesh, step=step)
+    except errors.CheckpointError as e:
+      logging.warning('trajectory: checkpoint %d left out: %s', step, e)
+      continue
+    samples = generate_samples(config, run.graphdef, run.params(config), mesh,
+                               config.research.num_samples, gen=gen)
+    mem, _ = memorization.memorization_report(samples, train_images)
+    dataset = evaluate.dataset_metrics(config, samples, train_images)
+    out.append(trajectory_entry(step, {**mem, **dataset}, dataset, logged_at(series, step)))
+    logging.info('trajectory: step %d: memorized fraction %.3f', step,
+                 mem['pixel_memorized_fraction'])
+  return out
+
+
+def save_trajectory_plot(path: str, trajectory: list[dict], floor: float | None = None,
+                         title: str = '') -> str:
+  """PNG: memorized fraction (left) and mean nearest-neighbour distance (right) vs step."""
+  plt = pyplot()
+  steps = [e['step'] for e in trajectory]
+  fig, axes = plt.subplots(1, 2, figsize=(8.4, 3.2))
+  axes[0].plot(steps, [e['pixel_memorized_fraction'] for e in trajectory], 'o-',
+               label='samples')
+  axes[0].axhline(ONSET_FRACTION, color='grey', ls=':', label='onset threshold')
+  if floor is not None:
+    axes[0].axhline(floor, color='black', ls='--', label='fresh real images')
+  axes[0].set_ylim(-0.02, 1.02)
+  axes[0].set_ylabel('memorized fraction (d1/d2 < 1/3)', fontsize=8)
+  axes[0].legend(fontsize=7)
+  axes[1].plot(steps, [e['pixel_nn_distance_mean'] for e in trajectory], 'o-')
+  axes[1].set_ylabel('mean L2 to nearest training image', fontsize=8)
+  for ax in axes:
+    ax.set_xlabel('training step', fontsize=8)
+    ax.tick_params(labelsize=7)
+  fig.suptitle(title, fontsize=9)
+  return save_figure(fig, path)
+
+
+def write_trajectory(workdir: str, trajectory: list[dict]) -> str:
+  """WORKDIR/research/trajectory.json, written whole or not at all."""
+  path = os.path.join(workdir, 'research', TRAJECTORY_FILE)
+  os.makedirs(os.path.dirname(path), exist_ok=True)
+  tmp = path + '.tmp'
+  with open(tmp, 'w') as f:
+    json.dump(trajectory, f, indent=2)
+  os.replace(tmp, path)
+  return path
 
 
 def evaluate_run(config, workdir: str) -> dict:
@@ -87,21 +233,16 @@ def evaluate_run(config, workdir: str) -> dict:
   out_dir = os.path.join(workdir, 'research')
   metrics = {'step': step, 'num_samples': r.num_samples}
 
-  samples = generate_samples(config, graphdef, params, mesh, r.num_samples)
+  gen = generate.make_generator(config, graphdef, mesh)
+  samples = generate_samples(config, graphdef, params, mesh, r.num_samples, gen=gen)
   train_images = data.load_train_images(config)
   metrics['num_train_images'] = len(train_images)
-  metrics.update(evaluate.dataset_metrics(config, samples, train_images))
+  dataset = evaluate.dataset_metrics(config, samples, train_images)
+  metrics.update(dataset)
 
   mem, neighbours = memorization.memorization_report(samples, train_images)
   metrics.update(mem)
-  if config.data.name == 'shapes':
-    # The floor of the measure: fresh images of the dataset (indices past the training
-    # subset) that no model has seen; small images repeat by chance.
-    d = config.data
-    fresh = shapes.make_shapes(r.num_samples, d.image_size, d.shapes_pairs, d.shapes_seed,
-                               start=len(train_images))
-    f1, f2, _ = memorization.nearest_two(fresh, train_images)
-    metrics.update(memorization.memorization_stats(f1, f2, 'reference_pixel_'))
+  metrics.update(memorization_floor(config, r.num_samples, train_images))
 
   formulation = formulations.get_formulation(config.diffusion)
   x0 = train_images[:r.locality_images].astype(np.float32) / 127.5 - 1.0
@@ -109,7 +250,16 @@ def evaluate_run(config, workdir: str) -> dict:
                                   formulation, x0, locality_times(formulation, r.locality_times),
                                   seed=config.sampling.seed)
   metrics.update(locality.summary(loc))
-  metrics.update(last_logged(workdir))
+  logged = last_logged(workdir)
+  metrics.update(logged)
+
+  trajectory = None
+  if r.trajectory:
+    newest = trajectory_entry(step, metrics, dataset, logged)
+    trajectory = evaluate_trajectory(config, workdir, gen, mesh, train_images, newest)
+    metrics['trajectory_length'] = len(trajectory)
+    metrics['memorization_onset_step'] = memorization_onset_step(
+        [e['step'] for e in trajectory], [e['pixel_memorized_fraction'] for e in trajectory])
 
   if jax.process_index() == 0:
     rows = int(np.sqrt(min(64, len(samples))))
@@ -120,6 +270,11 @@ def evaluate_run(config, workdir: str) -> dict:
     run_name = os.path.basename(os.path.normpath(workdir))
     locality.save_locality_plot(os.path.join(out_dir, 'locality.png'), loc,
                                 title=f'{run_name} (step {step})')
+    if trajectory is not None:
+      write_trajectory(workdir, trajectory)
+      save_trajectory_plot(os.path.join(out_dir, 'trajectory.png'), trajectory,
+                           floor=metrics.get('reference_pixel_memorized_fraction'),
+                           title=run_name)
     write_metrics(workdir, metrics)
   logging.info('research metrics: %s', json.dumps(metrics, sort_keys=True))
   return metrics

@@ -4,7 +4,18 @@ A run folder holds `sweep_run.json` (written by `launch/sweep.py`: its group, th
 overrides that set it apart, the seed key and its x position) and `research_metrics.json`
 (written by `--mode=research`). Runs that differ only in the seed form one setting; each
 metric is summarised by its mean and sample standard deviation (ddof=1) over the seeds,
-with n, the number of seeds, beside it (std is NaN for a single seed).
+with n, the number of seeds, beside it (std is NaN for a single seed). NaN values (e.g.
+memorization_onset_step of a run that never memorized) are left out of the mean; a cell
+over fewer seeds than its row says so, `(n=k)`, and a metric that is NaN in every seed
+reads NaN.
+
+Equal quality (`summarize_equal_quality`): runs scored with research.trajectory=True have
+research/trajectory.json (one entry per checkpoint). For each run it takes the checkpoint
+whose quality metric (digits_fd, train_dense_loss, ...) is closest to a common target,
+by default the final value of the dense setting (ratio 0 of the grid, mean over seeds),
+and reports the memorization there: do masked runs memorize less only because they have
+learned less? Written to results_equal_fd.md (for digits_fd; results_equal_<metric>.md
+otherwise).
 """
 
 import csv
@@ -23,6 +34,8 @@ HEADLINE = ('consistent_fraction', 'count_exact_fraction', 'symmetry_error',
             'partnered_fraction', 'pixel_memorized_fraction', 'pixel_nn_distance_mean',
             'locality_radius90', 'locality_far_fraction', 'train_dense_loss')
 BOOKKEEPING = ('step', 'num_samples', 'num_train_images')
+TRAJECTORY_FILE = os.path.join('research', 'trajectory.json')
+EQUAL_QUALITY_FILES = {'digits_fd': 'results_equal_fd.md'}   # else results_equal_<metric>.md
 
 
 def read_runs(root: str) -> list[dict]:
@@ -59,11 +72,14 @@ def aggregate(runs: list[dict]) -> list[dict]:
   rows = []
   for key, members in settings.items():
     names = sorted({k for m in members for k, v in m['metrics'].items()
-                    if k not in BOOKKEEPING and _is_number(v)})
+                    if k not in BOOKKEEPING and _is_real(v)})
     stats = {}
     for name in names:
       values = np.array([m['metrics'][name] for m in members if _is_number(
           m['metrics'].get(name))], np.float64)
+      if not len(values):   # NaN in every seed: shown as NaN, counted over no seed
+        stats[name] = (math.nan, math.nan, 0)
+        continue
       std = float(values.std(ddof=1)) if len(values) > 1 else math.nan
       stats[name] = (float(values.mean()), std, len(values))
     first = members[0]
@@ -78,8 +94,12 @@ def aggregate(runs: list[dict]) -> list[dict]:
                                      math.inf if r['x'] is None else r['x']))
 
 
+def _is_real(v) -> bool:
+  return isinstance(v, (int, float)) and not isinstance(v, bool)
+
+
 def _is_number(v) -> bool:
-  return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+  return _is_real(v) and math.isfinite(v)
 
 
 def _present(rows: list[dict], metrics) -> list[str]:
@@ -88,10 +108,16 @@ def _present(rows: list[dict], metrics) -> list[str]:
   return found or sorted({m for r in rows for m in r['stats']})
 
 
-def _fmt(mean: float, std: float) -> str:
-  if math.isnan(std):
-    return f'{mean:.4g}'
-  return f'{mean:.4g} ± {std:.2g}'
+def _fmt(mean: float, std: float, n: int | None = None, row_n: int | None = None) -> str:
+  """'mean ± std'; ' (n=k)' when only k of the row's row_n seeds have a value."""
+  if math.isnan(mean):
+    return 'NaN'
+  text = f'{mean:.4g}' if math.isnan(std) else f'{mean:.4g} ± {std:.2g}'
+  return text + (f' (n={n})' if n is not None and row_n is not None and n < row_n else '')
+
+
+def _cell(row: dict, metric: str) -> str:
+  return _fmt(*row['stats'][metric], row['n']) if metric in row['stats'] else '—'
 
 
 def write_markdown(rows: list[dict], path: str, metrics=HEADLINE, title: str = '') -> str:
@@ -100,7 +126,7 @@ def write_markdown(rows: list[dict], path: str, metrics=HEADLINE, title: str = '
   lines.append('| setting | n | ' + ' | '.join(metrics) + ' |')
   lines.append('|' + '---|' * (len(metrics) + 2))
   for r in rows:
-    cells = [_fmt(*r['stats'][m][:2]) if m in r['stats'] else '—' for m in metrics]
+    cells = [_cell(r, m) for m in metrics]
     lines.append(f'| {r["label"]} | {r["n"]} | ' + ' | '.join(cells) + ' |')
   lines += ['', 'mean ± sample standard deviation (ddof=1) over n seeds.']
   os.makedirs(os.path.dirname(path) or '.', exist_ok=True)
@@ -179,3 +205,113 @@ def summarize(root: str, out_dir: str | None = None, metrics=HEADLINE,
                                      title),
           'csv': write_csv(rows, os.path.join(out_dir, 'results.csv')),
           'plot': plot(rows, os.path.join(out_dir, 'results.png'), metrics)}
+
+
+def read_trajectories(root: str) -> list[dict]:
+  """The finished runs under `root` (read_runs) that have research/trajectory.json, each
+  with 'trajectory': its list of entries, ascending step."""
+  out = []
+  for run in read_runs(root):
+    path = os.path.join(root, run['name'], TRAJECTORY_FILE)
+    if os.path.isfile(path):
+      with open(path) as f:
+        run['trajectory'] = sorted(json.load(f), key=lambda e: e['step'])
+      out.append(run)
+  return out
+
+
+def _value(entry: dict, key: str) -> float:
+  v = entry.get(key)
+  return float(v) if _is_number(v) else math.nan
+
+
+def closest_entry(trajectory: list[dict], quality: str, target: float) -> dict | None:
+  """The entry whose `quality` is closest to target (the earliest step on a tie); None when
+  no entry has a finite value of it."""
+  scored = [(abs(_value(e, quality) - target), e['step'], i)
+            for i, e in enumerate(trajectory) if math.isfinite(_value(e, quality))]
+  return trajectory[min(scored)[2]] if scored else None
+
+
+def dense_target(runs: list[dict], quality: str) -> float:
+  """Mean over the dense runs (the grid's ratio 0) of the final entry's quality; NaN when
+  there is no such run or value."""
+  finals = [_value(r['trajectory'][-1], quality) for r in runs
+            if r['group'] == 'grid' and r.get('x') == 0 and r['trajectory']]
+  finals = [v for v in finals if math.isfinite(v)]
+  return float(np.mean(finals)) if finals else math.nan
+
+
+def equal_quality_runs(runs: list[dict], quality: str, target: float, *,
+                       lower_is_better: bool = True) -> list[dict]:
+  """Per run (with a trajectory), the metrics at the checkpoint matched to `target`:
+
+  matched_step, matched_<quality>, matched_pixel_memorized_fraction,
+  matched_pixel_nn_distance_mean, reached_target (1.0 when some checkpoint is at least as
+  good as target, else 0.0) and final_pixel_memorized_fraction. Returns read_runs-style
+  records (the run's fields, 'metrics' replaced), ready for `aggregate`.
+  """
+  out = []
+  for run in runs:
+    entry = closest_entry(run['trajectory'], quality, target)
+    if entry is None:
+      continue
+    values = np.array([_value(e, quality) for e in run['trajectory']])
+    values = values[np.isfinite(values)]
+    best = values.min() if lower_is_better else values.max()
+    reached = best <= target if lower_is_better else best >= target
+    out.append({**run, 'metrics': {
+        'matched_step': float(entry['step']),
+        f'matched_{quality}': _value(entry, quality),
+        'matched_pixel_memorized_fraction': _value(entry, 'pixel_memorized_fraction'),
+        'matched_pixel_nn_distance_mean': _value(entry, 'pixel_nn_distance_mean'),
+        'reached_target': float(reached),
+        'final_pixel_memorized_fraction': _value(run['trajectory'][-1],
+                                                 'pixel_memorized_fraction')}})
+  return out
+
+
+def write_equal_quality(rows: list[dict], path: str, quality: str, target: float,
+                        title: str = '') -> str:
+  """The Markdown table of aggregate(equal_quality_runs(...))."""
+  metrics = ['matched_pixel_memorized_fraction', 'final_pixel_memorized_fraction',
+             f'matched_{quality}', 'matched_step', 'matched_pixel_nn_distance_mean',
+             'reached_target']
+  lines = [f'# {title}', ''] if title else []
+  lines.append(f'Memorization at equal quality: each run at its checkpoint whose {quality} '
+               f'is closest to {target:.4g}.')
+  lines += ['', '| setting | n | ' + ' | '.join(metrics) + ' |',
+            '|' + '---|' * (len(metrics) + 2)]
+  for r in rows:
+    lines.append(f'| {r["label"]} | {r["n"]} | '
+                 + ' | '.join(_cell(r, m) for m in metrics) + ' |')
+  lines += ['', 'mean ± sample standard deviation (ddof=1) over n seeds. reached_target: '
+            f'fraction of seeds with a checkpoint at least as good as the target; where it is '
+            f'below 1 the matched checkpoint is that run\'s best and still of worse quality. '
+            'Resolution: the checkpoint spacing.']
+  os.makedirs(os.path.dirname(path) or '.', exist_ok=True)
+  with open(path, 'w') as f:
+    f.write('\n'.join(lines) + '\n')
+  return path
+
+
+def summarize_equal_quality(root: str, quality: str = 'digits_fd',
+                            target: float | None = None, out_dir: str | None = None,
+                            title: str = '', lower_is_better: bool = True) -> str | None:
+  """Writes the equal-quality table of the runs under `root` (see the module docstring).
+
+  target: the common quality value; None = dense_target. Returns the path, or None when no
+  run has a trajectory with `quality` or no target can be set (nothing is written).
+  """
+  runs = [r for r in read_trajectories(root)
+          if any(math.isfinite(_value(e, quality)) for e in r['trajectory'])]
+  if not runs:
+    return None
+  target = dense_target(runs, quality) if target is None else float(target)
+  if not math.isfinite(target):
+    return None
+  rows = aggregate(equal_quality_runs(runs, quality, target,
+                                      lower_is_better=lower_is_better))
+  name = EQUAL_QUALITY_FILES.get(quality, f'results_equal_{quality}.md')
+  return write_equal_quality(rows, os.path.join(out_dir or root, name), quality, target,
+                             title)
