@@ -15,16 +15,18 @@
 # whose digits_fd is closest to the dense runs' final one); per run
 # ROOT/<run>/research/{trajectory.json,trajectory.png,samples.png,memorization.png}.
 #
-# The regime (set these from the regime measurement; the defaults are placeholders):
+# The regime, from docs/results/digits_regime.md: at the native 8x8 and 32 training digits
+# the dense loss memorizes 78% of its samples after 1500 steps (3% after 500), against 0%
+# for held-out real digits; one run takes about 2.5 minutes on 2 CPU cores.
 N_TRAIN=${N_TRAIN:-32}            # training digits (the first N of the 1,500 train rows).
-IMAGE_SIZE=${IMAGE_SIZE:-16}      # side in pixels (the 8x8 scans resized up; >= 8).
-STEPS=${STEPS:-3000}              # optimiser steps per run; a multiple of TRAJECTORY_POINTS.
+IMAGE_SIZE=${IMAGE_SIZE:-8}       # side in pixels (8: the scans as they are; >= 8).
+STEPS=${STEPS:-1500}              # optimiser steps per run; a multiple of TRAJECTORY_POINTS.
 CHANNELS=${CHANNELS:-32}          # U-Net base channels (channel_mult (1,2), no attention).
 BATCH=${BATCH:-16}                # global batch; the batch-matched baseline scales it.
 EMA=${EMA:-0.995}                 # the scored EMA's decay: its time constant 1/(1-EMA) steps
                                   # must be well below the checkpoint spacing.
-TRAJECTORY_POINTS=${TRAJECTORY_POINTS:-6}   # checkpoints scored per run.
-SAMPLES=${SAMPLES:-256}           # samples scored at every checkpoint (same noise each time).
+TRAJECTORY_POINTS=${TRAJECTORY_POINTS:-5}   # checkpoints scored per run (every 300 steps).
+SAMPLES=${SAMPLES:-128}           # samples scored at every checkpoint (same noise each time).
 SEEDS=${SEEDS:-0,1,2}
 set -euo pipefail
 cd "$(dirname "$0")/../.."
@@ -42,7 +44,8 @@ exec "$PYTHON" launch/sweep.py --root="$ROOT" --config=configs/digits.py \
   --set training.log_every=50 --set training.sample_every=0 \
   --set training.checkpoint_every="$CHECKPOINT_EVERY" --set training.keep_checkpoints="$KEEP" \
   --set sampling.grid_size=8 --set research.num_samples="$SAMPLES" --set research.batch_size=64 \
-  --set research.trajectory=True \
+  --set research.trajectory=True --set research.locality_images=1 \
+  --set research.locality_times=2 \
   --grid training.seed="$SEEDS" --grid mask.ratio=0,0.5,0.9,0.98 \
   --baseline batch_matched --baseline dropout=0.1 \
   --headline pixel_memorized_fraction,pixel_nn_distance_mean,memorization_onset_step,digits_fd,digits_confidence,digits_class_entropy,train_dense_loss \
