@@ -86,6 +86,7 @@ DATASET_METRICS = Registry('dataset metric', None)
 
 # ---- declarations: one line per entry ----------------------------------------------------
 MODELS.declare('unet', 'sparsediff_jax.models.unet')
+MODELS.declare('dit', 'sparsediff_jax.models.dit')
 
 FORMULATIONS.declare('flow_matching', 'sparsediff_jax.formulations')
 FORMULATIONS.declare('ddpm_eps', 'sparsediff_jax.formulations')

@@ -109,20 +109,27 @@ def validate_config(config, num_devices: int) -> None:
     _fail('training.batch_size', batch,
           f'the global batch must divide evenly over the {num_devices} data shards (devices)')
   size, levels = config.data.image_size, len(config.model.channel_mult) - 1
-  if size % (2 ** levels):
-    _fail('data.image_size', size,
-          f'the U-Net halves the image {levels} times (model.channel_mult='
-          f'{tuple(config.model.channel_mult)}), so it must be divisible by {2 ** levels}')
   if size % config.mask.patch_size:
     _fail('mask.patch_size', config.mask.patch_size,
           f'must divide data.image_size={size}')
-  if config.model.channels % 2:
-    _fail('model.channels', config.model.channels, 'must be even (sinusoidal embedding)')
-  _number(config, 'model.num_heads', 1, integer=True)
-  if any(config.model.channels * m % config.model.num_heads
-         for m in config.model.channel_mult):
-    _fail('model.num_heads', config.model.num_heads,
-          'must divide the channel count of every attention layer')
+  if config.model.name == 'unet':
+    if size % (2 ** levels):
+      _fail('data.image_size', size,
+            f'the U-Net halves the image {levels} times (model.channel_mult='
+            f'{tuple(config.model.channel_mult)}), so it must be divisible by {2 ** levels}')
+    if config.model.channels % 2:
+      _fail('model.channels', config.model.channels, 'must be even (sinusoidal embedding)')
+    _number(config, 'model.num_heads', 1, integer=True)
+    if any(config.model.channels * m % config.model.num_heads
+           for m in config.model.channel_mult):
+      _fail('model.num_heads', config.model.num_heads,
+            'must divide the channel count of every attention layer')
+  else:   # the model's own check (registry.py); main.py maps this module's ConfigError
+    from sparsediff_jax import errors, registry
+    try:
+      registry.MODELS.check(config.model.name, config)
+    except errors.ConfigError as e:
+      raise ConfigError(str(e)) from e
   if not config.optim.ema_decays:
     _fail('optim.ema_decays', config.optim.ema_decays, 'give at least one decay in [0, 1)')
   for d in config.optim.ema_decays:

@@ -6,7 +6,7 @@ from flax import nnx
 
 from sparsediff_jax.models.unet import UNet
 
-MODELS = ('unet',)
+MODELS = ('unet', 'dit')
 DTYPES = {'float32': jnp.float32, 'bfloat16': jnp.bfloat16}
 
 
@@ -20,6 +20,9 @@ def build_model(config, seed: int):
                 num_heads=m.num_heads, dropout=m.dropout, dtype=DTYPES[m.dtype],
                 remat=m.get('remat', False),
                 rngs=nnx.Rngs(params=seed))
+  elif m.name == 'dit':
+    from sparsediff_jax.models.dit import build_dit
+    return build_dit(config, seed)
   raise ValueError(f'unknown model {m.name!r}; choose from {MODELS}')
 
 
