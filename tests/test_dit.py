@@ -13,8 +13,8 @@ import numpy as np
 import pytest
 from flax import nnx
 
-from sparsediff_jax import (checkpoints, data, formulations, generate, masking, registry,
-                            sharding, train, validation)
+from sparsediff_jax import (checkpoints, data, errors, formulations, generate, masking,
+                            registry, sharding, train, validation)
 from sparsediff_jax.models import build_model, count_params, dit
 from tiny import tiny_config
 
@@ -125,7 +125,6 @@ def test_mask_patches_equal_to_model_patches_keep_or_drop_whole_tokens():
     (dict(model__mlp_ratio=-1.0), 'model.mlp_ratio=-1.0'),
 ])
 def test_bad_dit_fields_are_config_errors(bad, field):
-  from sparsediff_jax import errors
   c = dit_config(**bad)
   with pytest.raises(errors.ConfigError, match=field.replace('.', r'\.')):
     registry.MODELS.check('dit', c)
