@@ -81,13 +81,21 @@ def get_config() -> ml_collections.ConfigDict:
 
   # ---- model -------------------------------------------------------------------------
   c.model = mo = ml_collections.ConfigDict()
-  mo.name = 'unet'              # network: 'unet' (DDPM++/ADM-style convolutional U-Net).
+  mo.name = 'unet'              # network: 'unet' (DDPM++/ADM-style convolutional U-Net) or
+                                # 'dit' (Diffusion Transformer, sparsediff_jax/models/dit.py).
   mo.channels = 16              # channels at the first resolution.
   mo.channel_mult = (1, 2, 2)   # channel multiplier per resolution level; the image is halved
                                 # len(channel_mult) - 1 times, so image_size must divide by that.
   mo.num_res_blocks = 1         # residual blocks per resolution level.
   mo.attn_resolutions = (8,)    # feature-map sizes (pixels) that get self-attention.
-  mo.num_heads = 1              # attention heads.
+  mo.num_heads = 1              # attention heads (dit: must divide model.hidden_size).
+  mo.patch_size = 2             # dit: side of the square pixel patches that become tokens
+                                # ((image_size / patch_size)**2 tokens); must divide
+                                # data.image_size. mask.patch_size = patch_size masks whole
+                                # tokens.
+  mo.hidden_size = 64           # dit: token width; divisible by 4 (2-D sin-cos positions).
+  mo.depth = 4                  # dit: transformer blocks.
+  mo.mlp_ratio = 4.0            # dit: MLP width / hidden_size in every block.
   mo.dropout = 0.0              # dropout rate inside residual blocks (a baseline to compare with
                                 # masking).
   mo.dtype = 'float32'          # compute dtype: 'float32' or 'bfloat16' (parameters stay float32).

@@ -90,6 +90,7 @@ DATASET_FRESH = Registry('source of fresh images', None)
 
 # ---- declarations: one line per entry ----------------------------------------------------
 MODELS.declare('unet', 'sparsediff_jax.models.unet')
+MODELS.declare('dit', 'sparsediff_jax.models.dit')
 
 FORMULATIONS.declare('flow_matching', 'sparsediff_jax.formulations')
 FORMULATIONS.declare('ddpm_eps', 'sparsediff_jax.formulations')

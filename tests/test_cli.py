@@ -55,7 +55,7 @@ def test_rerun_resumes_and_sample_mode_writes_a_grid(trained):
     (['--config.data.image_size=30', '--config.model.channel_mult=(1,2,2)'],
      ['data.image_size', '30', 'divisible by 4']),
     (['--config.data.name=imagenet9'], ['data.name', 'imagenet9', 'celeba']),
-    (['--config.model.name=dit'], ['model.name', 'dit', 'unet']),
+    (['--config.model.name=vit'], ['model.name', 'vit', 'unet', 'dit']),
     (['--config.diffusion.formulation=vp'], ['diffusion.formulation', 'flow_matching']),
     (['--config=configs/nope.py'], ['configs/nope.py', 'no such file']),
     (['--config.mask.ratio=abc'], ['mask.ratio']),
