@@ -286,8 +286,8 @@ def write_equal_quality(rows: list[dict], path: str, quality: str, target: float
     lines.append(f'| {r["label"]} | {r["n"]} | '
                  + ' | '.join(_cell(r, m) for m in metrics) + ' |')
   lines += ['', 'mean ± sample standard deviation (ddof=1) over n seeds. reached_target: '
-            f'fraction of seeds with a checkpoint at least as good as the target; where it is '
-            f'below 1 the matched checkpoint is that run\'s best and still of worse quality. '
+            'fraction of seeds with a checkpoint at least as good as the target; where it is '
+            'below 1 the matched checkpoint is that run\'s best and still of worse quality. '
             'Resolution: the checkpoint spacing.']
   os.makedirs(os.path.dirname(path) or '.', exist_ok=True)
   with open(path, 'w') as f:
