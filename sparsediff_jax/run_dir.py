@@ -259,3 +259,23 @@ def check_same_data(dataset: dict, workdir: str) -> None:
           f'{workdir} holds a run trained on other data ({what} changed: dataset.json '
           f'{key} {saved[key][:12]}... -> {str(dataset.get(key))[:12]}...); restore the '
           'data it was trained on, or use a new --workdir')
+
+
+def record_loaded_examples(workdir: str, loaded: int) -> None:
+  """Corrects WORKDIR/dataset.json when fewer examples were loaded than selected (image
+  files skipped under data.on_bad_image='skip'): num_examples becomes what is trained on,
+  num_examples_selected and num_examples_skipped say the rest."""
+  path = os.path.join(workdir, 'dataset.json')
+  if '://' in workdir or not os.path.isfile(path):
+    return
+  with open(path) as f:
+    record = json.load(f)
+  selected = record.get('num_examples_selected', record.get('num_examples'))
+  if selected is None or selected == loaded:
+    return
+  record.update(num_examples=loaded, num_examples_selected=selected,
+                num_examples_skipped=selected - loaded)
+  tmp = path + '.tmp'
+  with open(tmp, 'w') as f:
+    json.dump(record, f, indent=2)
+  os.replace(tmp, path)

@@ -157,6 +157,8 @@ def train(config, workdir: str, *, hooks: tuple[EvalHook, ...] = ()) -> TrainSta
   with progress.phase('loading data'):
     data_it = data.make_train_iterator(config, process_index=jax.process_index(),
                                        process_count=jax.process_count())
+  if jax.process_index() == 0 and not config.data.per_process_read:
+    run_dir.record_loaded_examples(workdir, len(data_it.images))   # skipped bad files
   ckpt = checkpoints.Checkpointer(os.path.join(workdir, 'checkpoints'),
                                   keep=config.training.keep_checkpoints)
   target = abstract_state(config, tx, mesh)

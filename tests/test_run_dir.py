@@ -168,3 +168,14 @@ def test_changed_training_data_is_refused_on_resume(tmp_path):
   run_dir.check_same_data({'selection_sha256': 'a', 'content_sha256': 'b'}, str(tmp_path))
   with pytest.raises(errors.ConfigMismatchError, match='contents of the examples changed'):
     run_dir.check_same_data({'selection_sha256': 'a', 'content_sha256': 'c'}, str(tmp_path))
+
+
+def test_dataset_json_counts_only_the_examples_trained_on(tmp_path):
+  (tmp_path / 'dataset.json').write_text(json.dumps({'num_examples': 5, 'name': 'folder'}))
+  run_dir.record_loaded_examples(str(tmp_path), 5)   # nothing skipped: unchanged
+  assert json.loads((tmp_path / 'dataset.json').read_text()) == {'num_examples': 5,
+                                                                  'name': 'folder'}
+  run_dir.record_loaded_examples(str(tmp_path), 3)
+  record = json.loads((tmp_path / 'dataset.json').read_text())
+  assert (record['num_examples'], record['num_examples_selected'],
+          record['num_examples_skipped']) == (3, 5, 2)
