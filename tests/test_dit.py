@@ -37,7 +37,7 @@ def _perturbed(c):
   return nnx.merge(graphdef, jax.tree.unflatten(tree, leaves))
 
 
-@pytest.mark.parametrize('formulation', formulations.FORMULATIONS)
+@pytest.mark.parametrize('formulation', registry.FORMULATIONS.names())
 def test_output_shape_dtype_and_zero_init_for_each_formulation(formulation):
   """Built as train.py builds it (abstract graphdef, jitted sharded init), fed the
   formulation's own training pair: the output has the target's shape, float32, all zero."""
