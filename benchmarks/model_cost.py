@@ -56,7 +56,7 @@ def model_cost(config, batch: int) -> dict:
   mesh = sharding.make_mesh()
   tx, schedule = train.make_optimizer(config)
   graphdef, abstract_params = train.abstract_model(config)
-  s, ch = config.data.image_size, config.data.num_channels
+  s, ch = config.data.image_size, 3
   images = jax.ShapeDtypeStruct((batch, s, s, ch), np.uint8,
                                 sharding=sharding.batch_sharding(mesh))
   step = train.compile_train_step(config, graphdef, tx, schedule, mesh)

@@ -32,6 +32,7 @@ import numpy as np
 from flax import nnx
 
 from sparsediff_jax import registry
+from sparsediff_jax.data.source import CHANNELS
 from sparsediff_jax.errors import ConfigError
 from sparsediff_jax.models import layers
 
@@ -203,7 +204,7 @@ def build_dit(config, seed: int) -> DiT:
   """The DiT of `config.model` for `config.data` images, parameters drawn from `seed`."""
   from sparsediff_jax.models import DTYPES   # the package imports this module lazily
   m = config.model
-  return DiT(image_size=config.data.image_size, in_channels=config.data.num_channels,
+  return DiT(image_size=config.data.image_size, in_channels=CHANNELS,
              patch_size=m.patch_size, hidden_size=m.hidden_size, depth=m.depth,
              num_heads=m.num_heads, mlp_ratio=m.mlp_ratio, dropout=m.dropout,
-             dtype=DTYPES[m.dtype], remat=m.get('remat', False), rngs=nnx.Rngs(params=seed))
+             dtype=DTYPES[m.dtype], remat=m.remat, rngs=nnx.Rngs(params=seed))
