@@ -282,6 +282,9 @@ def main(argv=None) -> int:
                                                   title=a.title)
       if equal:
         paths['equal_quality'] = equal
+    trajectories = sweep_table.plot_trajectories(root)
+    if trajectories:
+      paths['trajectories'] = trajectories
     print('wrote ' + ', '.join(paths.values()))
   except FileNotFoundError as e:
     print(f'error: {e}', file=sys.stderr)

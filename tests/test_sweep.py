@@ -249,3 +249,27 @@ def test_sweep_writes_the_equal_fd_table_from_trajectories(tmp_path):
                      'digits_fd', '--equal_target', '20']) == 0
   table = open(tmp_path / 'results_equal_fd.md').read()
   assert '| grid 0.9 | 1 | 0 |' in table          # now its step 10 (fd 20)
+
+
+def test_trajectory_plot_has_one_line_per_setting(tmp_path, monkeypatch):
+  steps = [100, 200, 300]
+  for seed, mem in ((0, [0, .4, .8]), (1, [0, .2, .6])):
+    _write_traj_run(tmp_path, f'd{seed}', 'grid', 0.0, seed, _traj(steps, [9, 8, 7], mem))
+  _write_traj_run(tmp_path, 'm0', 'grid', 0.9, 0, _traj(steps, [20, 15, 12], [0, 0, .1]))
+  drawn = []
+  from sparsediff_jax.images import pyplot
+  real_plot = pyplot().Axes.plot
+
+  def recording_plot(ax, x, y, *args, **kwargs):
+    drawn.append((list(x), list(y), kwargs.get('label')))
+    return real_plot(ax, x, y, *args, **kwargs)
+
+  monkeypatch.setattr(pyplot().Axes, 'plot', recording_plot)
+  path = sweep_table.plot_trajectories(str(tmp_path), metrics=('pixel_memorized_fraction',))
+  assert os.path.getsize(path) > 1000
+  by_label = {label: y for _, y, label in drawn}
+  dense = next(y for label, y in by_label.items() if label.endswith('(n=2)'))
+  np.testing.assert_allclose(dense, [0, .3, .7])     # the mean over the two seeds
+  assert any(label.endswith('(n=1)') for label in by_label)
+  (tmp_path / 'empty').mkdir()
+  assert sweep_table.plot_trajectories(str(tmp_path / 'empty')) is None

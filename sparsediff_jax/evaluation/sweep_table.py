@@ -315,3 +315,38 @@ def summarize_equal_quality(root: str, quality: str = 'digits_fd',
   name = EQUAL_QUALITY_FILES.get(quality, f'results_equal_{quality}.md')
   return write_equal_quality(rows, os.path.join(out_dir or root, name), quality, target,
                              title)
+
+
+def plot_trajectories(root: str, metrics=('pixel_memorized_fraction', 'digits_fd'),
+                      out_dir: str | None = None) -> str | None:
+  """ROOT/trajectories.png: each metric of the runs' trajectories against the training
+  step, one line per setting (mean over its seeds, shaded +- sample std). None (nothing
+  written) when no run has a trajectory."""
+  runs = read_trajectories(root)
+  if not runs:
+    return None
+  settings: dict[tuple, list[dict]] = {}
+  for run in runs:
+    settings.setdefault(_setting_key(run), []).append(run)
+  labels = {key: members[0].get('label', members[0]['group']) for key, members in
+            settings.items()}
+  plt = pyplot()
+  fig, axes = plt.subplots(1, len(metrics), figsize=(5.5 * len(metrics), 4), squeeze=False)
+  for ax, metric in zip(axes[0], metrics):
+    for key, members in settings.items():
+      steps = sorted({e['step'] for r in members for e in r['trajectory']})
+      values = np.array([[_value(next((e for e in r['trajectory'] if e['step'] == s), {}),
+                                 metric) for s in steps] for r in members])
+      with np.errstate(invalid='ignore'):
+        mean = np.nanmean(values, axis=0)
+        std = (np.nanstd(values, axis=0, ddof=1) if len(members) > 1
+               else np.zeros_like(mean))
+      style = '-' if members[0]['group'] == 'grid' else '--'
+      line, = ax.plot(steps, mean, style, marker='o', ms=3,
+                      label=f'{labels[key]} (n={len(members)})')
+      ax.fill_between(steps, mean - std, mean + std, color=line.get_color(), alpha=0.15)
+    ax.set_xlabel('training step')
+    ax.set_ylabel(metric)
+    ax.grid(alpha=0.3)
+  axes[0][0].legend(fontsize=7)
+  return save_figure(fig, os.path.join(out_dir or root, 'trajectories.png'))
