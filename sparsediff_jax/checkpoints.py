@@ -99,18 +99,7 @@ class Checkpointer:
     """
     steps, damaged, newest_error = self.all_steps(), [], None
     for step in reversed(steps):
-      meta, error = self._try_restore(step, meta=ocp.args.JsonRestore())
-      if error is None and check_meta is not None:
-        check_meta(meta['meta'])
-      if error is None:
-        state, error = self._try_restore(step, state=ocp.args.StandardRestore(abstract_state))
-      if error is not None and _is_shape_mismatch(error):
-        # Intact files of another network, not damage: a config that differs from the one
-        # the run was written with. Setting the checkpoints aside would be wrong advice.
-        raise errors.ConfigMismatchError(
-            f'checkpoint {step} in {self.directory} holds arrays of other shapes than this '
-            f'config\'s model ({error}); the config differs from the one the run was trained '
-            'with (e.g. a model field): use that config, or another --workdir')
+      state, meta, error = self._restore_one(step, abstract_state, check_meta)
       if error is not None:
         logging.warning('checkpoint %d in %s cannot be restored (%s); trying an older one',
                         step, self.directory, error)
@@ -145,15 +134,7 @@ class Checkpointer:
     if step not in steps:
       raise CheckpointError(f'checkpoint {step} is not in {self.directory} (steps on disk: '
                             f'{steps or "none"})')
-    meta, error = self._try_restore(step, meta=ocp.args.JsonRestore())
-    if error is None and check_meta is not None:
-      check_meta(meta['meta'])
-    if error is None:
-      state, error = self._try_restore(step, state=ocp.args.StandardRestore(abstract_state))
-    if error is not None and _is_shape_mismatch(error):
-      raise errors.ConfigMismatchError(
-          f'checkpoint {step} in {self.directory} holds arrays of other shapes than this '
-          f'config\'s model ({error}); use the config the run was trained with')
+    state, meta, error = self._restore_one(step, abstract_state, check_meta)
     if error is not None:
       raise CheckpointError(f'checkpoint {step} in {self.directory} cannot be restored '
                             f'({error})')
@@ -172,6 +153,23 @@ class Checkpointer:
     if jax.process_count() > 1:
       multihost_utils.sync_global_devices('sparsediff_jax checkpoints set aside')
     self.manager.reload()
+
+  def _restore_one(self, step: int, abstract_state, check_meta):
+    """(restored items, None) or (None, None, 'ErrorType: first line') for damaged files;
+    `check_meta` sees the meta first. Arrays of other shapes are intact files of another
+    network, not damage: ConfigMismatchError (setting them aside would be wrong advice)."""
+    meta, error = self._try_restore(step, meta=ocp.args.JsonRestore())
+    if error is None and check_meta is not None:
+      check_meta(meta['meta'])
+    state = None
+    if error is None:
+      state, error = self._try_restore(step, state=ocp.args.StandardRestore(abstract_state))
+    if error is not None and _is_shape_mismatch(error):
+      raise errors.ConfigMismatchError(
+          f'checkpoint {step} in {self.directory} holds arrays of other shapes than this '
+          f'config\'s model ({error}); the config differs from the one the run was trained '
+          'with (e.g. a model field): use that config, or another --workdir')
+    return state, meta, error
 
   def _try_restore(self, step: int, **items):
     """(restored items, None), or (None, 'ErrorType: first line') for damaged files."""

@@ -23,7 +23,7 @@ import contextlib
 import json
 import os
 
-from sparsediff_jax.errors import ConfigError, ConfigMismatchError, WorkdirError  # noqa: F401 (re-exported)
+from sparsediff_jax.errors import ConfigMismatchError, WorkdirError
 
 # Fields a resumed run may change; a trailing '.' covers a whole section. Note that with
 # optim.schedule='cosine' the decay is laid out over training.num_steps, so changing it
@@ -145,17 +145,24 @@ def has_checkpoints(workdir: str) -> bool:
 
 def check_can_resume(config, workdir: str) -> None:
   """The CLI's check before it writes anything: config.json against `config`."""
-  path = os.path.join(workdir, 'config.json')
+  saved = _record_of_run(workdir, 'config.json', 'the checkpoint meta will be compared '
+                         'instead')
+  if saved is not None:
+    check_same_run(saved, config, workdir)
+
+
+def _record_of_run(workdir: str, name: str, otherwise: str) -> dict | None:
+  """WORKDIR/NAME as JSON when the workdir holds checkpoints (a run to continue), else
+  None; an unreadable file is None with a warning ending in `otherwise`."""
+  path = os.path.join(workdir, name)
   if not (os.path.isfile(path) and has_checkpoints(workdir)):
-    return
+    return None
   try:
     with open(path) as f:
-      saved = json.load(f)
+      return json.load(f)
   except (OSError, ValueError) as e:
-    logging.warning('cannot read %s (%s); the checkpoint meta will be compared instead',
-                    path, e)
-    return
-  check_same_run(saved, config, workdir)
+    logging.warning('cannot read %s (%s); %s', path, e, otherwise)
+    return None
 
 
 def check_writable(workdir: str) -> None:
@@ -243,14 +250,8 @@ def check_same_data(dataset: dict, workdir: str) -> None:
   """Refuses to continue a run on other training data: WORKDIR/dataset.json (the record of
   what the run trained on) against `dataset` (data.describe_dataset of this config), when
   the workdir holds checkpoints. Compares the selection (ids) and the contents' SHA-256."""
-  path = os.path.join(workdir, 'dataset.json')
-  if not (os.path.isfile(path) and has_checkpoints(workdir)):
-    return
-  try:
-    with open(path) as f:
-      saved = json.load(f)
-  except (OSError, ValueError) as e:
-    logging.warning('cannot read %s (%s); the training data is not compared', path, e)
+  saved = _record_of_run(workdir, 'dataset.json', 'the training data is not compared')
+  if saved is None:
     return
   for key in ('selection_sha256', 'content_sha256'):
     if key in saved and saved[key] != dataset.get(key):

@@ -142,7 +142,7 @@ def train(config, workdir: str, *, hooks: tuple[EvalHook, ...] = ()) -> TrainSta
 
   Raises preemption.TrainingInterrupted after checkpointing the current step when stopped
   by a signal, nonfinite.NonFiniteError per config.training.on_nonfinite,
-  run_dir.ConfigMismatchError when the checkpoints belong to a different config, and
+  errors.ConfigMismatchError when the checkpoints belong to a different config, and
   checkpoints.CheckpointError when none of them can be read.
   """
   mesh = sharding.make_mesh(config)
