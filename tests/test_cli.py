@@ -21,8 +21,8 @@ def run_cli(*args, timeout=900, env=None):
 @pytest.fixture(scope='module')
 def trained(tmp_path_factory):
   workdir = tmp_path_factory.mktemp('cli') / 'run'
-  out = run_cli('--config=configs/shapes.py', f'--workdir={workdir}',
-                '--config.training.num_steps=2', *TINY_FLAGS)
+  out = run_cli('--config=configs/shapes.py', f'--workdir={workdir}', *TINY_FLAGS,
+                '--config.training.num_steps=2')
   assert out.returncode == 0, out.stderr[-3000:]
   return workdir, out
 
@@ -39,7 +39,7 @@ def test_train_writes_the_run_directory(trained):
 
 def test_rerun_resumes_and_sample_mode_writes_a_grid(trained):
   workdir, _ = trained
-  out = run_cli(f'--workdir={workdir}', '--config.training.num_steps=4', *TINY_FLAGS)
+  out = run_cli(f'--workdir={workdir}', *TINY_FLAGS, '--config.training.num_steps=4')
   assert out.returncode == 0, out.stderr[-3000:]
   assert 'resumed from step 2' in out.stderr
   assert sorted(os.listdir(workdir / 'checkpoints'), key=int) == ['2', '4']

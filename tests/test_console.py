@@ -141,7 +141,7 @@ def test_create_writer_console_line_and_jsonl(tmp_path, caplog):
   import logging
   from sparsediff_jax import metrics_jsonl
   writer = tb_writer.create_writer(str(tmp_path), process_index=0)
-  with caplog.at_level(logging.INFO):
+  with caplog.at_level(logging.INFO, logger='absl'):   # whatever earlier tests set
     writer.write_hparams({'a': '1' * 5000})
     writer.write_scalars(3, {'loss': 0.5})
   writer.close()

@@ -137,8 +137,9 @@ def test_steps_per_call_runs_the_same_steps(tmp_path):
   train.train(scanned, str(tmp_path / 'scan'))
   resumed = train.train(c, str(tmp_path / 'scan'))
   assert int(resumed.step) == 4
+  # The same numbers up to float rounding (the scan fuses differently).
   jax.tree.map(lambda x, y: np.testing.assert_allclose(np.asarray(y), np.asarray(x),
-                                                       rtol=1e-5, atol=1e-7),
+                                                       rtol=1e-5, atol=1e-6),
                (full.params, full.ema), (resumed.params, resumed.ema))
   lines = [[json.loads(l) for l in open(tmp_path / d / 'metrics.jsonl')] for d in ('one', 'scan')]
   losses = [{r['step']: r['loss'] for r in rs if 'loss' in r} for rs in lines]
