@@ -107,6 +107,7 @@ def test_a_state_with_nan_is_never_written(copy):
   ckpt.close()
 
 
+@pytest.mark.slow   # a soak of killed processes
 def test_soak_async_saves_killed_at_random_moments(tmp_path):
   """A process saving a checkpoint per step is killed (SIGKILL) at random moments, and some
   newest steps are then cut short too: every restart must restore a consistent state, never

@@ -9,6 +9,8 @@ import pytest
 
 from tiny import TINY_FLAGS
 
+pytestmark = pytest.mark.slow   # CLI subprocesses
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 

@@ -10,6 +10,8 @@ import pytest
 from sparsediff_jax import distributed
 from sparsediff_jax.distributed import DistributedError
 
+pytestmark = pytest.mark.slow   # several processes
+
 
 def free_port() -> int:
   with socket.socket() as s:

@@ -76,6 +76,7 @@ def run(tmp_path_factory, weights):
               recorded=recorded, train_fid=train_fid_out, state=state, root=root)
 
 
+@pytest.mark.slow   # the end-to-end evaluation (real FID of 2048-d features) or the CLI
 def test_reference_statistics(run):
   config = run['config']
   stats, meta = fid.load_stats(run['reference'])
@@ -94,6 +95,7 @@ def test_reference_statistics(run):
   np.testing.assert_allclose(fid.load_features(run['reference']), direct[chosen], rtol=1e-6)
 
 
+@pytest.mark.slow   # the end-to-end evaluation (real FID of 2048-d features) or the CLI
 def test_eval_metrics_json(run):
   config, workdir = run['config'], run['workdir']
   with open(os.path.join(workdir, 'eval', f'metrics_{STEP}.json')) as f:
@@ -132,6 +134,7 @@ def test_eval_metrics_json(run):
     assert int(f['nfe']) == 3 and int(f['step']) == STEP
 
 
+@pytest.mark.slow   # the end-to-end evaluation (real FID of 2048-d features) or the CLI
 def test_training_fid_uses_the_same_samples_as_eval(run):
   (eval_gen, eval_ref, eval_fid), (train_gen, train_ref, train_fid) = run['recorded']
   assert run['train_fid'] == {f'fid_{N}': train_fid} and train_fid == eval_fid
@@ -160,6 +163,7 @@ def test_sample_metrics_on_small_features():
   assert few['kid'] is few['precision'] is few['recall'] is None
 
 
+@pytest.mark.slow   # the end-to-end evaluation (real FID of 2048-d features) or the CLI
 def test_sample_mode_writes_grid_and_npz(run):
   config = tiny_config(**_overrides(run['config'].eval.inception_weights,
                                     run['config'].eval.inception_sha256))
@@ -170,6 +174,7 @@ def test_sample_mode_writes_grid_and_npz(run):
     np.testing.assert_array_equal(f['images'], e['images'][:5])
 
 
+@pytest.mark.slow   # the end-to-end evaluation (real FID of 2048-d features) or the CLI
 def test_reference_of_another_resolution_or_weights_is_refused(run, tmp_path):
   config = tiny_config(**_overrides(run['config'].eval.inception_weights,
                                     run['config'].eval.inception_sha256))
@@ -199,6 +204,7 @@ def _cli(args, tmp_path, cwd):
                         env=env, cwd=cwd, capture_output=True, text=True, timeout=300)
 
 
+@pytest.mark.slow   # the end-to-end evaluation (real FID of 2048-d features) or the CLI
 def test_cli_refuses_reference_made_with_another_preprocessing(run, tmp_path):
   stats, meta = fid.load_stats(run['reference'])
   other = tmp_path / 'tf_reference.npz'
@@ -213,6 +219,7 @@ def test_cli_refuses_reference_made_with_another_preprocessing(run, tmp_path):
   assert sorted(os.listdir(os.path.join(run['workdir'], 'eval'))) == before
 
 
+@pytest.mark.slow   # the end-to-end evaluation (real FID of 2048-d features) or the CLI
 def test_cli_eval_without_checkpoint_exits_2(tmp_path):
   workdir = tmp_path / 'empty_run'
   proc = _cli(['--mode=eval', f'--workdir={workdir}'], tmp_path, tmp_path)
@@ -222,6 +229,7 @@ def test_cli_eval_without_checkpoint_exits_2(tmp_path):
   assert not workdir.exists()
 
 
+@pytest.mark.slow   # the end-to-end evaluation (real FID of 2048-d features) or the CLI
 def test_missing_reference_and_too_few_samples_are_user_errors(run, tmp_path):
   config = tiny_config(**_overrides(run['config'].eval.inception_weights,
                                     run['config'].eval.inception_sha256))
@@ -259,6 +267,7 @@ def test_bad_weights_file_is_a_user_error(weights, tmp_path):
   assert main.is_bad_input(inception_weights.InceptionWeightsError('x'))
 
 
+@pytest.mark.slow   # the end-to-end evaluation (real FID of 2048-d features) or the CLI
 def test_eval_research_metrics_find_copies_of_training_images(run, weights, tmp_path):
   """Samples that are training images are memorized in both spaces, and consistent."""
   config = run['config']

@@ -87,6 +87,7 @@ def batch_of_two():
   return _generate(2)
 
 
+@pytest.mark.slow   # subprocesses on 1, 8 and 2 x 4 devices
 def test_samples_and_reference_features_do_not_depend_on_device_or_host_count(batch_of_two,
                                                                               tmp_path):
   images = batch_of_two[0]

@@ -67,6 +67,7 @@ def test_logits_match_pytorch_fid(parity):
     assert np.abs(parity["logits"] - parity["fx"]["logits"]).max() < 1e-4
 
 
+@pytest.mark.slow   # the square root of a 2048 x 2048 matrix
 def test_fid_matches_pytorch_fid(parity):
     half = len(parity["pool3"]) // 2
     a, b = fid.feature_stats(parity["pool3"][:half]), fid.feature_stats(parity["pool3"][half:])

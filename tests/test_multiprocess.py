@@ -30,6 +30,8 @@ from sparsediff_jax.scalars import read_scalars
 
 import tiny
 
+pytestmark = pytest.mark.slow   # several processes of the CLI
+
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # The tests' tiny config with a one-level U-Net, 3 steps, one checkpoint at the end.
 TINY = tiny.as_flags({**tiny.TINY, 'model.channel_mult': (1,), 'model.attn_resolutions': (),

@@ -15,6 +15,8 @@ import pytest
 
 from sparsediff_jax import preemption
 
+pytestmark = pytest.mark.slow   # processes stopped by signals
+
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 

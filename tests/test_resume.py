@@ -24,6 +24,8 @@ from cli_runs import (TINY, assert_one_line_error, env, run, snapshot, start,
                       truncate_every_file)
 from sparsediff_jax import metrics_jsonl
 
+pytestmark = pytest.mark.slow   # CLI subprocesses killed and resumed
+
 NUM_STEPS, EVERY = 40, 5
 ARGS = (*TINY, f'--config.training.num_steps={NUM_STEPS}',
         f'--config.training.checkpoint_every={EVERY}')

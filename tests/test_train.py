@@ -93,7 +93,8 @@ def test_compiled_step_draws_the_mask_of_its_strategy(tiny_config):
   for name, extra in (('iid', {'mask.ratio': 0.5}),
                       ('noise_schedule', {'mask.strategy': 'noise_schedule',
                                           'mask.ratio_at_t0': 0.0, 'mask.ratio_at_t1': 0.98})):
-    c = tiny_config({**extra, 'training.batch_size': 64, 'data.num_train_examples': 64})
+    c = tiny_config({**extra, 'training.batch_size': 64, 'data.num_train_examples': 64,
+                     'model.attn_resolutions': ()})
     tx, schedule = train.make_optimizer(c)
     graphdef, _ = train.abstract_model(c)
     step = train.compile_train_step(c, graphdef, tx, schedule, mesh, return_mask=True)
@@ -126,6 +127,7 @@ def test_checkpoint_round_trip_and_resume(tmp_path):
                  a, b)
 
 
+@pytest.mark.slow   # several compilations of the step
 def test_steps_per_call_runs_the_same_steps(tmp_path):
   """training.steps_per_call=2 (a lax.scan over stacked batches) trains the same 4 steps as
   one step per call: the same losses in metrics.jsonl and the same state; its checkpoint
@@ -154,6 +156,7 @@ def test_steps_per_call_must_divide_the_schedule():
     validation.validate_config(tiny_config(training__steps_per_call=3), 1)
 
 
+@pytest.mark.slow   # several compilations of the step
 def test_rolled_and_unrolled_multi_step_agree(setup):
   c, mesh, tx, _, batch = setup
   graphdef, _ = train.abstract_model(c)
