@@ -94,7 +94,7 @@ def test_compiled_step_draws_the_mask_of_its_strategy(tiny_config):
                       ('noise_schedule', {'mask.strategy': 'noise_schedule',
                                           'mask.ratio_at_t0': 0.0, 'mask.ratio_at_t1': 0.98})):
     c = tiny_config({**extra, 'training.batch_size': 64, 'data.num_train_examples': 64,
-                     'model.attn_resolutions': ()})
+                     'model.channel_mult': (1,), 'model.attn_resolutions': ()})
     tx, schedule = train.make_optimizer(c)
     graphdef, _ = train.abstract_model(c)
     step = train.compile_train_step(c, graphdef, tx, schedule, mesh, return_mask=True)
