@@ -14,7 +14,7 @@ import pytest
 from flax import nnx
 
 from sparsediff_jax import (checkpoints, data, errors, formulations, generate, masking,
-                            registry, sharding, train, validation)
+                            registry, sharding, state, train, validation)
 from sparsediff_jax.models import build_model, count_params, dit
 from tiny import tiny_config
 
@@ -227,8 +227,9 @@ def test_checkpoint_resume_and_sampling(tmp_path):
                (full.opt_state, resumed.opt_state)]:
     jax.tree.map(lambda x, y: np.testing.assert_array_equal(np.asarray(x), np.asarray(y)),
                  a, b)
-  # --mode=sample's path: restore the EMA parameters, draw a grid.
-  step, params, _, _ = generate.restore_params(c, str(tmp_path / 'resumed'))
+  # --mode=sample's path (the one restore path of every mode): the EMA parameters, a grid.
+  run = state.restore_run(c, str(tmp_path / 'resumed'))
+  step, params = run.step, run.params(c)
   assert step == 4
   jax.tree.map(lambda x, y: np.testing.assert_array_equal(np.asarray(x), np.asarray(y)),
                params, resumed.ema[0])
