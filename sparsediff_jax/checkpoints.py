@@ -310,6 +310,16 @@ def _is_closed_loop_aftermath(record: pylogging.LogRecord) -> bool:
           and 'Event loop is closed' in str(error))
 
 
+def _is_unretrieved_disk_full_task(record: pylogging.LogRecord) -> bool:
+  """asyncio's 'Task exception was never retrieved' for a write that hit ENOSPC, logged with
+  a traceback when the failed save's tasks are collected (often after the error line)."""
+  if record.name != 'asyncio':
+    return False
+  error = record.exc_info[1] if record.exc_info else None
+  return ((error is not None and disk_full_cause(error) is not None)
+          or 'No space left on device' in record.getMessage())
+
+
 class _DropOrbaxDiskFull(pylogging.Filter):
   """Drops Orbax's logs of an ENOSPC, and the closed-loop errors that follow a failed write
   once one has been seen: DiskFullError reports the failure, once."""
@@ -317,7 +327,7 @@ class _DropOrbaxDiskFull(pylogging.Filter):
   seen_disk_full = False
 
   def filter(self, record):
-    if _is_orbax_disk_full_log(record):
+    if _is_orbax_disk_full_log(record) or _is_unretrieved_disk_full_task(record):
       type(self).seen_disk_full = True
       return False
     return not (type(self).seen_disk_full and _is_closed_loop_aftermath(record))
@@ -330,7 +340,7 @@ def _quiet_orbax_disk_full_logs() -> None:
   """Installs _DropOrbaxDiskFull where those logs pass (absl's logger, for Orbax's own, and
   absl's console handler, for concurrent.futures'). Idempotent."""
   for target in (pylogging.getLogger('absl'), pylogging.getLogger('concurrent.futures'),
-                 logging.get_absl_handler()):
+                 pylogging.getLogger('asyncio'), logging.get_absl_handler()):
     if _ORBAX_FILTER not in target.filters:
       target.addFilter(_ORBAX_FILTER)
 
