@@ -2,6 +2,7 @@
 configs/digits.py."""
 
 import importlib.util
+import json
 import pathlib
 
 import numpy as np
@@ -110,3 +111,22 @@ def test_digits_config():
   model = nnx.eval_shape(lambda: models.build_model(config, 0))
   count = models.count_params(nnx.state(model, nnx.Param))
   assert 0.6e6 < count < 0.8e6, count
+
+
+@pytest.mark.slow   # a CLI subprocess
+def test_the_cli_trains_on_digits_with_configs_digits(tmp_path):
+  """`python -m sparsediff_jax.main --config=configs/digits.py` trains on the real digits
+  (shrunk to 2 steps of a small model here) and records them in dataset.json."""
+  from cli_runs import env, run
+  workdir = tmp_path / 'run'
+  result = run(f'--config={ROOT / "configs" / "digits.py"}', f'--workdir={workdir}',
+               '--config.data.image_size=8', '--config.data.num_train_examples=32',
+               '--config.model.channels=8', '--config.training.num_steps=2',
+               '--config.training.checkpoint_every=2', '--config.training.sample_every=0',
+               '--config.sampling.num_steps=1', '--config.sampling.grid_size=2',
+               env=env(str(tmp_path)))
+  assert result.returncode == 0, result.stderr[-3000:]
+  record = json.loads((workdir / 'dataset.json').read_text())
+  assert record['name'] == 'digits' and record['num_examples'] == 32
+  assert record['image_shape'] == [8, 8, 3]
+  assert (workdir / 'checkpoints' / '2').is_dir()
