@@ -24,6 +24,7 @@ import contextlib
 import errno
 import logging as pylogging
 import os
+import sys
 import weakref
 
 from etils import epath
@@ -338,11 +339,29 @@ _ORBAX_FILTER = _DropOrbaxDiskFull()
 
 def _quiet_orbax_disk_full_logs() -> None:
   """Installs _DropOrbaxDiskFull where those logs pass (absl's logger, for Orbax's own, and
-  absl's console handler, for concurrent.futures'). Idempotent."""
+  absl's console handler, for concurrent.futures'), and drops the 'Event loop is closed'
+  errors that a failed write's worker threads raise where nobody can catch them (Python
+  prints those unraisable errors as bare tracebacks). Idempotent."""
   for target in (pylogging.getLogger('absl'), pylogging.getLogger('concurrent.futures'),
                  pylogging.getLogger('asyncio'), logging.get_absl_handler()):
     if _ORBAX_FILTER not in target.filters:
       target.addFilter(_ORBAX_FILTER)
+  if sys.unraisablehook is not _drop_closed_loop_unraisable:
+    global _previous_unraisablehook
+    _previous_unraisablehook = sys.unraisablehook
+    sys.unraisablehook = _drop_closed_loop_unraisable
+
+
+_previous_unraisablehook = sys.unraisablehook
+
+
+def _drop_closed_loop_unraisable(unraisable) -> None:
+  """sys.unraisablehook: passes everything on except 'Event loop is closed' RuntimeErrors
+  (the aftermath of a failed asynchronous checkpoint write, reported once as an error)."""
+  error = unraisable.exc_value
+  if isinstance(error, RuntimeError) and 'Event loop is closed' in str(error):
+    return
+  _previous_unraisablehook(unraisable)
 
 
 def abstract_like(tree, sharding):
