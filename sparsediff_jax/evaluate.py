@@ -183,9 +183,9 @@ def run_eval_mode(config, workdir: str) -> dict:
       preprocessing=e.preprocessing, inception_weights_sha256=featurizer.sha256,
       seconds=round(elapsed, 2), images_per_sec=round(acc.count / max(elapsed, 1e-9), 3))
   # A rerun (another sampler, more samples) never overwrites: metrics_<step>-2.json, ...
-  prefix = generate.unused_prefix(os.path.join(workdir, 'eval', f'samples_{step}'),
-                                  also=(os.path.join(workdir, 'eval', f'metrics_{step}'),))
-  suffix = prefix[len(os.path.join(workdir, 'eval', f'samples_{step}')):]
+  base = os.path.join(workdir, 'eval', f'samples_{step}')
+  prefix = generate.unused_prefix(base, also=(os.path.join(workdir, 'eval', f'metrics_{step}'),))
+  suffix = prefix[len(base):]
   metrics['samples'] = generate.write_images(config, keeper, prefix, dict(
       step=step, seed=s.seed, sampler=s.sampler, nfe=nfe, ema_index=s.ema_index))
   if jax.process_index() == 0:

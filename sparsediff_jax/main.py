@@ -125,8 +125,7 @@ def parse_flags(argv):
     usage_error(f'--config={path}: no such file (expected a Python file with get_config(), '
                 'e.g. configs/celeba.py)')
   overrides = [a for a in argv if a.startswith(('--config.', '-config.'))]
-  removed = [f for f in validation.REMOVED if any(
-      a.split('=', 1)[0].lstrip('-') == f'config.{f}' for a in overrides)]
+  removed = sorted(config_overrides(argv) & validation.REMOVED.keys())
   if removed:
     usage_error(f'--config.{removed[0]} was removed: {validation.REMOVED[removed[0]]}')
   try:

@@ -180,17 +180,20 @@ def host_memory_bytes() -> int | None:
     return None
 
 
-def check_host_memory(config, available: int | None = None) -> None:
-  """Refuses a training subset whose uint8 images would not fit in host memory (every
-  dataset is held there; shapes' size is known before anything is drawn)."""
+def check_host_memory(config, n: int | None = None, bytes_per_example: int = 0,
+                      field: str = 'data.image_size') -> None:
+  """Refuses a training subset whose images would not fit in host memory (every dataset is
+  held there), naming `field`. n: the subset size (default data.num_train_examples, where
+  0 = 'all of it' is known only to the dataset's source, which calls this again);
+  bytes_per_example: 0 = uint8 S x S x 3."""
   d = config.data
-  n = d.num_train_examples
+  n = d.num_train_examples if n is None else n
   if not n:
-    return   # 'all of it': the dataset's size is known only to its source (data/__init__)
-  available = available or host_memory_bytes()
-  need = n * d.image_size ** 2 * 3
+    return
+  available = host_memory_bytes()
+  need = n * (bytes_per_example or d.image_size ** 2 * 3)
   if available and need > 0.8 * available:
-    _fail('data.image_size', d.image_size,
+    _fail(field, _get(config, field),
           f'{n} images of {d.image_size}x{d.image_size}x3 need {need / 2**30:.1f} GiB of host '
           f'memory, more than 80% of this machine\'s {available / 2**30:.1f} GiB; lower '
           'data.image_size or data.num_train_examples')

@@ -28,7 +28,7 @@ import numpy as np
 from sparsediff_jax import registry, validation
 from sparsediff_jax.data.iterators import ArrayIterator
 from sparsediff_jax.data.source import CHANNELS, Source
-from sparsediff_jax.errors import BadImageError, ConfigError, DatasetUnavailableError
+from sparsediff_jax.errors import BadImageError, DatasetUnavailableError
 
 __all__ = ['ArrayIterator', 'BadImageError', 'CHANNELS', 'DatasetUnavailableError',
            'describe_dataset', 'load_train_images', 'make_train_iterator', 'process_range']
@@ -39,7 +39,8 @@ def _open_source(config) -> Source:
   return registry.DATASETS.get(config.data.name)(config)
 
 
-def _subset_size(d, source: Source) -> int:
+def _subset_size(config, source: Source) -> int:
+  d = config.data
   n = d.num_train_examples or source.available
   if n is None or n <= 0:
     raise ValueError(f'config.data.num_train_examples={d.num_train_examples}: '
@@ -47,14 +48,8 @@ def _subset_size(d, source: Source) -> int:
   if source.available is not None and n > source.available:
     raise ValueError(f'config.data.num_train_examples={n} but {d.name} has only '
                      f'{source.available} training examples')
-  per_example = source.bytes_per_example or d.image_size ** 2 * CHANNELS
-  available = validation.host_memory_bytes()
-  if available and n * per_example > 0.8 * available:
-    raise ConfigError(
-        f'config.data.num_train_examples={d.num_train_examples} is invalid: {n} images of '
-        f'{d.image_size}x{d.image_size}x3 need {n * per_example / 2**30:.1f} GiB of host '
-        f'memory, more than 80% of this machine\'s {available / 2**30:.1f} GiB; lower it or '
-        'data.image_size')
+  validation.check_host_memory(config, n, source.bytes_per_example,
+                               field='data.num_train_examples')
   return n
 
 
@@ -72,7 +67,7 @@ def load_train_images(config, *, process_index: int = 0,
   undecodable folder image with on_bad_image='error'.
   """
   source = _open_source(config)
-  lo, hi = process_range(_subset_size(config.data, source), process_index, process_count)
+  lo, hi = process_range(_subset_size(config, source), process_index, process_count)
   images = source.load(lo, hi)
   logging.info('%s: loaded examples [%d, %d) as %s uint8 (%.0f MB)', config.data.name,
                lo, hi, images.shape, images.nbytes / 2**20)
@@ -105,7 +100,7 @@ def describe_dataset(config) -> dict:
   """
   d = config.data
   source = _open_source(config)
-  n = _subset_size(d, source)
+  n = _subset_size(config, source)
   of = f' of the {source.available}' if source.available is not None else ''
   digest = hashlib.sha256('\n'.join(source.ids(n)).encode()).hexdigest()
   return {
