@@ -6,10 +6,12 @@
 #
 # OUTPUT.md defaults to $OUT/gpu_suite.md when $OUT is set, else benchmarks/gpu_suite.md.
 # DRY_RUN=1 prints each benchmark command instead of running it.
-# Needs this package's dependencies (jax with the accelerator, flax, optax, orbax,
-# ml-collections, clu, tensorflow-datasets); when some are missing and WHEELHOUSE (a folder
-# of wheels, e.g. from `pip download -d WHEELHOUSE -e .`) is given, they are installed from
-# it with --no-index, else the suite names what is missing and stops.
+# Needs what the default path imports: jax with the accelerator, flax, optax, orbax-checkpoint,
+# ml-collections, etils, absl-py, pillow, scipy, tqdm (not clu, TensorFlow or TFDS: the input
+# pipeline section runs only where tensorflow-datasets is installed). Where some are missing,
+# one line names the wheels to bring; given WHEELHOUSE (a folder of those wheels, e.g. from
+# `pip download -d WHEELHOUSE ml-collections`), they are installed from it with --no-index.
+# DEPS_ONLY=1 runs that check alone.
 #
 # Sections (each also runs alone): train step of every config (images/s, MFU, memory, the
 # mask ratio 0.98 / ratio 0 cost, timed and from XLA's cost analysis), each optimisation
@@ -23,26 +25,36 @@ WHEELHOUSE=${2:-}
 PYTHON=${PYTHON:-python}
 export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"
 export XLA_PYTHON_CLIENT_PREALLOCATE=false   # so the allocator's peak means something
-mkdir -p "$(dirname "$OUTPUT")"
 
-missing=$("$PYTHON" - <<'EOF'
+# The wheels whose modules the default path imports and this Python cannot find.
+missing=$("$PYTHON" - <<'EOF2'
 import importlib.util
-mods = ['jax', 'flax', 'optax', 'orbax.checkpoint', 'ml_collections', 'clu', 'etils', 'absl',
-        'PIL', 'scipy', 'tqdm']
-print(' '.join(m for m in mods if importlib.util.find_spec(m.split('.')[0]) is None
-               or importlib.util.find_spec(m) is None))
-EOF
+wheels = {'jax': 'jax', 'flax': 'flax', 'optax': 'optax', 'orbax.checkpoint': 'orbax-checkpoint',
+          'ml_collections': 'ml-collections', 'etils.epath': 'etils[epath]', 'absl': 'absl-py',
+          'PIL': 'pillow', 'scipy': 'scipy', 'tqdm': 'tqdm', 'numpy': 'numpy'}
+
+def found(module):
+  try:
+    return importlib.util.find_spec(module) is not None
+  except ImportError:   # a missing parent package
+    return False
+
+print(' '.join(wheel for module, wheel in wheels.items() if not found(module)))
+EOF2
 )
-if [[ -n "$missing" && "${DRY_RUN:-0}" != 1 ]]; then
-  if [[ -n "$WHEELHOUSE" ]]; then
-    "$PYTHON" -m pip install -q --no-index --find-links "$WHEELHOUSE" --no-deps -e . || exit 1
-    "$PYTHON" -m pip install -q --no-index --find-links "$WHEELHOUSE" \
-      ml-collections clu etils absl-py pillow scipy tqdm optax flax orbax-checkpoint || exit 1
-  else
-    echo "error: missing Python modules: $missing (give a WHEELHOUSE folder to install from)" >&2
-    exit 2
-  fi
+if [[ -n "$missing" && -n "$WHEELHOUSE" && "${DRY_RUN:-0}" != 1 ]]; then
+  # shellcheck disable=SC2086   # one word per wheel
+  "$PYTHON" -m pip install -q --no-index --find-links "$WHEELHOUSE" $missing || exit 1
+elif [[ -n "$missing" && "${DRY_RUN:-0}" != 1 ]]; then
+  echo "error: missing wheels: $missing; bring them (pip download -d WHEELHOUSE $missing," \
+       "on a machine with network) and run: bash benchmarks/gpu_suite.sh OUTPUT.md WHEELHOUSE" >&2
+  exit 2
 fi
+if [[ "${DEPS_ONLY:-0}" == 1 ]]; then
+  echo "dependencies: all found"
+  exit 0
+fi
+mkdir -p "$(dirname "$OUTPUT")"
 
 section() {   # section TITLE SECONDS COMMAND...: runs COMMAND, its stdout into OUTPUT
   local title=$1 limit=$2

@@ -3,10 +3,14 @@
 Three ways, chosen in this order by `initialize`:
 
 - explicit: `--coordinator_address=HOST:PORT --num_processes=N --process_id=I` on every
-  process (GPU clusters without SLURM, several processes on one machine for testing).
-- automatic: on a Cloud TPU VM, under SLURM (`srun`) or Open MPI (`mpirun`) JAX finds the
-  processes by itself, so `jax.distributed.initialize()` is called with no arguments.
-- neither: a single process; nothing to do.
+  process (GPU clusters without SLURM, several processes on one machine for testing), or the
+  same three as JAX_COORDINATOR_ADDRESS / JAX_NUM_PROCESSES / JAX_PROCESS_ID.
+- detected: a TPU pod slice (more than one worker in TPU_WORKER_HOSTNAMES /
+  TPU_PROCESS_ADDRESSES or in the TPU VM's `worker-network-endpoints` metadata, or a
+  multislice MEGASCALE_* setting), a SLURM job step of several tasks or an Open MPI job of
+  several ranks: JAX finds the processes by itself, so `jax.distributed.initialize()` is
+  called with no arguments.
+- neither: one host (a TPU VM of one worker, Colab's TPU, one GPU machine); nothing to do.
 
 Why a handshake of our own in the explicit case: when a peer is missing or disagrees,
 `jax.distributed.initialize` does not raise; its C++ client aborts the whole process
@@ -15,14 +19,19 @@ coordinator port itself, every other process says hello (its id and the process 
 given), and an absent or inconsistent process becomes a `DistributedError` of one line on
 every process that can be told, within the timeout. Then process 0 frees the port and JAX's
 coordinator service takes it over.
+
+A failed initialisation is a `DistributedError` (a `UserError`: exit code 2). It happens
+before the workdir is touched, and what fixes it is the cluster's set-up (addresses, ports,
+the processes started), not the run.
 """
 
-import glob
 import importlib.util
 import json
 import os
 import socket
 import time
+import urllib.request
+from collections.abc import Callable, Mapping
 
 import jax
 from sparsediff_jax import errors
@@ -31,41 +40,108 @@ from sparsediff_jax import errors
 # The processes of a multi-host run cannot be joined; the message says what to fix.
 DistributedError = errors.DistributedError
 
+_METADATA_URL = ('http://{host}/computeMetadata/v1/instance/attributes/'
+                 'worker-network-endpoints')
 
-def cluster_environment() -> str | None:
-  """'tpu', 'slurm' or 'ompi' where JAX discovers a multi-process run itself, else None."""
-  if importlib.util.find_spec('libtpu') is not None and _has_tpu_chips():
-    return 'tpu'
-  if int(os.environ.get('SLURM_NTASKS', '1')) > 1 and 'SLURM_STEP_NODELIST' in os.environ:
+
+def _count(value: str | None) -> int:
+  """The number of entries of a comma-separated list ('' and None: 0)."""
+  return len([v for v in (value or '').split(',') if v.strip()])
+
+
+def _int(environ: Mapping[str, str], name: str) -> int:
+  try:
+    return int(environ.get(name, '1'))
+  except ValueError:
+    return 1
+
+
+def tpu_metadata_workers(environ: Mapping[str, str] = os.environ) -> int:
+  """The number of workers in this TPU VM's slice from the GCE metadata server; 0 where
+  there is no such server or attribute (Colab, a workstation). Asked only with libtpu."""
+  if environ.get('TPU_SKIP_MDS_QUERY') is not None:
+    return 0
+  host = environ.get('GCE_METADATA_IP', 'metadata.google.internal')
+  request = urllib.request.Request(_METADATA_URL.format(host=host),
+                                   headers={'Metadata-Flavor': 'Google'})
+  try:
+    with urllib.request.urlopen(request, timeout=2) as response:
+      return _count(response.read().decode())
+  except (OSError, ValueError):
+    return 0
+
+
+def cluster_environment(environ: Mapping[str, str] = os.environ,
+                        tpu_workers: Callable[[], int] | None = None) -> str | None:
+  """Names the multi-host set-up JAX discovers by itself, or None for a single host.
+
+  `tpu_workers` counts the TPU slice's workers from the VM's metadata (the default, where
+  libtpu is installed; a test passes its own).
+  """
+  if _int(environ, 'MEGASCALE_NUM_SLICES') > 1 or environ.get('MEGASCALE_COORDINATOR_ADDRESS'):
+    return 'tpu multislice'
+  hosts = environ.get('TPU_PROCESS_ADDRESSES') or environ.get('TPU_WORKER_HOSTNAMES')
+  if _count(hosts) > 1:
+    return 'tpu pod'
+  if _int(environ, 'SLURM_NTASKS') > 1 and 'SLURM_STEP_NODELIST' in environ:
     return 'slurm'
-  if int(os.environ.get('OMPI_COMM_WORLD_SIZE', '1')) > 1:
+  if _int(environ, 'OMPI_COMM_WORLD_SIZE') > 1:
     return 'ompi'
+  if hosts is None:   # a TPU VM sets no variables: its slice is in the metadata
+    if tpu_workers is None and importlib.util.find_spec('libtpu') is not None:
+      tpu_workers = lambda: tpu_metadata_workers(environ)  # noqa: E731
+    if tpu_workers is not None and tpu_workers() > 1:
+      return 'tpu pod'
   return None
 
 
-def _has_tpu_chips() -> bool:
-  # Google's PCI vendor id: what JAX itself checks, read here without starting a backend.
-  for path in glob.glob('/sys/bus/pci/devices/*/vendor'):
-    with open(path) as f:
-      if f.read().strip() == '0x1ae0':
-        return True
-  return False
+def _from_environment(coordinator_address, num_processes, process_id, environ):
+  """The explicit settings, each flag defaulting to its JAX_* variable."""
+  if coordinator_address is None:
+    coordinator_address = environ.get('JAX_COORDINATOR_ADDRESS') or None
+  for name, value in (('JAX_NUM_PROCESSES', num_processes), ('JAX_PROCESS_ID', process_id)):
+    if value is None and environ.get(name):
+      try:
+        value = int(environ[name])
+      except ValueError:
+        raise DistributedError(f'{name}={environ[name]!r} must be an integer') from None
+    if name == 'JAX_NUM_PROCESSES':
+      num_processes = value
+    else:
+      process_id = value
+  return coordinator_address, num_processes, process_id
+
+
+def _one_line(e: Exception) -> str:
+  return ' '.join(str(e).split()) or type(e).__name__
 
 
 def initialize(coordinator_address: str | None = None, num_processes: int | None = None,
-               process_id: int | None = None, timeout_s: int = 300) -> str:
+               process_id: int | None = None, timeout_s: int = 300,
+               environ: Mapping[str, str] = os.environ,
+               tpu_workers: Callable[[], int] | None = None) -> str:
   """Joins this process to the run; returns how, in words. Call before anything uses JAX.
 
   Raises DistributedError for inconsistent flags, an unreachable coordinator, a missing
-  process or processes that disagree, at the latest after about `timeout_s` seconds.
+  process or processes that disagree, at the latest after about `timeout_s` seconds, and
+  when JAX's own initialisation of a detected cluster fails.
   """
+  coordinator_address, num_processes, process_id = _from_environment(
+      coordinator_address, num_processes, process_id, environ)
   explicit = (coordinator_address, num_processes, process_id)
   if coordinator_address is None and num_processes in (None, 1) and process_id in (None, 0):
-    env = cluster_environment()
+    env = cluster_environment(environ, tpu_workers)
     if env is None:
       return 'single process'
-    jax.distributed.initialize(initialization_timeout=timeout_s)
-    return f'{env} cluster (detected): process {jax.process_index()} of {jax.process_count()}'
+    try:
+      jax.distributed.initialize(initialization_timeout=timeout_s)
+    except (ValueError, RuntimeError) as e:
+      hint = ('the workers must reach worker 0 on port 8482 (JAX >= 0.8.1; another port: '
+              'JAX_COORDINATOR_PORT on every worker)' if env.startswith('tpu') else
+              'or give --coordinator_address, --num_processes and --process_id')
+      raise DistributedError(f'{env} detected, but jax.distributed.initialize() failed: '
+                             f'{_one_line(e)}; {hint}') from None
+    return f'{env} (detected): process {jax.process_index()} of {jax.process_count()}'
   if None in explicit:
     raise DistributedError('a multi-process run needs all of --coordinator_address=HOST:PORT, '
                            '--num_processes=N and --process_id=I (0 on the HOST machine)')
@@ -77,9 +153,13 @@ def initialize(coordinator_address: str | None = None, num_processes: int | None
   if timeout_s < 1:
     raise DistributedError(f'--initialization_timeout={timeout_s} must be at least 1 second')
   handshake(coordinator_address, num_processes, process_id, timeout_s)
-  jax.distributed.initialize(coordinator_address, num_processes, process_id,
-                             initialization_timeout=timeout_s,
-                             cluster_detection_method='deactivate')
+  try:
+    jax.distributed.initialize(coordinator_address, num_processes, process_id,
+                               initialization_timeout=timeout_s,
+                               cluster_detection_method='deactivate')
+  except (ValueError, RuntimeError) as e:
+    raise DistributedError(f'jax.distributed.initialize({coordinator_address!r}) failed on '
+                           f'process {process_id}: {_one_line(e)}') from None
   return f'process {process_id} of {num_processes} (coordinator {coordinator_address})'
 
 

@@ -144,8 +144,8 @@ class DiT(nnx.Module):
                          kernel_init=nnx.initializers.normal(0.02), rngs=rngs)
     self.t2 = nnx.Linear(hidden_size, hidden_size,
                          kernel_init=nnx.initializers.normal(0.02), rngs=rngs)
-    self.blocks = nnx.List([DiTBlock(hidden_size, num_heads, mlp_ratio, dropout, dtype, rngs)
-                            for _ in range(depth)])
+    self.blocks = layers.ModuleList([DiTBlock(hidden_size, num_heads, mlp_ratio, dropout,
+                                              dtype, rngs) for _ in range(depth)])
     self.norm_out = _norm(hidden_size, rngs)
     self.ada_out = _linear(hidden_size, 2 * hidden_size, rngs, zero=True)
     self.out = _linear(hidden_size, patch_size * patch_size * in_channels, rngs, dtype=dtype,

@@ -6,6 +6,10 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
+# A list of submodules as one attribute. flax >= 0.12 wants nnx.List; flax 0.11 (Colab's) has
+# none and takes a plain list, with the same state paths (attribute, index, ...).
+ModuleList = getattr(nnx, 'List', list)
+
 
 def num_groups(channels: int) -> int:
   """GroupNorm groups: at most 32, and at least 4 channels per group where possible.

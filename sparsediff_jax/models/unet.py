@@ -47,9 +47,9 @@ class UNet(nnx.Module):
         res //= 2
         skips.append(ch)
     self.down_kinds = tuple(k for k, _ in down)
-    self.down = nnx.List([m for _, m in down])
+    self.down = layers.ModuleList([m for _, m in down])
 
-    self.mid = nnx.List([block(ch, ch), attn(ch), block(ch, ch)])
+    self.mid = layers.ModuleList([block(ch, ch), attn(ch), block(ch, ch)])
 
     up = []
     for level, mult in reversed(list(enumerate(channel_mult))):
@@ -62,7 +62,7 @@ class UNet(nnx.Module):
         up.append(('up', layers.Upsample(ch, dtype, rngs)))
         res *= 2
     self.up_kinds = tuple(k for k, _ in up)
-    self.up = nnx.List([m for _, m in up])
+    self.up = layers.ModuleList([m for _, m in up])
 
     self.norm_out = nnx.GroupNorm(ch, num_groups=layers.num_groups(ch), rngs=rngs)
     self.conv_out = layers.conv(ch, in_channels, rngs, dtype=dtype, zero=True)
