@@ -50,6 +50,7 @@ def _count(value: str | None) -> int:
 
 
 def _int(environ: Mapping[str, str], name: str) -> int:
+  """A count from the environment: 1 where unset or not a number."""
   try:
     return int(environ.get(name, '1'))
   except ValueError:
@@ -64,8 +65,9 @@ def tpu_metadata_workers(environ: Mapping[str, str] = os.environ) -> int:
   host = environ.get('GCE_METADATA_IP', 'metadata.google.internal')
   request = urllib.request.Request(_METADATA_URL.format(host=host),
                                    headers={'Metadata-Flavor': 'Google'})
+  direct = urllib.request.build_opener(urllib.request.ProxyHandler({}))   # never a proxy
   try:
-    with urllib.request.urlopen(request, timeout=2) as response:
+    with direct.open(request, timeout=2) as response:
       return _count(response.read().decode())
   except (OSError, ValueError):
     return 0
@@ -95,20 +97,23 @@ def cluster_environment(environ: Mapping[str, str] = os.environ,
   return None
 
 
+def _environment_int(environ: Mapping[str, str], name: str) -> int | None:
+  if not environ.get(name):
+    return None
+  try:
+    return int(environ[name])
+  except ValueError:
+    raise DistributedError(f'{name}={environ[name]!r} must be an integer') from None
+
+
 def _from_environment(coordinator_address, num_processes, process_id, environ):
-  """The explicit settings, each flag defaulting to its JAX_* variable."""
+  """The explicit settings, each flag not given taken from its JAX_* variable."""
   if coordinator_address is None:
     coordinator_address = environ.get('JAX_COORDINATOR_ADDRESS') or None
-  for name, value in (('JAX_NUM_PROCESSES', num_processes), ('JAX_PROCESS_ID', process_id)):
-    if value is None and environ.get(name):
-      try:
-        value = int(environ[name])
-      except ValueError:
-        raise DistributedError(f'{name}={environ[name]!r} must be an integer') from None
-    if name == 'JAX_NUM_PROCESSES':
-      num_processes = value
-    else:
-      process_id = value
+  if num_processes is None:
+    num_processes = _environment_int(environ, 'JAX_NUM_PROCESSES')
+  if process_id is None:
+    process_id = _environment_int(environ, 'JAX_PROCESS_ID')
   return coordinator_address, num_processes, process_id
 
 
