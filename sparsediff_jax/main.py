@@ -155,8 +155,7 @@ def config_name(argv_config_path: str | None) -> str:
 
 def write_run_record(config, workdir):
   """WORKDIR/config.json (the resolved config) and dataset.json (which images)."""
-  from etils import epath   # local paths and gs:// alike
-  from sparsediff_jax import data, run_dir
+  from sparsediff_jax import atomic_io, data, run_dir
   try:   # first, so that a missing dataset leaves the workdir as it was
     dataset = data.describe_dataset(config)
   except errors.UserError:
@@ -164,10 +163,9 @@ def write_run_record(config, workdir):
   except ValueError as e:   # a config value the data cannot satisfy
     raise errors.ConfigError(str(e)) from e
   run_dir.check_same_data(dataset, workdir)
-  path = epath.Path(workdir)
-  path.mkdir(parents=True, exist_ok=True)
-  (path / 'config.json').write_text(config.to_json_best_effort(indent=2))
-  (path / 'dataset.json').write_text(json.dumps(dataset, indent=2))
+  atomic_io.write_text(os.path.join(workdir, 'config.json'),
+                       config.to_json_best_effort(indent=2))
+  atomic_io.write_text(os.path.join(workdir, 'dataset.json'), json.dumps(dataset, indent=2))
 
 
 def _quiet_library_info(record) -> bool:

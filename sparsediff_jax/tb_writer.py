@@ -155,14 +155,11 @@ class MultiWriter:
 
 def create_writer(workdir: str, *, process_index: int, resume_step: int = 0) -> MultiWriter:
   """The training loop's writer: every process logs to the console; process 0 also writes
-  TensorBoard events and, for a local workdir, WORKDIR/metrics.jsonl (from resume_step)."""
+  TensorBoard events and WORKDIR/metrics.jsonl (from resume_step)."""
   writers = [ConsoleWriter()]
   if process_index == 0:
+    from sparsediff_jax import metrics_jsonl
     writers.append(TensorBoardWriter(workdir))
-    if '://' not in workdir:   # appends need a local file
-      from sparsediff_jax import metrics_jsonl
-      writers.append(metrics_jsonl.JsonlWriter(os.path.join(workdir, 'metrics.jsonl'),
-                                               resume_step=resume_step))
-    else:
-      logging.info('no metrics.jsonl for a remote workdir; the TensorBoard events hold them')
+    writers.append(metrics_jsonl.JsonlWriter(os.path.join(workdir, 'metrics.jsonl'),
+                                             resume_step=resume_step))
   return MultiWriter(writers)
