@@ -178,6 +178,12 @@ def is_bad_input(error: BaseException) -> bool:
   return isinstance(error, (errors.UserError, FileNotFoundError))
 
 
+def ends_before_work(error: BaseException) -> bool:
+  """Errors after which the run record is undone when nothing else was written yet: bad
+  input, and a disk too full to take the record."""
+  return is_bad_input(error) or isinstance(error, errors.DiskFullError)
+
+
 def main(argv):
   if len(argv) > 1:
     usage_error(f'unexpected arguments {argv[1:]}; flags are --config, --workdir, --mode '
@@ -215,7 +221,7 @@ def main(argv):
     # One run per workdir, taken before anything is written (workdir_lock.py).
     with (workdir_lock.hold(workdir, before_release=checkpoints.wait_for_saves)
           if writes_record else contextlib.nullcontext()):
-      with (run_dir.undo_record_on(is_bad_input, workdir) if writes_record
+      with (run_dir.undo_record_on(ends_before_work, workdir) if writes_record
             else contextlib.nullcontext()):
         if writes_record:
           write_run_record(config, workdir)
@@ -228,7 +234,12 @@ def main(argv):
     sys.exit(1)
   except Exception as e:
     if not is_bad_input(e):
-      raise
+      cause = checkpoints.disk_full_cause(e)   # a write outside atomic_io hit a full disk
+      if cause is None:
+        raise
+      print(f'error: no space left on device (ENOSPC): {" ".join(str(cause).split())}; free '
+            'space there and run the same command again', file=sys.stderr)
+      sys.exit(1)
     usage_error(' '.join(str(e).split()))   # one line
   finally:   # however the run ended, a checkpoint being written is finished first
     if 'sparsediff_jax.checkpoints' in sys.modules:

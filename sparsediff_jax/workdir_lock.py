@@ -133,9 +133,13 @@ class _LocalLock:
     if old:
       logging.warning('taking over the lock %s left by a run that ended without releasing it '
                       '(%s)', self.path, describe(old))
-    os.ftruncate(fd, 0)
-    os.pwrite(fd, json.dumps(holder_record()).encode(), 0)
-    os.fsync(fd)
+    try:
+      os.ftruncate(fd, 0)
+      os.pwrite(fd, json.dumps(holder_record()).encode(), 0)
+      os.fsync(fd)
+    except OSError:   # e.g. a full disk: no lock file is left behind
+      self.release()
+      raise
 
   def release(self) -> None:
     if self.fd is None:
