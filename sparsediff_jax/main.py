@@ -18,6 +18,7 @@ import json
 import logging as pylogging
 import os
 import sys
+import time
 
 from absl import app, flags, logging
 from ml_collections import config_flags
@@ -54,30 +55,30 @@ EXIT_USAGE = 2
 
 def _train(config, workdir):
   from sparsediff_jax import evaluate, train   # evaluation enters training only as a hook
-  train.train(config, workdir, hooks=(evaluate.train_fid_hook,))
+  return train.train(config, workdir, hooks=(evaluate.train_fid_hook,))
 
 
 def _sample(config, workdir):
   from sparsediff_jax import generate
-  generate.run_sample_mode(config, workdir)
+  return generate.run_sample_mode(config, workdir)
 
 
 def _research(config, workdir):
   from sparsediff_jax.evaluation import research
-  research.evaluate_run(config, workdir)
+  return research.evaluate_run(config, workdir)
 
 
 def _fid_stats(config, workdir):
   from sparsediff_jax import evaluate
-  evaluate.run_fid_stats_mode(config, workdir)
+  return evaluate.run_fid_stats_mode(config, workdir)
 
 
 def _eval(config, workdir):
   from sparsediff_jax import evaluate
-  evaluate.run_eval_mode(config, workdir)
+  return evaluate.run_eval_mode(config, workdir)
 
 
-# --mode -> fn(config, workdir).
+# --mode -> fn(config, workdir), returning what summary.lines describes.
 MODES = {'train': _train, 'sample': _sample, 'research': _research,
          'fid_stats': _fid_stats, 'eval': _eval}
 
@@ -207,6 +208,7 @@ def main(argv):
   from sparsediff_jax import compile_cache   # before the first compile
   compile_cache.enable(config.training.compilation_cache)
   training = _MODE.value == 'train'
+  started = time.monotonic()
   writes_record = training and jax.process_index() == 0
   try:
     if _MODE.value in READS_RUN:
@@ -225,7 +227,12 @@ def main(argv):
             else contextlib.nullcontext()):
         if writes_record:
           write_run_record(config, workdir)
-        MODES[_MODE.value](config, workdir)
+        result = MODES[_MODE.value](config, workdir)
+    if jax.process_index() == 0:   # what was done, where, and what to run next
+      from sparsediff_jax import summary
+      for line in summary.lines(_MODE.value, result, workdir, time.monotonic() - started,
+                                _config_path(sys.argv)):
+        logging.info('%s', line)
   except preemption.TrainingInterrupted as e:
     logging.warning('%s', e)
     sys.exit(128 + e.signum)
@@ -249,6 +256,7 @@ def main(argv):
 def run():
   from sparsediff_jax import console   # before jax and TensorFlow are imported
   console.quiet(sys.argv)
+  console.plain_log_lines(sys.argv)
   app.run(main, flags_parser=parse_flags)
 
 

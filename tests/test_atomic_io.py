@@ -101,3 +101,16 @@ def test_a_full_disk_at_the_start_leaves_no_lock_or_folder(tmp_path):
   line = assert_one_line_error(result, code=1)
   assert 'no space left on device (ENOSPC) writing' in line and 'config.json' in line
   assert not os.path.exists(tmp_path / 'new')
+
+
+def test_a_lock_that_cannot_be_written_is_not_left_behind(tmp_path, monkeypatch):
+  from sparsediff_jax import workdir_lock
+
+  def full(*args):
+    raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+  monkeypatch.setattr(os, 'pwrite', full)
+  with pytest.raises(errors.WorkdirError, match='cannot write its lock file .lock '
+                     r'\(No space left on device'):
+    with workdir_lock.hold(str(tmp_path / 'new' / 'run')):
+      pass
+  assert os.listdir(tmp_path) == []
