@@ -192,13 +192,8 @@ class _AdvisoryLock:
   def _write(self) -> None:
     """Replaces the file whole, so that a reader never sees half a record (and takes the
     lock for stale): an object store replaces objects whole; a file is renamed over."""
-    text = json.dumps(self.record)
-    if '://' in str(self.path):
-      self.path.write_text(text)
-      return
-    tmp = self.path.with_name(f'{LOCK_NAME}.{os.getpid()}.tmp')
-    tmp.write_text(text)
-    os.replace(tmp, self.path)
+    from sparsediff_jax import atomic_io
+    atomic_io.write_text(self.path, json.dumps(self.record))
 
   def _beat(self) -> None:
     while not self._stop.wait(HEARTBEAT_S):
