@@ -20,8 +20,8 @@ import tempfile
 import time
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-FIRST_STEP = re.compile(r'\] \[1\] ')
-PHASE_END = re.compile(r'\] ((?:compiling|initialising|loading)[^:]*): ([\d.]+ (?:s|min))$')
+FIRST_STEP = re.compile(r'^\S+ step 1: ')   # the metric line of step 1 (plain console)
+PHASE_END = re.compile(r'^\S+ ((?:compiling|initialising|loading)[^:]*): ([\d.]+ (?:s|min))$')
 
 
 def time_to_first_step(cache: str, workdir: str, extra: list[str]) -> tuple[float, list]:

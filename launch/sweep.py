@@ -42,6 +42,7 @@ import time
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, REPO)
 
+from sparsediff_jax import atomic_io  # noqa: E402
 from sparsediff_jax.evaluation import sweep_table  # noqa: E402
 
 RATIO_KEY = 'mask.ratio'
@@ -237,9 +238,9 @@ def main(argv=None) -> int:
   root = os.path.abspath(a.root)
   os.makedirs(root, exist_ok=True)
   if not a.aggregate_only:   # the record of what was run; summarising changes nothing
-    with open(os.path.join(root, 'sweep.json'), 'w') as f:
-      json.dump({'argv': sys.argv[1:] if argv is None else list(argv), 'fixed': fixed,
-                 'runs': [r.record() for r in runs]}, f, indent=2)
+    atomic_io.write_json(os.path.join(root, 'sweep.json'), {
+        'argv': sys.argv[1:] if argv is None else list(argv), 'fixed': fixed,
+        'runs': [r.record() for r in runs]})
 
   failed = []
   if not a.aggregate_only:
@@ -253,9 +254,7 @@ def main(argv=None) -> int:
       if is_finished(workdir, steps):
         print(f'[{i}/{len(runs)}] {run.name}: finished, skipped', flush=True)
         continue
-      os.makedirs(workdir, exist_ok=True)
-      with open(os.path.join(workdir, sweep_table.RUN_FILE), 'w') as f:
-        json.dump(run.record(), f, indent=2)
+      atomic_io.write_json(os.path.join(workdir, sweep_table.RUN_FILE), run.record())
       commands = run_commands(runner, a.config and os.path.abspath(a.config), fixed, run,
                               workdir)
       if a.print_only:

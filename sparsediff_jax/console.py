@@ -1,5 +1,9 @@
 """A quiet console for the command line: the run's own lines, not the libraries' start-up noise.
 
+`plain_log_lines(argv)` drops absl's prefix (`I1206 01:41:10.330996 139888818944896
+main.py:199]`) from the run's log lines: '01:41:10 message', and 'warning: ' or 'error: '
+before the message at those levels; `--verbosity=1` keeps absl's format.
+
 `quiet(argv)` runs first in the CLI, before jax or TensorFlow are imported (what it sets is
 read by them at import), and does nothing with `--verbosity=1` or higher (absl's flag, also
 `-v 1`), where every line shows as before. Otherwise:
@@ -23,11 +27,13 @@ Where stderr was a terminal before the filter took it over is kept in
 
 import glob
 import importlib.util
+import logging as pylogging
 import os
 import re
 import select
 import signal
 import sys
+import time
 
 _STDERR_WAS_TERMINAL = None   # set by quiet() before fd 2 becomes a pipe
 
@@ -156,6 +162,27 @@ def stderr_is_terminal() -> bool:
     return os.isatty(sys.stderr.fileno())
   except (AttributeError, OSError, ValueError):
     return False
+
+
+class PlainFormatter(pylogging.Formatter):
+  """'HH:MM:SS message' (local time); 'HH:MM:SS warning: message' from WARNING up."""
+
+  def format(self, record: pylogging.LogRecord) -> str:
+    level = f'{record.levelname.lower()}: ' if record.levelno >= pylogging.WARNING else ''
+    text = f'{time.strftime("%H:%M:%S", time.localtime(record.created))} {level}'
+    text += record.getMessage()
+    if record.exc_info:
+      text += '\n' + self.formatException(record.exc_info)
+    return text
+
+
+def plain_log_lines(argv) -> None:
+  """absl's log lines without their prefix (see the module docstring), unless --verbosity
+  is 1 or more."""
+  if verbosity_from_argv(argv) >= 1:
+    return
+  from absl import logging
+  logging.get_absl_handler().setFormatter(PlainFormatter())
 
 
 def quiet(argv, environ=None) -> None:

@@ -16,7 +16,6 @@ See docs/evaluation.md for usage.
 """
 
 from absl import logging
-import json
 import os
 import time
 import warnings
@@ -24,7 +23,7 @@ import warnings
 import jax
 import numpy as np
 
-from sparsediff_jax import formulations, generate, samplers
+from sparsediff_jax import atomic_io, formulations, generate, samplers
 from sparsediff_jax.errors import EvalInputError
 from sparsediff_jax.evaluation import features as feats
 from sparsediff_jax.evaluation import fid
@@ -65,10 +64,7 @@ def run_fid_stats_mode(config, workdir: str) -> str:
   acc, subset = feats.collect(featurizer, batches, keep=lambda idx: np.isin(idx, chosen))
   meta = _metadata(config, 'train', acc.count, featurizer.sha256)
   if jax.process_index() == 0:
-    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    tmp = f'{path}.part-{os.getpid()}.npz'   # a killed run leaves no half-written file
-    fid.save_stats(tmp, acc.finalize(), meta, features=subset)
-    os.replace(tmp, path)
+    fid.save_stats(path, acc.finalize(), meta, features=subset)   # atomic
     logging.info('wrote %s: %d images of %s (%s preprocessing) in %.1f s, %d kept features',
                  path, acc.count, config.data.name, meta.preprocessing, time.time() - start, k)
   return path
@@ -81,7 +77,7 @@ def load_reference(config, workdir: str):
   its resolution or preprocessing differs from the config's (checked before any work).
   """
   path = reference_path(config, workdir)
-  if not os.path.isfile(path):
+  if not atomic_io.exists(path):
     raise EvalInputError(
         f'no reference statistics at {path}; make them with --mode=fid_stats (same --config '
         'and --workdir) or point config.eval.reference_stats at an existing file')
@@ -177,7 +173,8 @@ def run_eval_mode(config, workdir: str) -> dict:
   metrics.update(
       step=step, num_samples=acc.count, nfe=nfe, sampler=s.sampler, num_steps=s.num_steps,
       time_steps=s.time_steps, seed=s.seed, ema_index=s.ema_index,
-      ema_decay=state.inference_ema_decay(config), reference=os.path.abspath(ref_path),
+      ema_decay=state.inference_ema_decay(config), reference=(
+          ref_path if atomic_io.is_remote(ref_path) else os.path.abspath(ref_path)),
       reference_dataset=ref_meta.dataset, reference_split=ref_meta.split,
       reference_num_images=ref_meta.num_images, resolution=config.data.image_size,
       preprocessing=e.preprocessing, inception_weights_sha256=featurizer.sha256,
@@ -190,8 +187,7 @@ def run_eval_mode(config, workdir: str) -> dict:
       step=step, seed=s.seed, sampler=s.sampler, nfe=nfe, ema_index=s.ema_index))
   if jax.process_index() == 0:
     path = os.path.join(workdir, 'eval', f'metrics_{step}{suffix}.json')
-    with open(path, 'w') as f:
-      json.dump(metrics, f, indent=2)
+    atomic_io.write_json(path, metrics)
     logging.info('step %d: FID %.3f over %d samples (%s, %d NFE); wrote %s', step,
                  metrics['fid'], acc.count, s.sampler, nfe, path)
   return metrics

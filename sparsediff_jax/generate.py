@@ -18,7 +18,7 @@ from flax import nnx
 from jax.experimental import multihost_utils
 from tqdm import tqdm
 
-from sparsediff_jax import formulations, samplers, sharding
+from sparsediff_jax import atomic_io, formulations, samplers, sharding
 from sparsediff_jax.data.source import CHANNELS
 from sparsediff_jax.errors import ConfigError, NonFiniteSamplesError
 from sparsediff_jax.images import make_grid, save_png
@@ -154,7 +154,8 @@ def write_images(config, keeper: ImageKeeper, prefix: str, meta: dict) -> list[s
     save_png(paths[0], grid, upscale=max(1, 256 // grid.shape[0] + 1))
     if keeper.keep_all:
       paths.append(prefix + '.npz')
-      np.savez(paths[1], images=images, **{k: np.asarray(v) for k, v in meta.items()})
+      atomic_io.save_npz(paths[1], images=images,
+                         **{k: np.asarray(v) for k, v in meta.items()})
     for path in paths:
       logging.info('wrote %s', path)
   return paths
@@ -191,8 +192,8 @@ def unused_prefix(prefix: str, also=()) -> str:
   A.json, A-2.json, ... for each prefix A in `also`) exists: a rerun with other sampling
   settings never overwrites an earlier output."""
   suffix, k = '', 1
-  while (any(os.path.exists(prefix + suffix + ext) for ext in ('.png', '.npz'))
-         or any(os.path.exists(a + suffix + '.json') for a in also)):
+  while (any(atomic_io.exists(prefix + suffix + ext) for ext in ('.png', '.npz'))
+         or any(atomic_io.exists(a + suffix + '.json') for a in also)):
     k += 1
     suffix = f'-{k}'
   return prefix + suffix

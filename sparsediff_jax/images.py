@@ -1,11 +1,11 @@
 """Image conversions and sample grids (PNG via PIL)."""
 
 import io
-import os
 
 import numpy as np
-from etils import epath
 from PIL import Image
+
+from sparsediff_jax import atomic_io
 
 
 def to_uint8(x) -> np.ndarray:
@@ -26,16 +26,14 @@ def make_grid(images: np.ndarray, rows: int, pad: int = 2) -> np.ndarray:
 
 
 def save_png(path: str, image: np.ndarray, upscale: int = 1) -> None:
-  """Writes uint8 [H, W, C] (C = 1 or 3) to a local or gs:// path; nearest-neighbour
-  upscaling keeps pixels crisp."""
+  """Writes uint8 [H, W, C] (C = 1 or 3) to a local or gs:// path, atomically;
+  nearest-neighbour upscaling keeps pixels crisp."""
   pil = Image.fromarray(image[..., 0] if image.shape[-1] == 1 else image)
   if upscale > 1:
     pil = pil.resize((pil.width * upscale, pil.height * upscale), Image.NEAREST)
   buffer = io.BytesIO()
   pil.save(buffer, format='PNG')
-  target = epath.Path(path)
-  target.parent.mkdir(parents=True, exist_ok=True)
-  target.write_bytes(buffer.getvalue())
+  atomic_io.write_bytes(path, buffer.getvalue())
 
 
 def pyplot():
@@ -47,9 +45,11 @@ def pyplot():
 
 
 def save_figure(fig, path: str, dpi: int = 100) -> str:
-  """Writes a matplotlib figure as PNG (creating folders), closes it, returns the path."""
+  """Writes a matplotlib figure as PNG (creating folders, atomically), closes it, returns
+  the path."""
   fig.tight_layout()
-  os.makedirs(os.path.dirname(path) or '.', exist_ok=True)
-  fig.savefig(path, dpi=dpi)
-  pyplot().close(fig)
+  try:
+    atomic_io.save_figure(fig, path, dpi=dpi)
+  finally:
+    pyplot().close(fig)
   return path

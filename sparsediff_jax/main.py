@@ -18,6 +18,7 @@ import json
 import logging as pylogging
 import os
 import sys
+import time
 
 from absl import app, flags, logging
 from ml_collections import config_flags
@@ -54,30 +55,30 @@ EXIT_USAGE = 2
 
 def _train(config, workdir):
   from sparsediff_jax import evaluate, train   # evaluation enters training only as a hook
-  train.train(config, workdir, hooks=(evaluate.train_fid_hook,))
+  return train.train(config, workdir, hooks=(evaluate.train_fid_hook,))
 
 
 def _sample(config, workdir):
   from sparsediff_jax import generate
-  generate.run_sample_mode(config, workdir)
+  return generate.run_sample_mode(config, workdir)
 
 
 def _research(config, workdir):
   from sparsediff_jax.evaluation import research
-  research.evaluate_run(config, workdir)
+  return research.evaluate_run(config, workdir)
 
 
 def _fid_stats(config, workdir):
   from sparsediff_jax import evaluate
-  evaluate.run_fid_stats_mode(config, workdir)
+  return evaluate.run_fid_stats_mode(config, workdir)
 
 
 def _eval(config, workdir):
   from sparsediff_jax import evaluate
-  evaluate.run_eval_mode(config, workdir)
+  return evaluate.run_eval_mode(config, workdir)
 
 
-# --mode -> fn(config, workdir).
+# --mode -> fn(config, workdir), returning what summary.lines describes.
 MODES = {'train': _train, 'sample': _sample, 'research': _research,
          'fid_stats': _fid_stats, 'eval': _eval}
 
@@ -155,8 +156,7 @@ def config_name(argv_config_path: str | None) -> str:
 
 def write_run_record(config, workdir):
   """WORKDIR/config.json (the resolved config) and dataset.json (which images)."""
-  from etils import epath   # local paths and gs:// alike
-  from sparsediff_jax import data, run_dir
+  from sparsediff_jax import atomic_io, data, run_dir
   try:   # first, so that a missing dataset leaves the workdir as it was
     dataset = data.describe_dataset(config)
   except errors.UserError:
@@ -164,10 +164,9 @@ def write_run_record(config, workdir):
   except ValueError as e:   # a config value the data cannot satisfy
     raise errors.ConfigError(str(e)) from e
   run_dir.check_same_data(dataset, workdir)
-  path = epath.Path(workdir)
-  path.mkdir(parents=True, exist_ok=True)
-  (path / 'config.json').write_text(config.to_json_best_effort(indent=2))
-  (path / 'dataset.json').write_text(json.dumps(dataset, indent=2))
+  atomic_io.write_text(os.path.join(workdir, 'config.json'),
+                       config.to_json_best_effort(indent=2))
+  atomic_io.write_text(os.path.join(workdir, 'dataset.json'), json.dumps(dataset, indent=2))
 
 
 def _quiet_library_info(record) -> bool:
@@ -178,6 +177,12 @@ def _quiet_library_info(record) -> bool:
 def is_bad_input(error: BaseException) -> bool:
   """Bad input (exit 2) rather than a bug: errors.UserError, or a named missing file."""
   return isinstance(error, (errors.UserError, FileNotFoundError))
+
+
+def ends_before_work(error: BaseException) -> bool:
+  """Errors after which the run record is undone when nothing else was written yet: bad
+  input, and a disk too full to take the record."""
+  return is_bad_input(error) or isinstance(error, errors.DiskFullError)
 
 
 def main(argv):
@@ -203,6 +208,7 @@ def main(argv):
   from sparsediff_jax import compile_cache   # before the first compile
   compile_cache.enable(config.training.compilation_cache)
   training = _MODE.value == 'train'
+  started = time.monotonic()
   writes_record = training and jax.process_index() == 0
   try:
     if _MODE.value in READS_RUN:
@@ -217,11 +223,16 @@ def main(argv):
     # One run per workdir, taken before anything is written (workdir_lock.py).
     with (workdir_lock.hold(workdir, before_release=checkpoints.wait_for_saves)
           if writes_record else contextlib.nullcontext()):
-      with (run_dir.undo_record_on(is_bad_input, workdir) if writes_record
+      with (run_dir.undo_record_on(ends_before_work, workdir) if writes_record
             else contextlib.nullcontext()):
         if writes_record:
           write_run_record(config, workdir)
-        MODES[_MODE.value](config, workdir)
+        result = MODES[_MODE.value](config, workdir)
+    if jax.process_index() == 0:   # what was done, where, and what to run next
+      from sparsediff_jax import summary
+      for line in summary.lines(_MODE.value, result, workdir, time.monotonic() - started,
+                                _config_path(sys.argv)):
+        logging.info('%s', line)
   except preemption.TrainingInterrupted as e:
     logging.warning('%s', e)
     sys.exit(128 + e.signum)
@@ -230,7 +241,12 @@ def main(argv):
     sys.exit(1)
   except Exception as e:
     if not is_bad_input(e):
-      raise
+      cause = checkpoints.disk_full_cause(e)   # a write outside atomic_io hit a full disk
+      if cause is None:
+        raise
+      print(f'error: no space left on device (ENOSPC): {" ".join(str(cause).split())}; free '
+            'space there and run the same command again', file=sys.stderr)
+      sys.exit(1)
     usage_error(' '.join(str(e).split()))   # one line
   finally:   # however the run ended, a checkpoint being written is finished first
     if 'sparsediff_jax.checkpoints' in sys.modules:
@@ -240,6 +256,7 @@ def main(argv):
 def run():
   from sparsediff_jax import console   # before jax and TensorFlow are imported
   console.quiet(sys.argv)
+  console.plain_log_lines(sys.argv)
   app.run(main, flags_parser=parse_flags)
 
 

@@ -2,14 +2,16 @@
 
 Each line is {"step": S, "<name>": value, ...} with the same scalars as the console and
 TensorBoard (`pandas.read_json(path, lines=True)` reads it; NaN/inf appear as the bare
-tokens NaN/Infinity, which Python's json and pandas accept). Lines are written and flushed
-synchronously, so a killed run loses none that were logged. On resume from step S the file
-is first cut back to the lines of steps <= S, so after any number of interruptions it reads
-like the log of one uninterrupted run (the timing columns aside).
+tokens NaN/Infinity, which Python's json and pandas accept). Each line is appended whole
+and synchronously (atomic_io.append_line: a full disk or a kill leaves no half line), so a
+killed run loses none that were logged. On resume from step S the file is first cut back to
+the lines of steps <= S, so after any number of interruptions it reads like the log of one
+uninterrupted run (the timing columns aside). Local paths and gs:// alike.
 """
 
 import json
-import os
+
+from sparsediff_jax import atomic_io
 
 
 class JsonlWriter:
@@ -19,12 +21,10 @@ class JsonlWriter:
   def __init__(self, path: str, *, resume_step: int = 0):
     self.path = path
     _cut_after(path, resume_step)
-    self._file = open(path, 'a')
 
   def write_scalars(self, step, scalars):
     record = {'step': int(step), **{k: float(v) for k, v in scalars.items()}}
-    self._file.write(json.dumps(record) + '\n')
-    self._file.flush()
+    atomic_io.append_line(self.path, json.dumps(record))
 
   # Only scalars go to this file.
   def write_summaries(self, step, values, metadata=None):
@@ -49,29 +49,28 @@ class JsonlWriter:
     pass
 
   def flush(self):
-    self._file.flush()
+    pass
 
   def close(self):
-    self._file.close()
+    pass
 
 
 def read(path: str) -> list[dict]:
   """The records of a metrics.jsonl file, skipping a line cut off by a kill."""
+  text = atomic_io.read_text(path)
+  if text is None:
+    raise FileNotFoundError(f'{path}: no such file')
   records = []
-  with open(path) as f:
-    for line in f:
-      try:
-        records.append(json.loads(line))
-      except json.JSONDecodeError:
-        pass
+  for line in text.splitlines():
+    try:
+      records.append(json.loads(line))
+    except json.JSONDecodeError:
+      pass
   return records
 
 
 def _cut_after(path: str, step: int) -> None:
-  if not os.path.exists(path):
+  if not atomic_io.exists(path):
     return
   kept = [r for r in read(path) if r.get('step', 0) <= step]
-  tmp = f'{path}.tmp'
-  with open(tmp, 'w') as f:
-    f.writelines(json.dumps(r) + '\n' for r in kept)
-  os.replace(tmp, path)
+  atomic_io.write_text(path, ''.join(json.dumps(r) + '\n' for r in kept))

@@ -23,6 +23,9 @@ import contextlib
 import json
 import os
 
+from etils import epath   # local paths and gs:// alike
+
+from sparsediff_jax import atomic_io
 from sparsediff_jax.errors import ConfigMismatchError, WorkdirError
 
 # Fields a resumed run may change; a trailing '.' covers a whole section. Note that with
@@ -95,10 +98,8 @@ def saved_config(workdir: str) -> dict | None:
   """WORKDIR/config.json as a dict, or None when it is missing or unreadable."""
   path = os.path.join(workdir, 'config.json')
   try:
-    with open(path) as f:
-      return json.load(f)
-  except FileNotFoundError:
-    return None
+    text = atomic_io.read_text(path)
+    return None if text is None else json.loads(text)
   except (OSError, ValueError) as e:
     logging.warning('cannot read %s (%s)', path, e)
     return None
@@ -139,8 +140,8 @@ def bind_to_run(config, workdir: str, overrides=()) -> list[str]:
 
 
 def has_checkpoints(workdir: str) -> bool:
-  directory = os.path.join(workdir, 'checkpoints')
-  return os.path.isdir(directory) and any(n.isdigit() for n in os.listdir(directory))
+  directory = epath.Path(workdir) / 'checkpoints'
+  return directory.is_dir() and any(p.name.isdigit() for p in directory.iterdir())
 
 
 def check_can_resume(config, workdir: str) -> None:
@@ -155,11 +156,11 @@ def _record_of_run(workdir: str, name: str, otherwise: str) -> dict | None:
   """WORKDIR/NAME as JSON when the workdir holds checkpoints (a run to continue), else
   None; an unreadable file is None with a warning ending in `otherwise`."""
   path = os.path.join(workdir, name)
-  if not (os.path.isfile(path) and has_checkpoints(workdir)):
+  if not has_checkpoints(workdir):
     return None
   try:
-    with open(path) as f:
-      return json.load(f)
+    text = atomic_io.read_text(path)
+    return None if text is None else json.loads(text)
   except (OSError, ValueError) as e:
     logging.warning('cannot read %s (%s); %s', path, e, otherwise)
     return None
@@ -189,61 +190,50 @@ def undo_record_on(is_bad_input, workdir: str):
   """Runs the body; when it raises an error for which `is_bad_input(error)` is true before
   anything but the run record (RECORD_FILES) and empty directories appeared in `workdir`,
   puts the workdir back as it was (the run record restored or removed, the directories this
-  run made removed). Remote workdirs (gs://...) are left as they are."""
-  if '://' in workdir:
-    yield
-    return
-  workdir = os.path.abspath(workdir)
-  existing = workdir
-  while not os.path.exists(existing):
-    existing = os.path.dirname(existing)
-  before = {n: _read(os.path.join(workdir, n)) for n in RECORD_FILES}
-  listing = _listing(workdir)
+  run made removed). On gs:// the same, less the directories (an object store has no empty
+  ones)."""
+  remote = atomic_io.is_remote(workdir)
+  root = epath.Path(workdir if remote else os.path.abspath(workdir))
+  existing = root
+  while not remote and not existing.exists():
+    existing = existing.parent
+  before = {n: atomic_io.read_bytes(root / n) for n in RECORD_FILES}
+  listing = _listing(root)
   try:
     yield
   except Exception as e:
-    new = _listing(workdir) - listing - set(RECORD_FILES)
-    if is_bad_input(e) and all(_is_empty_dir(os.path.join(workdir, n)) for n in new):
+    new = _listing(root) - listing - set(RECORD_FILES)
+    if is_bad_input(e) and all(_is_empty_dir(root / n) for n in new):
       try:
-        _undo(workdir, existing, before, new)
+        _undo(root, existing, before, new)
       except OSError as undo_error:   # the original error matters more
         logging.warning('could not undo the run record in %s: %s', workdir, undo_error)
     raise
 
 
-def _undo(workdir: str, existing: str, before: dict, new: set) -> None:
+def _undo(root: epath.Path, existing: epath.Path, before: dict, new: set) -> None:
   for name, content in before.items():
-    path = os.path.join(workdir, name)
     if content is not None:
-      with open(path, 'wb') as f:
-        f.write(content)
-    elif os.path.exists(path):
-      os.remove(path)
+      atomic_io.write_bytes(root / name, content)
+    else:
+      (root / name).unlink(missing_ok=True)
   for name in new:
-    os.rmdir(os.path.join(workdir, name))
-  path = workdir
+    (root / name).rmdir()
+  path = root
   while path != existing:   # the directories this run made, if it got to make them
     if _is_empty_dir(path):
-      os.rmdir(path)
-    elif os.path.exists(path):
+      path.rmdir()
+    elif path.exists():
       break
-    path = os.path.dirname(path)
+    path = path.parent
 
 
-def _is_empty_dir(path: str) -> bool:
-  return os.path.isdir(path) and not os.listdir(path)
+def _is_empty_dir(path: epath.Path) -> bool:
+  return path.is_dir() and not any(True for _ in path.iterdir())
 
 
-def _read(path: str) -> bytes | None:
-  try:
-    with open(path, 'rb') as f:
-      return f.read()
-  except FileNotFoundError:
-    return None
-
-
-def _listing(directory: str) -> set:
-  return set(os.listdir(directory)) if os.path.isdir(directory) else set()
+def _listing(directory: epath.Path) -> set:
+  return {p.name for p in directory.iterdir()} if directory.is_dir() else set()
 
 
 def check_same_data(dataset: dict, workdir: str) -> None:
@@ -267,16 +257,13 @@ def record_loaded_examples(workdir: str, loaded: int) -> None:
   files skipped under data.on_bad_image='skip'): num_examples becomes what is trained on,
   num_examples_selected and num_examples_skipped say the rest."""
   path = os.path.join(workdir, 'dataset.json')
-  if '://' in workdir or not os.path.isfile(path):
+  text = atomic_io.read_text(path)
+  if text is None:
     return
-  with open(path) as f:
-    record = json.load(f)
+  record = json.loads(text)
   selected = record.get('num_examples_selected', record.get('num_examples'))
   if selected is None or selected == loaded:
     return
   record.update(num_examples=loaded, num_examples_selected=selected,
                 num_examples_skipped=selected - loaded)
-  tmp = path + '.tmp'
-  with open(tmp, 'w') as f:
-    json.dump(record, f, indent=2)
-  os.replace(tmp, path)
+  atomic_io.write_json(path, record)

@@ -115,7 +115,8 @@ READ_ONLY_KEEP = 2**31 - 1   # `keep` of the read-only modes' Checkpointer: neve
 
 
 def no_checkpoint_error(workdir: str) -> MissingCheckpointError:
-  directory = os.path.abspath(os.path.join(workdir, 'checkpoints'))
+  directory = os.path.join(workdir, 'checkpoints')
+  directory = directory if '://' in directory else os.path.abspath(directory)
   return MissingCheckpointError(f'no checkpoint in {directory}; train first with '
                                 f'--mode=train --workdir={workdir}')
 

@@ -11,11 +11,13 @@ the callers are unchanged.
   (tensor summaries with the `scalars` / `images` plug-in metadata, as tf.summary writes
   them), hparams through TensorBoard's hparams plug-in. Local paths and gs:// (etils
   epath; a remote file is uploaded when flushed or closed, as epath's backends allow).
-- `ConsoleWriter`: one log line per write_scalars call, "[step] name=value, ..."; the
-  hyperparameters are not logged (they are in config.json and TensorBoard; clu logged
-  all of them as one line of several KB).
+- `ConsoleWriter`: one log line per write_scalars call. A training line shows what people
+  read, "step 50: loss 1.58, dense loss 1.57, 2.9 steps/s, lr 0.0002"; with --verbosity=1
+  (and for evaluation results) every value, "[step] name=value, ...". The rest is in
+  metrics.jsonl and TensorBoard; the hyperparameters are not logged (they are in
+  config.json and TensorBoard; clu logged all of them as one line of several KB).
 - `create_writer`: what the training loop uses (console, TensorBoard on process 0 and
-  WORKDIR/metrics.jsonl for a local workdir).
+  WORKDIR/metrics.jsonl, local or gs://).
 
 Writes are synchronous: the training loop hands over host floats and one small PNG, a
 fraction of a millisecond each.
@@ -34,6 +36,9 @@ class ConsoleWriter:
   """Logs scalars as one line per step; images and hparams are not logged."""
 
   def write_scalars(self, step: int, scalars: dict) -> None:
+    if 'loss' in scalars and logging.get_verbosity() < 1:
+      logging.info('%s', training_line(step, scalars))
+      return
     values = ', '.join(f'{k}={_short(v)}' for k, v in sorted(scalars.items()))
     logging.info('[%d] %s', step, values)
 
@@ -56,6 +61,18 @@ class ConsoleWriter:
 def _short(value) -> str:
   value = float(value)
   return f'{value:.6g}'
+
+
+# (scalar, how the console line shows it) for the values a training line shows.
+_TRAINING_LINE = (('loss', 'loss {:.6g}'), ('dense_loss', 'dense loss {:.6g}'),
+                  ('steps_per_sec', '{:.3g} steps/s'), ('learning_rate', 'lr {:.3g}'))
+
+
+def training_line(step: int, scalars: dict) -> str:
+  """'step 50: loss 1.58372, dense loss 1.58058, 2.87 steps/s, lr 0.0002' (the values
+  present among loss, dense_loss, steps_per_sec, learning_rate)."""
+  shown = [fmt.format(float(scalars[k])) for k, fmt in _TRAINING_LINE if k in scalars]
+  return f'step {int(step)}: ' + ', '.join(shown)
 
 
 class TensorBoardWriter:
@@ -155,14 +172,11 @@ class MultiWriter:
 
 def create_writer(workdir: str, *, process_index: int, resume_step: int = 0) -> MultiWriter:
   """The training loop's writer: every process logs to the console; process 0 also writes
-  TensorBoard events and, for a local workdir, WORKDIR/metrics.jsonl (from resume_step)."""
+  TensorBoard events and WORKDIR/metrics.jsonl (from resume_step)."""
   writers = [ConsoleWriter()]
   if process_index == 0:
+    from sparsediff_jax import metrics_jsonl
     writers.append(TensorBoardWriter(workdir))
-    if '://' not in workdir:   # appends need a local file
-      from sparsediff_jax import metrics_jsonl
-      writers.append(metrics_jsonl.JsonlWriter(os.path.join(workdir, 'metrics.jsonl'),
-                                               resume_step=resume_step))
-    else:
-      logging.info('no metrics.jsonl for a remote workdir; the TensorBoard events hold them')
+    writers.append(metrics_jsonl.JsonlWriter(os.path.join(workdir, 'metrics.jsonl'),
+                                             resume_step=resume_step))
   return MultiWriter(writers)

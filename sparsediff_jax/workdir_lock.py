@@ -133,9 +133,13 @@ class _LocalLock:
     if old:
       logging.warning('taking over the lock %s left by a run that ended without releasing it '
                       '(%s)', self.path, describe(old))
-    os.ftruncate(fd, 0)
-    os.pwrite(fd, json.dumps(holder_record()).encode(), 0)
-    os.fsync(fd)
+    try:
+      os.ftruncate(fd, 0)
+      os.pwrite(fd, json.dumps(holder_record()).encode(), 0)
+      os.fsync(fd)
+    except OSError:   # e.g. a full disk: no lock file is left behind
+      self.release()
+      raise
 
   def release(self) -> None:
     if self.fd is None:
@@ -188,13 +192,8 @@ class _AdvisoryLock:
   def _write(self) -> None:
     """Replaces the file whole, so that a reader never sees half a record (and takes the
     lock for stale): an object store replaces objects whole; a file is renamed over."""
-    text = json.dumps(self.record)
-    if '://' in str(self.path):
-      self.path.write_text(text)
-      return
-    tmp = self.path.with_name(f'{LOCK_NAME}.{os.getpid()}.tmp')
-    tmp.write_text(text)
-    os.replace(tmp, self.path)
+    from sparsediff_jax import atomic_io
+    atomic_io.write_text(self.path, json.dumps(self.record))
 
   def _beat(self) -> None:
     while not self._stop.wait(HEARTBEAT_S):

@@ -146,7 +146,39 @@ def test_create_writer_console_line_and_jsonl(tmp_path, caplog):
     writer.write_scalars(3, {'loss': 0.5})
   writer.close()
   assert metrics_jsonl.read(str(tmp_path / 'metrics.jsonl')) == [{'step': 3, 'loss': 0.5}]
-  assert '[3] loss=0.5' in caplog.text and '11111' not in caplog.text
+  assert 'step 3: loss 0.5' in caplog.text and '11111' not in caplog.text
   assert len(glob.glob(str(tmp_path / 'events.out.tfevents.*'))) == 1
   other = tb_writer.create_writer(str(tmp_path / 'p1'), process_index=1)
   assert [type(w) for w in other.writers] == [tb_writer.ConsoleWriter]
+
+
+def test_training_line_shows_what_people_read_and_verbosity_shows_all(caplog):
+  import logging
+  from absl import logging as absl_logging
+  scalars = {'loss': 1.583721, 'dense_loss': 1.58058, 'steps_per_sec': 2.8712,
+             'learning_rate': 2e-4, 'grad_norm': 4.0062, 'kept_fraction': 0.1}
+  assert tb_writer.training_line(50, scalars) == (
+      'step 50: loss 1.58372, dense loss 1.58058, 2.87 steps/s, lr 0.0002')
+  writer = tb_writer.ConsoleWriter()
+  with caplog.at_level(logging.DEBUG, logger='absl'):
+    verbosity = absl_logging.get_verbosity()
+    try:
+      absl_logging.set_verbosity(absl_logging.DEBUG)
+      writer.write_scalars(50, scalars)
+      absl_logging.set_verbosity(absl_logging.INFO)
+      writer.write_scalars(60, {'fid': 12.5})   # an evaluation: every value
+    finally:
+      absl_logging.set_verbosity(verbosity)
+  assert '[50] dense_loss=1.58058, grad_norm=4.0062, kept_fraction=0.1' in caplog.text
+  assert '[60] fid=12.5' in caplog.text
+
+
+def test_plain_log_lines_drop_the_absl_prefix():
+  import logging
+  import re
+  record = logging.LogRecord('absl', logging.INFO, '/x/main.py', 199, 'mode %s', ('train',),
+                             None)
+  assert re.fullmatch(r'\d\d:\d\d:\d\d mode train', console.PlainFormatter().format(record))
+  record.levelno, record.levelname = logging.WARNING, 'WARNING'
+  assert re.fullmatch(r'\d\d:\d\d:\d\d warning: mode train',
+                      console.PlainFormatter().format(record))

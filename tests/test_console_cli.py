@@ -1,5 +1,6 @@
-"""The CLI's console in a non-terminal: no library noise, phase and progress lines; the
-persistent compilation cache filled by one run and hit by the next (slow: two CLI runs)."""
+"""The CLI's console in a non-terminal: no library noise, plain lines (a time, no absl
+prefix), phase and progress lines, the short metric line, the summary and the next command;
+--verbosity=1 keeps absl's format and every metric; the persistent compilation cache filled by one run and hit by the next (slow: two CLI runs)."""
 
 import os
 import re
@@ -44,9 +45,29 @@ def test_quiet_console_shows_phases_and_progress(two_runs):
   assert first.returncode == 0, first.stderr[-3000:]
   for noise in NOISE:
     assert noise not in first.stderr, noise
+  time = r'^\d\d:\d\d:\d\d '
+  assert not re.search(r'^[IWEF]\d{4} ', first.stderr, re.M)   # no absl prefix
   for phase in ('loading data', 'compiling the train step'):
-    assert re.search(rf'\] {phase}: [\d.]+ (s|min)$', first.stderr, re.M), phase
-  assert re.search(r'\] step 4/4  loss [\d.]+  [\d.]+ (steps/s|s/step)  ETA ', first.stderr)
+    assert re.search(rf'{time}{phase}: [\d.]+ (s|min)$', first.stderr, re.M), phase
+  assert re.search(rf'{time}step 4/4  loss [\d.]+  [\d.]+ (steps/s|s/step)  ETA ', first.stderr,
+                   re.M)
+  assert re.search(rf'{time}step 4: loss [\d.e-]+, dense loss [\d.e-]+, [\d.e+]+ steps/s, '
+                   rf'lr [\d.e-]+$', first.stderr, re.M)
+  assert 'grad_norm' not in first.stderr   # in metrics.jsonl and TensorBoard only
+  workdir = re.escape(str(first.args[3].split('=', 1)[1]))
+  last = first.stderr.rstrip().splitlines()[-2:]
+  assert re.match(rf'{time}done: trained to step 4 in [\d.]+ (s|min); checkpoints, sample '
+                  rf'grids, metrics.jsonl and TensorBoard events in {workdir}$', last[0]), last
+  assert re.match(rf'{time}next: python -m sparsediff_jax.main --mode=sample '
+                  rf'--workdir={workdir}  \(or --mode=research\); tensorboard --logdir '
+                  rf'{workdir}$', last[1]), last
+
+
+@pytest.mark.slow
+def test_verbosity_shows_absl_prefix_and_every_metric(two_runs):
+  second = two_runs[2]
+  assert re.search(r'^I\d{4} .*\] \[4\] dense_loss=[\d.e-]+, .*grad_norm=', second.stderr,
+                   re.M)
 
 
 @pytest.mark.slow

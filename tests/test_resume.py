@@ -68,7 +68,7 @@ def _wait_for(condition, proc, what, timeout=300):
 
 def _logged_steps(log_path) -> list[int]:
   with open(log_path) as f:
-    return [int(m) for m in re.findall(r'\] \[(\d+)\] dense_loss=', f.read())]
+    return [int(m) for m in re.findall(r'^\S+ step (\d+): loss ', f.read(), re.M)]
 
 
 def _steps(workdir) -> list[int]:

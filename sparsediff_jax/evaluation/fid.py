@@ -25,7 +25,7 @@ from typing import NamedTuple
 
 import numpy as np
 import scipy.linalg
-from sparsediff_jax import errors
+from sparsediff_jax import atomic_io, errors
 
 __all__ = [
     "FeatureStats",
@@ -322,7 +322,8 @@ def check_compatible(a: StatsMetadata, b: StatsMetadata, fields=COMPARABLE_FIELD
 
 def save_stats(path: str | os.PathLike, stats: FeatureStats, metadata: StatsMetadata,
                features: np.ndarray | None = None) -> None:
-    """Writes mu, sigma, count and JSON metadata to an .npz (loadable without pickle).
+    """Writes mu, sigma, count and JSON metadata to an .npz (loadable without pickle),
+    atomically, on local disk or gs://.
 
     features: optionally a subset of the feature rows [K, D] (stored as float32), for the
     metrics that need samples rather than moments (precision/recall, KID).
@@ -331,13 +332,13 @@ def save_stats(path: str | os.PathLike, stats: FeatureStats, metadata: StatsMeta
         raise ValueError(
             f"metadata.num_images={metadata.num_images} but the statistics have {stats.count} samples")
     extra = {} if features is None else {"features": np.asarray(features, np.float32)}
-    np.savez(path, mu=stats.mu, sigma=stats.sigma, count=np.int64(stats.count),
+    atomic_io.save_npz(path, mu=stats.mu, sigma=stats.sigma, count=np.int64(stats.count),
              metadata=np.array(json.dumps(dataclasses.asdict(metadata))), **extra)
 
 
 def load_stats(path: str | os.PathLike) -> tuple[FeatureStats, StatsMetadata]:
     """Reads statistics written by save_stats."""
-    with np.load(path, allow_pickle=False) as f:
+    with _open_npz(path) as f:
         stats = FeatureStats(f["mu"].astype(np.float64), f["sigma"].astype(np.float64),
                              int(f["count"]))
         metadata = StatsMetadata(**json.loads(str(f["metadata"])))
@@ -346,5 +347,13 @@ def load_stats(path: str | os.PathLike) -> tuple[FeatureStats, StatsMetadata]:
 
 def load_features(path: str | os.PathLike) -> np.ndarray | None:
     """The feature subset [K, D] float32 stored by save_stats, or None if it stored none."""
-    with np.load(path, allow_pickle=False) as f:
+    with _open_npz(path) as f:
         return f["features"] if "features" in f.files else None
+
+
+def _open_npz(path: str | os.PathLike):
+    """np.load of a local or gs:// .npz, without pickle."""
+    if not atomic_io.is_remote(path):
+        return np.load(path, allow_pickle=False)
+    import io
+    return np.load(io.BytesIO(atomic_io.read_bytes(path, missing=b"")), allow_pickle=False)

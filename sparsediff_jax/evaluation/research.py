@@ -31,17 +31,17 @@ override that contradicts them is refused.
 """
 
 from absl import logging
-import glob
 import json
 import os
 import time
 
 import jax
 import numpy as np
+from etils import epath
 from flax import nnx
 
-from sparsediff_jax import (checkpoints, data, errors, evaluate, formulations, generate,
-                            registry, state)
+from sparsediff_jax import (atomic_io, checkpoints, data, errors, evaluate, formulations,
+                            generate, registry, state)
 from sparsediff_jax.evaluation import locality, memorization
 from sparsediff_jax.images import make_grid, pyplot, save_figure, save_png
 
@@ -76,7 +76,7 @@ def logged_series(workdir: str, tags=('loss', 'dense_loss')) -> dict[str, dict[i
   files (a step logged twice, e.g. by a resumed run, keeps the later file's value)."""
   from tensorboard.backend.event_processing import event_accumulator
   series: dict[str, dict[int, float]] = {}
-  for path in sorted(glob.glob(os.path.join(workdir, 'events.out.tfevents.*'))):
+  for path in sorted(map(str, epath.Path(workdir).glob('events.out.tfevents.*'))):
     acc = event_accumulator.EventAccumulator(path, size_guidance={'tensors': 0, 'scalars': 0})
     acc.Reload()
     for tag in tags:
@@ -216,11 +216,7 @@ def save_trajectory_plot(path: str, trajectory: list[dict], floor: float | None 
 def write_trajectory(workdir: str, trajectory: list[dict]) -> str:
   """WORKDIR/research/trajectory.json, written whole or not at all."""
   path = os.path.join(workdir, 'research', TRAJECTORY_FILE)
-  os.makedirs(os.path.dirname(path), exist_ok=True)
-  tmp = path + '.tmp'
-  with open(tmp, 'w') as f:
-    json.dump(trajectory, f, indent=2)
-  os.replace(tmp, path)
+  atomic_io.write_json(path, trajectory)
   return path
 
 
@@ -281,10 +277,7 @@ def evaluate_run(config, workdir: str) -> dict:
 
 
 def write_metrics(workdir: str, metrics: dict) -> str:
-  """WORKDIR/research_metrics.json, written whole or not at all (rename is atomic)."""
+  """WORKDIR/research_metrics.json, written whole or not at all."""
   path = os.path.join(workdir, METRICS_FILE)
-  tmp = path + '.tmp'
-  with open(tmp, 'w') as f:
-    json.dump(metrics, f, indent=2, sort_keys=True)
-  os.replace(tmp, path)
+  atomic_io.write_json(path, metrics, sort_keys=True)
   return path

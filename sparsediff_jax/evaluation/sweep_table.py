@@ -19,12 +19,15 @@ otherwise).
 """
 
 import csv
+import io
 import json
 import math
 import os
 
 import numpy as np
+from etils import epath
 
+from sparsediff_jax import atomic_io
 from sparsediff_jax.images import pyplot, save_figure
 
 RUN_FILE = 'sweep_run.json'
@@ -41,14 +44,12 @@ EQUAL_QUALITY_FILES = {'digits_fd': 'results_equal_fd.md'}   # else results_equa
 def read_runs(root: str) -> list[dict]:
   """Every finished run under `root`: its sweep_run.json fields plus 'metrics' (dict)."""
   runs = []
-  for name in sorted(os.listdir(root)):
-    run_file = os.path.join(root, name, RUN_FILE)
-    metrics_file = os.path.join(root, name, METRICS_FILE)
-    if os.path.isfile(run_file) and os.path.isfile(metrics_file):
-      with open(run_file) as f:
-        run = json.load(f)
-      with open(metrics_file) as f:
-        run['metrics'] = json.load(f)
+  for name in sorted(p.name for p in epath.Path(root).iterdir()):
+    run_text = atomic_io.read_text(os.path.join(root, name, RUN_FILE))
+    metrics_text = atomic_io.read_text(os.path.join(root, name, METRICS_FILE))
+    if run_text is not None and metrics_text is not None:
+      run = json.loads(run_text)
+      run['metrics'] = json.loads(metrics_text)
       runs.append(run)
   return runs
 
@@ -129,9 +130,7 @@ def write_markdown(rows: list[dict], path: str, metrics=HEADLINE, title: str = '
     cells = [_cell(r, m) for m in metrics]
     lines.append(f'| {r["label"]} | {r["n"]} | ' + ' | '.join(cells) + ' |')
   lines += ['', 'mean ± sample standard deviation (ddof=1) over n seeds.']
-  os.makedirs(os.path.dirname(path) or '.', exist_ok=True)
-  with open(path, 'w') as f:
-    f.write('\n'.join(lines) + '\n')
+  atomic_io.write_text(path, '\n'.join(lines) + '\n')
   return path
 
 
@@ -139,16 +138,16 @@ def write_csv(rows: list[dict], path: str) -> str:
   """One line per setting: group, label, x, n, seeds, each override, metric_mean/_std."""
   metrics = sorted({m for r in rows for m in r['stats']})
   keys = sorted({k for r in rows for k in r['setting']})
-  os.makedirs(os.path.dirname(path) or '.', exist_ok=True)
-  with open(path, 'w', newline='') as f:
-    w = csv.writer(f)
-    w.writerow(['group', 'label', 'x', 'n', 'seeds'] + keys
-               + [f'{m}_{s}' for m in metrics for s in ('mean', 'std')])
-    for r in rows:
-      stats = [v for m in metrics for v in (r['stats'][m][:2] if m in r['stats']
-                                             else ('', ''))]
-      w.writerow([r['group'], r['label'], '' if r['x'] is None else r['x'], r['n'],
-                  ' '.join(r['seeds'])] + [r['setting'].get(k, '') for k in keys] + stats)
+  f = io.StringIO(newline='')
+  w = csv.writer(f)
+  w.writerow(['group', 'label', 'x', 'n', 'seeds'] + keys
+             + [f'{m}_{s}' for m in metrics for s in ('mean', 'std')])
+  for r in rows:
+    stats = [v for m in metrics for v in (r['stats'][m][:2] if m in r['stats']
+                                           else ('', ''))]
+    w.writerow([r['group'], r['label'], '' if r['x'] is None else r['x'], r['n'],
+                ' '.join(r['seeds'])] + [r['setting'].get(k, '') for k in keys] + stats)
+  atomic_io.write_text(path, f.getvalue())
   return path
 
 
@@ -212,10 +211,9 @@ def read_trajectories(root: str) -> list[dict]:
   with 'trajectory': its list of entries, ascending step."""
   out = []
   for run in read_runs(root):
-    path = os.path.join(root, run['name'], TRAJECTORY_FILE)
-    if os.path.isfile(path):
-      with open(path) as f:
-        run['trajectory'] = sorted(json.load(f), key=lambda e: e['step'])
+    text = atomic_io.read_text(os.path.join(root, run['name'], TRAJECTORY_FILE))
+    if text is not None:
+      run['trajectory'] = sorted(json.loads(text), key=lambda e: e['step'])
       out.append(run)
   return out
 
@@ -289,9 +287,7 @@ def write_equal_quality(rows: list[dict], path: str, quality: str, target: float
             'fraction of seeds with a checkpoint at least as good as the target; where it is '
             'below 1 the matched checkpoint is that run\'s best and still of worse quality. '
             'Resolution: the checkpoint spacing.']
-  os.makedirs(os.path.dirname(path) or '.', exist_ok=True)
-  with open(path, 'w') as f:
-    f.write('\n'.join(lines) + '\n')
+  atomic_io.write_text(path, '\n'.join(lines) + '\n')
   return path
 
 

@@ -1,0 +1,151 @@
+"""Every file the project writes goes through here: it appears whole or not at all.
+
+Local disk: the bytes go to a temporary file in the target's own folder (`.NAME.XXXX.tmp`),
+are flushed to disk, and the file is renamed over the target, so a reader (or a run killed
+mid-write) sees the old file or the new one, never half of one. Remote paths (gs://... and
+whatever else etils.epath serves): one upload through epath; an object store publishes an
+object whole when its upload ends, which is the same promise (a rename there is a copy).
+
+Appends (`append_line`, for WORKDIR/metrics.jsonl) write one whole line in one write(); if
+that fails or is cut short, the file is truncated back to its size before, so no half line
+stays. A remote file cannot be appended to: its new contents are uploaded whole.
+
+A full disk (ENOSPC) becomes one errors.DiskFullError naming the file, with the previous
+version of the file untouched and no temporary file left. Reading goes through epath too,
+so that every path works the same on local disk and gs://.
+"""
+
+import contextlib
+import errno
+import io
+import json
+import os
+import tempfile
+
+from etils import epath
+
+from sparsediff_jax import errors
+
+
+def is_remote(path) -> bool:
+  """Whether `path` is a URL (gs://...), not a local path."""
+  return '://' in os.fspath(path)
+
+
+def disk_full_error(path, cause: OSError) -> errors.DiskFullError:
+  return errors.DiskFullError(
+      f'no space left on device (ENOSPC) writing {path}; the previous version of that file '
+      'is intact; free space there and run the same command again')
+
+
+@contextlib.contextmanager
+def reporting_disk_full(path):
+  """Turns an ENOSPC raised in the body into one DiskFullError naming `path`."""
+  try:
+    yield
+  except OSError as e:
+    if e.errno == errno.ENOSPC:
+      raise disk_full_error(path, e) from e
+    raise
+
+
+def make_dirs(path) -> None:
+  """Creates the folder `path` and its parents (local or remote); no-op when it exists."""
+  with reporting_disk_full(path):
+    epath.Path(path).mkdir(parents=True, exist_ok=True)
+
+
+def write_bytes(path, data: bytes) -> None:
+  """Replaces `path` with `data` atomically, creating its folder."""
+  path = os.fspath(path)
+  folder = os.path.dirname(path)
+  if folder:
+    make_dirs(folder)
+  with reporting_disk_full(path):
+    if is_remote(path):
+      epath.Path(path).write_bytes(data)
+      return
+    fd, tmp = tempfile.mkstemp(dir=folder or '.', prefix=f'.{os.path.basename(path)}.',
+                               suffix='.tmp')
+    try:
+      with os.fdopen(fd, 'wb') as f:
+        f.write(data)
+        f.flush()
+        os.fsync(f.fileno())
+      os.chmod(tmp, 0o644 & ~_umask())
+      os.replace(tmp, path)
+    except BaseException:
+      with contextlib.suppress(OSError):
+        os.remove(tmp)
+      raise
+
+
+def _umask() -> int:
+  mask = os.umask(0)
+  os.umask(mask)
+  return mask
+
+
+def write_text(path, text: str) -> None:
+  write_bytes(path, text.encode('utf-8'))
+
+
+def write_json(path, obj, **dumps_kwargs) -> None:
+  """`obj` as JSON (indent=2 unless given), ending in a newline."""
+  dumps_kwargs.setdefault('indent', 2)
+  write_text(path, json.dumps(obj, **dumps_kwargs) + '\n')
+
+
+def save_npz(path, **arrays) -> None:
+  """numpy.savez of `arrays` to `path` (which should end in .npz), atomically."""
+  import numpy as np
+  buffer = io.BytesIO()
+  np.savez(buffer, **arrays)
+  write_bytes(path, buffer.getvalue())
+
+
+def save_figure(fig, path, **savefig_kwargs) -> None:
+  """A matplotlib figure as PNG, atomically."""
+  buffer = io.BytesIO()
+  fig.savefig(buffer, format='png', **savefig_kwargs)
+  write_bytes(path, buffer.getvalue())
+
+
+def append_line(path, line: str) -> None:
+  """Appends `line` (a newline is added) whole, or leaves the file as it was."""
+  data = (line.rstrip('\n') + '\n').encode('utf-8')
+  path = os.fspath(path)
+  if is_remote(path):
+    write_bytes(path, read_bytes(path, missing=b'') + data)
+    return
+  with reporting_disk_full(path):
+    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+    try:
+      size = os.fstat(fd).st_size
+      try:
+        written = os.write(fd, data)
+        if written != len(data):   # a short write: the disk filled up under it
+          raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), path)
+      except BaseException:
+        os.ftruncate(fd, size)
+        raise
+    finally:
+      os.close(fd)
+
+
+def read_bytes(path, *, missing=None) -> bytes | None:
+  """The bytes of `path`, or `missing` when it does not exist (or a parent is a file)."""
+  try:
+    return epath.Path(path).read_bytes()
+  except (FileNotFoundError, NotADirectoryError):
+    return missing
+
+
+def read_text(path, *, missing=None) -> str | None:
+  data = read_bytes(path)
+  return missing if data is None else data.decode('utf-8')
+
+
+def exists(path) -> bool:
+  return epath.Path(path).exists()
+
