@@ -111,9 +111,6 @@ class Restored:
     return inference_params(config, self.state)
 
 
-READ_ONLY_KEEP = 2**31 - 1   # `keep` of the read-only modes' Checkpointer: never trims.
-
-
 def no_checkpoint_error(workdir: str) -> MissingCheckpointError:
   directory = os.path.abspath(os.path.join(workdir, 'checkpoints'))
   return MissingCheckpointError(f'no checkpoint in {directory}; train first with '
@@ -137,9 +134,9 @@ def restore_run(config, workdir: str, mesh=None, step: int | None = None) -> Res
   mesh = mesh if mesh is not None else sharding.make_mesh(config)
   tx, _ = make_optimizer(config)
   graphdef, _ = abstract_model(config)
-  # A mode that only reads a run deletes none of its checkpoints (restore_latest would trim
-  # them to `keep`, and a research trajectory reads every one of them).
-  ckpt = checkpoints.Checkpointer(os.path.join(workdir, 'checkpoints'), keep=READ_ONLY_KEEP)
+  # A mode that only reads a run may run beside its live trainer: it reads committed steps
+  # and deletes, renames and trims nothing (a research trajectory reads every step).
+  ckpt = checkpoints.Checkpointer(os.path.join(workdir, 'checkpoints'), read_only=True)
   try:
     restored = restore(config, ckpt, tx, mesh, step=step)
   finally:

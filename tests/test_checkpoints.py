@@ -229,3 +229,46 @@ def test_closed_loop_errors_are_dropped_only_after_a_full_disk(monkeypatch):
   assert checkpoints._ORBAX_FILTER.filter(record)
   monkeypatch.setattr(checkpoints._DropOrbaxDiskFull, 'seen_disk_full', True)
   assert not checkpoints._ORBAX_FILTER.filter(record)
+
+
+def _tree(directory) -> dict:
+  """{relative path: size} of every file and folder under `directory`."""
+  out = {}
+  for root, dirs, files in os.walk(directory):
+    for name in dirs + files:
+      path = os.path.join(root, name)
+      out[os.path.relpath(path, directory)] = os.path.getsize(path)
+  return out
+
+
+def test_a_reader_leaves_an_in_flight_write_untouched(copy):
+  """A training run's half-written step (Orbax's N.orbax-checkpoint-tmp folder) is neither
+  listed, read nor removed by a reader (a trainer opening the directory does remove it)."""
+  tmp = os.path.join(copy, '4.orbax-checkpoint-tmp-1234')
+  shutil.copytree(os.path.join(copy, '3'), tmp)
+  before = _tree(copy)
+  reader = checkpoints.Checkpointer(copy, read_only=True)
+  assert reader.all_steps() == [1, 2, 3]
+  assert reader.restore_latest(ABSTRACT)[0] == 3
+  assert reader.restore_step(1, ABSTRACT)[0] == 1
+  reader.close()
+  assert _tree(copy) == before
+  checkpoints.Checkpointer(copy, keep=3).close()   # the trainer's clean-up
+  assert not os.path.exists(tmp)
+
+
+def test_a_reader_reports_a_damaged_step_and_renames_nothing(copy, caplog):
+  truncate_every_file(os.path.join(copy, '3'))
+  before = _tree(copy)
+  reader = checkpoints.Checkpointer(copy, read_only=True, keep=1)
+  step, _, meta = reader.restore_latest(ABSTRACT)
+  assert step == 2 and meta == {'data': {'position': 2}}
+  warnings = [r.getMessage() for r in caplog.records if r.levelname == 'WARNING']
+  assert any(w.startswith(f'checkpoint 3 in {copy} cannot be restored') for w in warnings)
+  assert any(w.startswith(f'restored checkpoint 2 of {copy}; the newer [3] could not be read '
+                          '(left as they are') for w in warnings)
+  assert not any('read only' in w for w in warnings)   # Orbax's notice is dropped
+  with pytest.raises(ValueError, match='read-only'):
+    reader.save(4, state_of(4), {'data': {'position': 4}})
+  reader.close()
+  assert _tree(copy) == before   # nothing renamed, trimmed to keep=1 or written

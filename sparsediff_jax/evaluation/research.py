@@ -151,8 +151,7 @@ def trajectory_entry(step: int, metrics: dict, dataset_keys, logged: dict) -> di
 
 def checkpoint_steps(workdir: str) -> list[int]:
   """The checkpoint steps in WORKDIR/checkpoints, ascending (read-only: nothing trimmed)."""
-  ckpt = checkpoints.Checkpointer(os.path.join(workdir, 'checkpoints'),
-                                  keep=state.READ_ONLY_KEEP)
+  ckpt = checkpoints.Checkpointer(os.path.join(workdir, 'checkpoints'), read_only=True)
   try:
     return ckpt.all_steps()
   finally:
