@@ -246,20 +246,25 @@ def _listing(directory: str) -> set:
   return set(os.listdir(directory)) if os.path.isdir(directory) else set()
 
 
-def check_same_data(dataset: dict, workdir: str) -> None:
+def check_same_data(dataset: dict, workdir: str,
+                    remedy: str = 'or use a new --workdir') -> None:
   """Refuses to continue a run on other training data: WORKDIR/dataset.json (the record of
   what the run trained on) against `dataset` (data.describe_dataset of this config), when
-  the workdir holds checkpoints. Compares the selection (ids) and the contents' SHA-256."""
+  the workdir holds checkpoints. Compares the number of examples, the selection (ids) and
+  the contents' SHA-256. `remedy`: the message's alternative to restoring the data."""
   saved = _record_of_run(workdir, 'dataset.json', 'the training data is not compared')
   if saved is None:
     return
+  selected = saved.get('num_examples_selected', saved.get('num_examples'))
   for key in ('selection_sha256', 'content_sha256'):
     if key in saved and saved[key] != dataset.get(key):
       what = 'which examples' if key == 'selection_sha256' else 'the contents of the examples'
+      count = (f', {selected} -> {dataset.get("num_examples")} examples'
+               if selected != dataset.get('num_examples') else '')
       raise ConfigMismatchError(
-          f'{workdir} holds a run trained on other data ({what} changed: dataset.json '
+          f'{workdir} holds a run trained on other data ({what} changed{count}: dataset.json '
           f'{key} {saved[key][:12]}... -> {str(dataset.get(key))[:12]}...); restore the '
-          'data it was trained on, or use a new --workdir')
+          f'data it was trained on, {remedy}')
 
 
 def record_loaded_examples(workdir: str, loaded: int) -> None:
