@@ -73,17 +73,23 @@ def config_differences(saved: dict, current: dict) -> list[str]:
           if a[f] != b[f] and not may_change(f)]
 
 
-def check_same_run(saved: dict | None, config, where: str) -> None:
-  """Raises ConfigMismatchError unless `config` may continue the run saved with `saved`."""
+# The advice of a ConfigMismatchError to a mode that only reads the run.
+READER_ADVICE = ('give this mode the config the run was trained with (the same --config and '
+                 'overrides), or point --workdir at a run trained with this config')
+
+
+def check_same_run(saved: dict | None, config, where: str, advice: str | None = None) -> None:
+  """Raises ConfigMismatchError unless `config` may continue the run saved with `saved`.
+  advice: what the message tells the user to do (default: a training run's options)."""
   if saved is None:
     return
   diffs = config_differences(saved, config_dict(config))
   if diffs:
     raise ConfigMismatchError(
-        f'{where} holds a run trained with a different config ({"; ".join(diffs)}); '
-        'resume with the saved values, list the fields in --config.training.resume_may_change'
-        f' to change them knowingly, or use a new --workdir (always allowed to change: '
-        f'{", ".join(MAY_CHANGE)})')
+        f'{where} holds a run trained with a different config ({"; ".join(diffs)}); ' + (
+            advice or 'resume with the saved values, list the fields in '
+            '--config.training.resume_may_change to change them knowingly, or use a new '
+            f'--workdir (always allowed to change: {", ".join(MAY_CHANGE)})'))
 
 
 def is_run_defining(field: str) -> bool:
@@ -91,17 +97,60 @@ def is_run_defining(field: str) -> bool:
   return not _matches(field, MAY_CHANGE)
 
 
-def saved_config(workdir: str) -> dict | None:
-  """WORKDIR/config.json as a dict, or None when it is missing or unreadable."""
+def saved_config(workdir: str, quiet: bool = False) -> dict | None:
+  """WORKDIR/config.json as a dict, or None when it is missing or unreadable (with a
+  warning unless `quiet`)."""
   path = os.path.join(workdir, 'config.json')
   try:
     with open(path) as f:
-      return json.load(f)
+      saved = json.load(f)
+    if not isinstance(saved, dict):
+      raise ValueError(f'a JSON {type(saved).__name__}, not an object')
+    return saved
   except FileNotFoundError:
     return None
   except (OSError, ValueError) as e:
-    logging.warning('cannot read %s (%s)', path, e)
+    if not quiet:
+      logging.warning('cannot read %s (%s)', path, e)
     return None
+
+
+def checkpointed_config(workdir: str) -> tuple[int, dict] | None:
+  """(step, config) that the newest committed checkpoint's meta records, or None. Reads
+  the meta item's JSON (Orbax's `STEP/meta/metadata`) only, never an in-flight write."""
+  directory = os.path.join(workdir, 'checkpoints')
+  try:
+    steps = sorted((int(n) for n in os.listdir(directory) if n.isdigit()), reverse=True)
+  except OSError:
+    return None
+  for step in steps:
+    try:
+      with open(os.path.join(directory, str(step), 'meta', 'metadata')) as f:
+        config = json.load(f).get('config')
+    except (OSError, ValueError, AttributeError):
+      continue
+    if isinstance(config, dict):
+      return step, config
+  return None
+
+
+def reader_config(workdir: str) -> dict | None:
+  """The run's config for a mode that reads it: WORKDIR/config.json, or when that is
+  unreadable the newest checkpoint's record of it (with a warning saying so)."""
+  saved = saved_config(workdir, quiet=True)
+  path = os.path.join(workdir, 'config.json')
+  if saved is not None or not os.path.exists(path):
+    return saved
+  fallback = checkpointed_config(workdir)
+  if fallback is None:
+    logging.warning('cannot read %s and no checkpoint records the config; this mode uses '
+                    'the config it is given (a training run in this workdir writes %s again)',
+                    path, path)
+    return None
+  logging.warning('cannot read %s; the run\'s fields are taken from the config that '
+                  'checkpoint %d records (a training run in this workdir writes %s again)',
+                  path, fallback[0], path)
+  return fallback[1]
 
 
 def bind_to_run(config, workdir: str, overrides=()) -> list[str]:
@@ -113,7 +162,7 @@ def bind_to_run(config, workdir: str, overrides=()) -> list[str]:
   formulation or model other than the trained one would sample noise). Without a saved
   config nothing changes (the checkpoint restore still checks its meta).
   """
-  saved = saved_config(workdir)
+  saved = reader_config(workdir)
   if saved is None:
     return []
   flat, current = flatten(saved), flatten(config_dict(config))

@@ -93,7 +93,9 @@ def restore(config, ckpt: checkpoints.Checkpointer, tx, mesh, target=None,
   missing or damaged).
   """
   target = target if target is not None else abstract_state(config, tx, mesh)
-  check = lambda meta: run_dir.check_same_run(meta.get('config'), config, ckpt.directory)
+  advice = run_dir.READER_ADVICE if ckpt.read_only else None
+  check = lambda meta: run_dir.check_same_run(meta.get('config'), config, ckpt.directory,
+                                              advice)
   if step is not None:
     return ckpt.restore_step(step, target, check_meta=check)
   return ckpt.restore_latest(target, check_meta=check)
@@ -130,7 +132,8 @@ def restore_run(config, workdir: str, mesh=None, step: int | None = None) -> Res
   damaged one raises errors.CheckpointError.
   """
   require_checkpoint(workdir)   # before Orbax, which would create the directory
-  run_dir.check_same_run(run_dir.saved_config(workdir), config, workdir)
+  run_dir.check_same_run(run_dir.saved_config(workdir, quiet=True), config, workdir,
+                         run_dir.READER_ADVICE)
   mesh = mesh if mesh is not None else sharding.make_mesh(config)
   tx, _ = make_optimizer(config)
   graphdef, _ = abstract_model(config)

@@ -243,7 +243,7 @@ def _tree(directory) -> dict:
 
 def test_a_reader_leaves_an_in_flight_write_untouched(copy):
   """A training run's half-written step (Orbax's N.orbax-checkpoint-tmp folder) is neither
-  listed, read nor removed by a reader (a trainer opening the directory does remove it)."""
+  listed, read nor removed by a reader."""
   tmp = os.path.join(copy, '4.orbax-checkpoint-tmp-1234')
   shutil.copytree(os.path.join(copy, '3'), tmp)
   before = _tree(copy)
@@ -253,8 +253,6 @@ def test_a_reader_leaves_an_in_flight_write_untouched(copy):
   assert reader.restore_step(1, ABSTRACT)[0] == 1
   reader.close()
   assert _tree(copy) == before
-  checkpoints.Checkpointer(copy, keep=3).close()   # the trainer's clean-up
-  assert not os.path.exists(tmp)
 
 
 def test_a_reader_reports_a_damaged_step_and_renames_nothing(copy, caplog):
@@ -272,3 +270,13 @@ def test_a_reader_reports_a_damaged_step_and_renames_nothing(copy, caplog):
     reader.save(4, state_of(4), {'data': {'position': 4}})
   reader.close()
   assert _tree(copy) == before   # nothing renamed, trimmed to keep=1 or written
+
+
+def test_the_config_a_checkpoint_records_is_read_from_its_meta(tmp_path):
+  """run_dir.checkpointed_config reads Orbax's layout of the meta item directly."""
+  from sparsediff_jax import run_dir
+  ckpt = checkpoints.Checkpointer(str(tmp_path / 'checkpoints'), keep=3)
+  ckpt.save(5, state_of(5), {'data': {}, 'config': {'model': {'channels': 8}}})
+  ckpt.wait()
+  ckpt.close()
+  assert run_dir.checkpointed_config(str(tmp_path)) == (5, {'model': {'channels': 8}})
