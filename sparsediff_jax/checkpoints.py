@@ -141,8 +141,8 @@ class Checkpointer:
     if steps:
       raise CheckpointError(
           f'none of the checkpoints {steps} in {self.directory} can be restored (step '
-          f'{steps[-1]}: {newest_error}); move the directory away to start from scratch, or '
-          'resume with the config they were written with')
+          f'{steps[-1]}: {newest_error}); resume with the config they were written with, or '
+          'start from scratch with --start_over (moves the run into a previous-* folder)')
     return None
 
   def restore_step(self, step: int, abstract_state, check_meta=None):

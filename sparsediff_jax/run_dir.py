@@ -214,6 +214,76 @@ def _record_of_run(workdir: str, name: str, otherwise: str) -> dict | None:
     return None
 
 
+# What a run writes into its workdir (names, or prefixes ending in '*'): one run's records.
+# Reference statistics (fid_stats/) serve any run of the dataset and are not among them.
+RUN_RECORDS = ('config.json', 'dataset.json', 'metrics.jsonl', 'samples', 'eval', 'research',
+               'research_metrics*', 'checkpoints', 'events.out.tfevents.*')
+SET_ASIDE_PREFIX = 'previous-'   # + YYYYmmdd-HHMMSS: where --start_over moves a run
+
+
+def run_records(workdir: str) -> list[str]:
+  """The names in WORKDIR that are records of a run (RUN_RECORDS), sorted."""
+  names = _listing(workdir)
+  return sorted(n for n in names if any(
+      n == r or (r.endswith('*') and n.startswith(r[:-1])) for r in RUN_RECORDS))
+
+
+def _restarts_same_run(config, workdir: str) -> bool:
+  """Whether WORKDIR's records are those of this same run (config.json differs in no
+  run-defining field) stopped before its first checkpoint was committed: nothing read the
+  run yet and metrics.jsonl ends before the second checkpoint was due (the loop waits for
+  the first write to commit before it starts the second, and a kill may end that wait)."""
+  from sparsediff_jax import metrics_jsonl
+  saved = saved_config(workdir, quiet=True)
+  if saved is None or config_differences(saved, config_dict(config)):
+    return False
+  if {'eval', 'research'} & set(run_records(workdir)) or any(
+      n.startswith('research_metrics') for n in _listing(workdir)) or any(
+      n.startswith('sample_mode_') for n in _listing(os.path.join(workdir, 'samples'))):
+    return False
+  path = os.path.join(workdir, 'metrics.jsonl')
+  steps = [r.get('step', 0) for r in metrics_jsonl.read(path)] if os.path.isfile(path) else []
+  first_due = config.training.checkpoint_every or config.training.num_steps
+  return max(steps, default=0) <= 2 * first_due
+
+
+def check_one_run(config, workdir: str) -> None:
+  """A workdir holds one run: raises WorkdirError when WORKDIR holds another run's records
+  (RUN_RECORDS) but no checkpoint to resume, unless they are this run's own, stopped before
+  its first checkpoint (a restart). --start_over (set_aside_run) moves them away."""
+  if '://' in workdir or has_checkpoints(workdir):   # a resume: check_can_resume compares
+    return
+  records = [n for n in run_records(workdir) if n != 'checkpoints']
+  if not records or _restarts_same_run(config, workdir):
+    return
+  raise WorkdirError(
+      f'--workdir={workdir} holds the records of another run ({", ".join(records)}) but no '
+      'checkpoint to resume, and a workdir holds one run: use a new --workdir, or add '
+      f'--start_over to move those records into {os.path.join(workdir, SET_ASIDE_PREFIX)}'
+      'YYYYmmdd-HHMMSS/ and start a new run there')
+
+
+def set_aside_run(workdir: str) -> str | None:
+  """Moves every record of a run in WORKDIR (RUN_RECORDS, checkpoints included) into
+  WORKDIR/previous-YYYYmmdd-HHMMSS/ (local time) and returns that folder; None when there
+  is nothing to move. The caller holds the workdir's lock."""
+  import time
+  records = run_records(workdir)
+  if '://' in workdir or not records:
+    return None
+  stamp = time.strftime('%Y%m%d-%H%M%S')
+  target, k = os.path.join(workdir, SET_ASIDE_PREFIX + stamp), 1
+  while os.path.exists(target):
+    k += 1
+    target = os.path.join(workdir, f'{SET_ASIDE_PREFIX}{stamp}-{k}')
+  os.mkdir(target)
+  for name in records:
+    os.rename(os.path.join(workdir, name), os.path.join(target, name))
+  logging.warning('--start_over: moved the previous run\'s %s into %s', ', '.join(records),
+                  target)
+  return target
+
+
 def check_writable(workdir: str) -> None:
   """Raises WorkdirError unless `workdir` is, or can be made as, a writable directory."""
   if '://' in workdir:   # remote file systems are checked by their first write

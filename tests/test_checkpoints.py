@@ -78,7 +78,8 @@ def test_none_intact_is_an_error_not_a_fresh_start(copy):
   ckpt = checkpoints.Checkpointer(copy, keep=3)
   with pytest.raises(checkpoints.CheckpointError,
                      match=r'^none of the checkpoints \[1, 2, 3\] in .* can be restored \(step '
-                           r'3: .*\); move the directory away'):
+                           r'3: .*\); resume with the config they were written with, or '
+                           r'start from scratch with --start_over'):
     ckpt.restore_latest(ABSTRACT)
   assert sorted(os.listdir(copy)) == ['1', '2', '3']   # nothing renamed or deleted
   ckpt.close()
