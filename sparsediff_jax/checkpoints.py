@@ -107,14 +107,16 @@ class Checkpointer:
   def all_steps(self) -> list[int]:
     return sorted(self.manager.all_steps())
 
-  def restore_latest(self, abstract_state, check_meta=None):
+  def restore_latest(self, abstract_state, check_meta=None, _relisted=False):
     """Restores the newest intact checkpoint onto `abstract_state`'s shapes and shardings.
 
     `check_meta(meta)`, if given, sees each candidate's meta before its state is read and
     may raise to refuse the run (such errors propagate; they are not taken for damage).
     Returns (step, state, meta), or None when there is no checkpoint at all. Raises
     CheckpointError when checkpoints exist but none restores. Damaged steps are renamed to
-    STEP.damaged and steps beyond `keep` deleted, unless read_only (then only reported).
+    STEP.damaged and steps beyond `keep` deleted, unless read_only (then only reported, and
+    when none restores the steps are listed again once: a live trainer may have replaced
+    them meanwhile).
     """
     steps, damaged, newest_error = self.all_steps(), [], None
     for step in reversed(steps):
@@ -138,11 +140,17 @@ class Checkpointer:
       for old in ([] if self.read_only else self.all_steps()[:-self.keep]):
         self.manager.delete(old)
       return step, state['state'], meta['meta']
+    if steps and self.read_only and not _relisted:
+      self.manager.reload()
+      if self.all_steps() != steps:
+        return self.restore_latest(abstract_state, check_meta, _relisted=True)
     if steps:
       raise CheckpointError(
           f'none of the checkpoints {steps} in {self.directory} can be restored (step '
-          f'{steps[-1]}: {newest_error}); resume with the config they were written with, or '
-          'start from scratch with --start_over (moves the run into a previous-* folder)')
+          f'{steps[-1]}: {newest_error}); ' + (
+              'if a training run is writing them, try again' if self.read_only else
+              'resume with the config they were written with, or start from scratch with '
+              '--start_over (moves the run into a previous-* folder)'))
     return None
 
   def restore_step(self, step: int, abstract_state, check_meta=None):

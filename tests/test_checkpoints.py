@@ -281,3 +281,18 @@ def test_the_config_a_checkpoint_records_is_read_from_its_meta(tmp_path):
   ckpt.wait()
   ckpt.close()
   assert run_dir.checkpointed_config(str(tmp_path)) == (5, {'model': {'channels': 8}})
+
+
+def test_a_reader_lists_again_when_the_steps_it_saw_are_gone(copy):
+  """A live trainer deletes old steps: a reader whose listed steps all fail lists again."""
+  reader = checkpoints.Checkpointer(copy, read_only=True)
+  assert reader.all_steps() == [1, 2, 3]
+  for step in ('1', '2', '3'):   # the trainer moved on: 1-3 deleted, 4 committed
+    os.rename(os.path.join(copy, step), os.path.join(copy, str(int(step) + 3)))
+  assert reader.restore_latest(ABSTRACT)[0] == 6
+  for step in ('4', '5', '6'):
+    truncate_every_file(os.path.join(copy, step))
+  with pytest.raises(checkpoints.CheckpointError, match=r'; if a training run is writing '
+                                                        r'them, try again$'):
+    reader.restore_latest(ABSTRACT)
+  reader.close()
