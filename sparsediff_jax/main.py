@@ -6,8 +6,9 @@ runs/<config name>/. Any config field can be overridden: --config.mask.ratio=0.5
 The same command runs on several hosts: detected on Cloud TPU, SLURM and Open MPI, else with
 --coordinator_address, --num_processes and --process_id on every process (docs/launch.md).
 Exit codes: 0 done; 2 bad input (a config value, a missing file or dataset, a workdir
-holding another run or only damaged checkpoints: --start_over moves such a run aside), reported as one line on stderr, with the
-workdir left as it was (see run_dir.undo_record_on); 1 the run failed (e.g. NaN under
+holding another run or only damaged checkpoints: --start_over moves such a run aside),
+reported as one line on stderr, with the workdir left as it was (see
+run_dir.undo_record_on); 1 the run failed (e.g. NaN under
 training.on_nonfinite='stop'; the newest checkpoint is the last good state); 128 + N stopped
 by signal N (143 SIGTERM, 130 SIGINT) after writing a checkpoint: rerun to resume.
 docs/troubleshooting.md lists the errors and what to do about each.

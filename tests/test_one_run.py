@@ -1,8 +1,8 @@
 """A workdir holds one run: a new run over another run's records is refused unless
 --start_over moves them into WORKDIR/previous-YYYYmmdd-HHMMSS/.
 
-main.main runs in-process (default config) with the training replaced by a stand-in that writes what a run
-writes first, so that no step is compiled.
+main.main runs in-process (default config) with the training replaced by a stand-in, so
+that no step is compiled.
 """
 
 import json
