@@ -49,8 +49,7 @@ import numpy as np
 from flax import nnx
 
 from sparsediff_jax import (checkpoints, data, errors, evaluate, formulations, generate,
-                            registry, state)
-from sparsediff_jax import run_dir
+                            registry, run_dir, state)
 from sparsediff_jax.evaluation import locality, memorization, sweep_table
 from sparsediff_jax.images import make_grid, pyplot, save_figure, save_png
 
