@@ -2,8 +2,9 @@
 
 One tiny CLI training run checkpoints every 2 steps. While it trains, `readers` processes of
 `--mode=sample`, `--mode=eval` (seeded Inception weights, a small reference made first by
-`--mode=fid_stats`) and `--mode=research` start at seeded random moments, at most one of
-each mode at a time. Each reader has its own sampling seed, which its output records
+`--mode=fid_stats`) and `--mode=research` start at seeded random moments (during start-up
+or at a random step of the first three quarters of training), at most one of each mode at
+a time. Each reader has its own sampling seed, which its output records
 (sample's .npz, eval's metrics_STEP.json, research_metrics.json), so every output is traced
 to its reader. At the end:
   * the trainer exited 0, and its metrics.jsonl holds the losses of an undisturbed run of
@@ -67,6 +68,15 @@ def _outputs(workdir: str) -> dict[int, list[int]]:
   return found
 
 
+def _logged(workdir: str) -> int:
+  """Lines in WORKDIR/metrics.jsonl (one per step): how far the trainer is."""
+  try:
+    with open(os.path.join(workdir, 'metrics.jsonl')) as f:
+      return f.read().count('\n')
+  except FileNotFoundError:
+    return 0
+
+
 def _step_folders(workdir: str) -> list[str]:
   return sorted(os.listdir(os.path.join(workdir, 'checkpoints')))
 
@@ -93,7 +103,7 @@ def _make_reference_stats(root: str, cli_env: dict, args) -> list[str]:
   return [*flags, f'--config.eval.reference_stats={reference}']
 
 
-def storm(root: str, readers: int = 20, seed: int = 0, num_steps: int = 400) -> dict:
+def storm(root: str, readers: int = 20, seed: int = 0, num_steps: int = 200) -> dict:
   """Runs the storm in the folder `root`; returns the counts and the checks' results."""
   rng = random.Random(seed)
   cli_env = {**env(root, jax_cache=os.path.join(root, 'jax_cache')),
@@ -110,16 +120,17 @@ def storm(root: str, readers: int = 20, seed: int = 0, num_steps: int = 400) -> 
   workdir = os.path.join(root, 'run')
   trainer = start(*args, f'--workdir={workdir}', f'--config.training.checkpoint_every={EVERY}',
                   env=cli_env, log_path=os.path.join(root, 'trainer.log'))
+  # Reader i starts once the trainer has logged moments[i] steps (and its mode is free):
+  # spread over start-up (0) and the first three quarters of training.
+  moments = sorted(0 if rng.random() < 1 / 6 else rng.randint(1, num_steps * 3 // 4)
+                   for _ in range(readers))
   started = []   # dicts: kind, seed, proc, log
   while trainer.poll() is None and len(started) < readers:
     busy = {r['kind'] for r in started if r['proc'].poll() is None}
     free = [k for k in KINDS if k not in busy]
-    if not free:
-      time.sleep(0.1)
+    if not free or _logged(workdir) < moments[len(started)]:
+      time.sleep(0.05)
       continue
-    time.sleep(rng.uniform(0.0, 3.0))
-    if trainer.poll() is not None:
-      break
     kind, reader_seed = rng.choice(free), SEED0 + len(started)
     log = os.path.join(root, f'reader{len(started)}-{kind}.log')
     proc = start(*args, f'--workdir={workdir}', *_reader_args(kind, eval_args),
@@ -181,7 +192,7 @@ def storm(root: str, readers: int = 20, seed: int = 0, num_steps: int = 400) -> 
 if __name__ == '__main__':
   n = int(sys.argv[1]) if len(sys.argv) > 1 else 20
   seed = int(sys.argv[2]) if len(sys.argv) > 2 else 0
-  steps = int(sys.argv[3]) if len(sys.argv) > 3 else 400
+  steps = int(sys.argv[3]) if len(sys.argv) > 3 else 200
   with tempfile.TemporaryDirectory() as tmp:
     print(json.dumps(storm(tmp, readers=n, seed=seed, num_steps=steps), indent=2,
                      default=str))
