@@ -97,13 +97,13 @@ def _make_reference_stats(root: str, cli_env: dict, args) -> list[str]:
   flags = [f'--config.eval.inception_weights={weights}',
            f'--config.eval.inception_sha256={inception_weights.sha256_file(weights)}']
   result = run(*args, '--mode=fid_stats', f'--workdir={os.path.join(root, "ref")}', *flags,
-               '--config.eval.batch_size=8', env=cli_env)
+               '--config.eval.batch_size=8', env=cli_env, timeout=1800)
   assert result.returncode == 0, result.stderr[-3000:]
   reference, = glob.glob(os.path.join(root, 'ref', 'fid_stats', '*.npz'))
   return [*flags, f'--config.eval.reference_stats={reference}']
 
 
-def storm(root: str, readers: int = 20, seed: int = 0, num_steps: int = 200) -> dict:
+def storm(root: str, readers: int = 20, seed: int = 0, num_steps: int = 100) -> dict:
   """Runs the storm in the folder `root`; returns the counts and the checks' results."""
   rng = random.Random(seed)
   cli_env = {**env(root, jax_cache=os.path.join(root, 'jax_cache')),
@@ -112,7 +112,7 @@ def storm(root: str, readers: int = 20, seed: int = 0, num_steps: int = 200) -> 
   t0 = time.time()
   reference = os.path.join(root, 'reference')
   result = run(*args, f'--workdir={reference}', f'--config.training.checkpoint_every={num_steps}',
-               env=cli_env)
+               env=cli_env, timeout=1800)
   assert result.returncode == 0, result.stderr[-3000:]
   t_reference = time.time() - t0
   eval_args = _make_reference_stats(root, cli_env, args)
@@ -192,7 +192,7 @@ def storm(root: str, readers: int = 20, seed: int = 0, num_steps: int = 200) -> 
 if __name__ == '__main__':
   n = int(sys.argv[1]) if len(sys.argv) > 1 else 20
   seed = int(sys.argv[2]) if len(sys.argv) > 2 else 0
-  steps = int(sys.argv[3]) if len(sys.argv) > 3 else 200
+  steps = int(sys.argv[3]) if len(sys.argv) > 3 else 100
   with tempfile.TemporaryDirectory() as tmp:
     print(json.dumps(storm(tmp, readers=n, seed=seed, num_steps=steps), indent=2,
                      default=str))

@@ -8,7 +8,7 @@ import pytest
 
 from reader_storm import storm
 
-READERS = 12
+READERS = 9
 
 
 @pytest.mark.slow
