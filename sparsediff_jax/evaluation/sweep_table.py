@@ -34,7 +34,7 @@ HEADLINE = ('consistent_fraction', 'count_exact_fraction', 'symmetry_error',
             'partnered_fraction', 'pixel_memorized_fraction', 'pixel_nn_distance_mean',
             'locality_radius90', 'locality_far_fraction', 'train_dense_loss')
 BOOKKEEPING = ('step', 'num_samples', 'num_train_images', 'sampling_seed', 'sampling_steps',
-               'ema_index', 'ema_decay', 'output_suffix')
+               'ema_index', 'ema_decay')
 TRAJECTORY_FILE = os.path.join('research', 'trajectory.json')
 EQUAL_QUALITY_FILES = {'digits_fd': 'results_equal_fd.md'}   # else results_equal_<metric>.md
 
