@@ -79,6 +79,7 @@ class Checkpointer:
     _quiet_orbax_disk_full_logs()
     if read_only:   # each option Orbax's read_only would otherwise override with a warning
       options = ocp.CheckpointManagerOptions(read_only=True, max_to_keep=None, create=False,
+                                             save_interval_steps=0,
                                              enable_async_checkpointing=False,
                                              cleanup_tmp_directories=False)
     else:
