@@ -2,7 +2,8 @@
 training run (reader_storm.py) harm nothing, and each succeeds or says why in one line.
 
 Its cost is the CLI's start-up per reader, an Inception pass per eval reader and two
-training runs; the counts are in docs/troubleshooting.md, "Reader storm"."""
+training runs: 1018 s wall on 2 cores shared with other jobs (load average about 19); the
+counts are in docs/troubleshooting.md, "Reader storm"."""
 
 import pytest
 
