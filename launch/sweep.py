@@ -170,8 +170,9 @@ def expected_steps(config, overrides: dict) -> int:
 
 
 def is_finished(workdir: str, num_steps: int) -> bool:
-  """True when WORKDIR/research_metrics.json exists and was taken at step num_steps."""
-  path = os.path.join(workdir, sweep_table.METRICS_FILE)
+  """True when WORKDIR's newest research_metrics*.json exists and was taken at step
+  num_steps."""
+  path = sweep_table.newest_metrics_file(workdir)
   try:
     with open(path) as f:
       return int(json.load(f).get('step', -1)) == num_steps

@@ -7,8 +7,15 @@ a kill during a write on a file system without atomic renames, a partial copy), 
 restoring walks the steps newest first and takes the first that restores whole, with a
 warning naming the ones passed over; when none does, CheckpointError says so rather than
 training from scratch. Step folders that a killed write left half-made (Orbax's
-`*.orbax-checkpoint-tmp-*`) are never listed as steps and are removed when the next manager
-opens the directory. A state with NaN or inf values is never written (NonFiniteError).
+`*.orbax-checkpoint-tmp-*`) are never listed as steps and are removed when the next
+training run opens the directory. A state with NaN or inf values is never written
+(NonFiniteError).
+
+A reader (`Checkpointer(..., read_only=True)`: sample, eval and research modes) may open the
+directory while a training run writes into it: it lists and restores committed steps only,
+and never deletes, renames or trims anything (no clean-up of the trainer's in-flight
+`N.orbax-checkpoint-tmp` folder, no setting aside of a damaged step: it reports the damage
+and falls back; the trainer repairs).
 
 A full disk (ENOSPC, however deeply Orbax wraps it) ends the run with one DiskFullError
 naming the checkpoint whose write failed, the path and the newest intact checkpoint, which
@@ -59,20 +66,29 @@ def wait_for_saves() -> None:
 
 class Checkpointer:
 
-  def __init__(self, directory: str, *, keep: int = 3, async_save: bool = True):
+  def __init__(self, directory: str, *, keep: int = 3, async_save: bool = True,
+               read_only: bool = False):
+    """keep: the newest steps kept (the rest deleted); read_only: a reader beside a possibly
+    live trainer (nothing is written, deleted, renamed or trimmed; `keep` is unused)."""
     # gs:// and other URLs stay as they are; local paths become absolute for Orbax.
     self.directory = directory if '://' in directory else os.path.abspath(directory)
     _check_is_directory(self.directory)
-    self.keep = keep
+    self.keep, self.read_only = keep, read_only
     self.failed = False      # a write failed and was reported; nothing more is waited for
     self._pending = None     # the step of the asynchronous write in flight, if any
     _quiet_orbax_disk_full_logs()
-    self.manager = ocp.CheckpointManager(
-        self.directory,
-        options=ocp.CheckpointManagerOptions(max_to_keep=keep,
+    if read_only:   # each option Orbax's read_only would otherwise override with a warning
+      options = ocp.CheckpointManagerOptions(read_only=True, max_to_keep=None, create=False,
+                                             save_interval_steps=0,
+                                             enable_async_checkpointing=False,
+                                             cleanup_tmp_directories=False)
+    else:
+      options = ocp.CheckpointManagerOptions(max_to_keep=keep,
                                              enable_async_checkpointing=async_save,
-                                             cleanup_tmp_directories=True),
-        item_names=('state', 'meta'))
+                                             cleanup_tmp_directories=True)
+    with _without_read_only_notice():
+      self.manager = ocp.CheckpointManager(self.directory, options=options,
+                                           item_names=('state', 'meta'))
     _OPEN.add(self)
 
   def save(self, step: int, state, meta: dict) -> None:
@@ -80,6 +96,8 @@ class Checkpointer:
 
     Raises NonFiniteError, writing nothing, if a float in `state` is NaN or inf.
     """
+    if self.read_only:
+      raise ValueError(f'a read-only Checkpointer of {self.directory} cannot save')
     nonfinite.check_state_finite(state, f'the state of step {step}')
     self.wait()   # a failure of the write in flight is reported as that step's, not this one's
     with self._reporting_disk_full(step):
@@ -90,13 +108,16 @@ class Checkpointer:
   def all_steps(self) -> list[int]:
     return sorted(self.manager.all_steps())
 
-  def restore_latest(self, abstract_state, check_meta=None):
+  def restore_latest(self, abstract_state, check_meta=None, _relisted=False):
     """Restores the newest intact checkpoint onto `abstract_state`'s shapes and shardings.
 
     `check_meta(meta)`, if given, sees each candidate's meta before its state is read and
     may raise to refuse the run (such errors propagate; they are not taken for damage).
     Returns (step, state, meta), or None when there is no checkpoint at all. Raises
-    CheckpointError when checkpoints exist but none restores.
+    CheckpointError when checkpoints exist but none restores. Damaged steps are renamed to
+    STEP.damaged and steps beyond `keep` deleted, unless read_only (then only reported, and
+    when none restores the steps are listed again once: a live trainer may have replaced
+    them meanwhile).
     """
     steps, damaged, newest_error = self.all_steps(), [], None
     for step in reversed(steps):
@@ -107,20 +128,30 @@ class Checkpointer:
         damaged.append(step)
         newest_error = newest_error or error
         continue
-      if damaged:
+      if damaged and self.read_only:
+        logging.warning('restored checkpoint %d of %s; the newer %s could not be read (left '
+                        'as they are: the next training run sets them aside)', step,
+                        self.directory, damaged)
+      elif damaged:
         self._set_aside(damaged)
         logging.warning('restored checkpoint %d of %s; the newer %s could not be read and '
                         'were renamed to STEP.damaged', step, self.directory, damaged)
       # Orbax commits a new step before it deletes the oldest (so that a kill between the
       # two never leaves fewer intact ones); a kill there leaves keep + 1 steps behind.
-      for old in self.all_steps()[:-self.keep]:
+      for old in ([] if self.read_only else self.all_steps()[:-self.keep]):
         self.manager.delete(old)
       return step, state['state'], meta['meta']
+    if steps and self.read_only and not _relisted:
+      self.manager.reload()
+      if self.all_steps() != steps:
+        return self.restore_latest(abstract_state, check_meta, _relisted=True)
     if steps:
       raise CheckpointError(
           f'none of the checkpoints {steps} in {self.directory} can be restored (step '
-          f'{steps[-1]}: {newest_error}); move the directory away to start from scratch, or '
-          'resume with the config they were written with')
+          f'{steps[-1]}: {newest_error}); ' + (
+              'if a training run is writing them, try again' if self.read_only else
+              'resume with the config they were written with, or start from scratch with '
+              '--start_over (moves the run into a previous-* folder)'))
     return None
 
   def restore_step(self, step: int, abstract_state, check_meta=None):
@@ -214,6 +245,18 @@ class Checkpointer:
   def close(self) -> None:
     _OPEN.discard(self)
     self.manager.close()
+
+
+@contextlib.contextmanager
+def _without_read_only_notice():
+  """Drops Orbax's 'Given directory is read only' warning, logged for every reader."""
+  drop = lambda record: 'Given directory is read only' not in record.getMessage()
+  logger = pylogging.getLogger('absl')
+  logger.addFilter(drop)
+  try:
+    yield
+  finally:
+    logger.removeFilter(drop)
 
 
 def _is_shape_mismatch(error: str) -> bool:

@@ -206,6 +206,9 @@ def get_config() -> ml_collections.ConfigDict:
                                 # into research/trajectory.{json,png}, and report
                                 # memorization_onset_step. Keep the checkpoints with
                                 # training.keep_checkpoints / checkpoint_every.
+  r.allow_other_data = False    # score even when the training data no longer matches
+                                # WORKDIR/dataset.json (which examples or their contents
+                                # changed since training); False refuses (exit 2).
 
   # ---- evaluation: --mode=fid_stats, --mode=eval, FID during training ---------------------
   # See docs/evaluation.md. Inception is pytorch-fid's network (our JAX port).

@@ -6,8 +6,9 @@ runs/<config name>/. Any config field can be overridden: --config.mask.ratio=0.5
 The same command runs on several hosts: detected on Cloud TPU, SLURM and Open MPI, else with
 --coordinator_address, --num_processes and --process_id on every process (docs/launch.md).
 Exit codes: 0 done; 2 bad input (a config value, a missing file or dataset, a workdir
-holding another run or only damaged checkpoints), reported as one line on stderr, with the
-workdir left as it was (see run_dir.undo_record_on); 1 the run failed (e.g. NaN under
+holding another run or only damaged checkpoints: --start_over moves such a run aside),
+reported as one line on stderr, with the workdir left as it was (see
+run_dir.undo_record_on); 1 the run failed (e.g. NaN under
 training.on_nonfinite='stop'; the newest checkpoint is the last good state); 128 + N stopped
 by signal N (143 SIGTERM, 130 SIGINT) after writing a checkpoint: rerun to resume.
 docs/troubleshooting.md lists the errors and what to do about each.
@@ -46,6 +47,11 @@ _NUM_PROCESSES = flags.DEFINE_integer('num_processes', None,
                                       'Number of processes of a multi-process run.')
 _PROCESS_ID = flags.DEFINE_integer('process_id', None,
                                    'This process: 0..num_processes-1 (0 runs the coordinator).')
+_START_OVER = flags.DEFINE_boolean(
+    'start_over', False, '--mode=train: move the records of the run already in --workdir '
+    '(config.json, metrics, samples, checkpoints, eval and research results) into '
+    'WORKDIR/previous-YYYYmmdd-HHMMSS/ and start a new run there. Without it a workdir '
+    'holding another run is refused.')
 _INIT_TIMEOUT = flags.DEFINE_integer(
     'initialization_timeout', 300,
     'Seconds to wait for every process of a multi-process run to connect.')
@@ -154,8 +160,9 @@ def config_name(argv_config_path: str | None) -> str:
   return os.path.splitext(os.path.basename(argv_config_path.split(':', 1)[0]))[0]
 
 
-def write_run_record(config, workdir):
-  """WORKDIR/config.json (the resolved config) and dataset.json (which images)."""
+def write_run_record(config, workdir, start_over: bool = False):
+  """WORKDIR/config.json (the resolved config) and dataset.json (which images); with
+  start_over, first moves the run already there aside (run_dir.set_aside_run)."""
   from sparsediff_jax import atomic_io, data, run_dir
   try:   # first, so that a missing dataset leaves the workdir as it was
     dataset = data.describe_dataset(config)
@@ -163,6 +170,8 @@ def write_run_record(config, workdir):
     raise
   except ValueError as e:   # a config value the data cannot satisfy
     raise errors.ConfigError(str(e)) from e
+  if start_over:
+    run_dir.set_aside_run(workdir)
   run_dir.check_same_data(dataset, workdir)
   atomic_io.write_text(os.path.join(workdir, 'config.json'),
                        config.to_json_best_effort(indent=2))
@@ -215,10 +224,14 @@ def main(argv):
       run_dir.bind_to_run(config, workdir, config_overrides(sys.argv))
     validation.validate_for_devices(config, jax.device_count())
     validation.validate_entries(config)
+    if not training and _START_OVER.value:
+      usage_error(f'--start_over is for --mode=train only (this is --mode={_MODE.value})')
     if training:   # before anything is written
       run_dir.check_writable(workdir)
-      run_dir.check_can_resume(config, workdir)
-      checkpoints.check_checkpoint_dir(workdir)   # a file named checkpoints
+      if not _START_OVER.value:   # else the run there is moved aside
+        run_dir.check_can_resume(config, workdir)
+        run_dir.check_one_run(config, workdir)
+        checkpoints.check_checkpoint_dir(workdir)   # a file named checkpoints
     logging.info('mode %s, workdir %s', _MODE.value, workdir)
     # One run per workdir, taken before anything is written (workdir_lock.py).
     with (workdir_lock.hold(workdir, before_release=checkpoints.wait_for_saves)
@@ -226,7 +239,7 @@ def main(argv):
       with (run_dir.undo_record_on(ends_before_work, workdir) if writes_record
             else contextlib.nullcontext()):
         if writes_record:
-          write_run_record(config, workdir)
+          write_run_record(config, workdir, start_over=_START_OVER.value)
         result = MODES[_MODE.value](config, workdir)
     if jax.process_index() == 0:   # what was done, where, and what to run next
       from sparsediff_jax import summary

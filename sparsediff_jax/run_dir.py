@@ -76,17 +76,23 @@ def config_differences(saved: dict, current: dict) -> list[str]:
           if a[f] != b[f] and not may_change(f)]
 
 
-def check_same_run(saved: dict | None, config, where: str) -> None:
-  """Raises ConfigMismatchError unless `config` may continue the run saved with `saved`."""
+# The advice of a ConfigMismatchError to a mode that only reads the run.
+READER_ADVICE = ('give this mode the config the run was trained with (the same --config and '
+                 'overrides), or point --workdir at a run trained with this config')
+
+
+def check_same_run(saved: dict | None, config, where: str, advice: str | None = None) -> None:
+  """Raises ConfigMismatchError unless `config` may continue the run saved with `saved`.
+  advice: what the message tells the user to do (default: a training run's options)."""
   if saved is None:
     return
   diffs = config_differences(saved, config_dict(config))
   if diffs:
     raise ConfigMismatchError(
-        f'{where} holds a run trained with a different config ({"; ".join(diffs)}); '
-        'resume with the saved values, list the fields in --config.training.resume_may_change'
-        f' to change them knowingly, or use a new --workdir (always allowed to change: '
-        f'{", ".join(MAY_CHANGE)})')
+        f'{where} holds a run trained with a different config ({"; ".join(diffs)}); ' + (
+            advice or 'resume with the saved values, list the fields in '
+            '--config.training.resume_may_change to change them knowingly, or use a new '
+            f'--workdir (always allowed to change: {", ".join(MAY_CHANGE)})'))
 
 
 def is_run_defining(field: str) -> bool:
@@ -94,15 +100,60 @@ def is_run_defining(field: str) -> bool:
   return not _matches(field, MAY_CHANGE)
 
 
-def saved_config(workdir: str) -> dict | None:
-  """WORKDIR/config.json as a dict, or None when it is missing or unreadable."""
+def saved_config(workdir: str, quiet: bool = False) -> dict | None:
+  """WORKDIR/config.json as a dict, or None when it is missing or unreadable (with a
+  warning unless `quiet`)."""
   path = os.path.join(workdir, 'config.json')
   try:
     text = atomic_io.read_text(path)
-    return None if text is None else json.loads(text)
+    if text is None:
+      return None
+    saved = json.loads(text)
+    if not isinstance(saved, dict):
+      raise ValueError(f'a JSON {type(saved).__name__}, not an object')
+    return saved
   except (OSError, ValueError) as e:
-    logging.warning('cannot read %s (%s)', path, e)
+    if not quiet:
+      logging.warning('cannot read %s (%s)', path, e)
     return None
+
+
+def checkpointed_config(workdir: str) -> tuple[int, dict] | None:
+  """(step, config) that the newest committed checkpoint's meta records, or None. Reads
+  the meta item's JSON (Orbax's `STEP/meta/metadata`) only, never an in-flight write."""
+  directory = epath.Path(workdir) / 'checkpoints'
+  try:
+    steps = sorted((int(n) for n in _listing(directory) if n.isdigit()), reverse=True)
+  except OSError:
+    return None
+  for step in steps:
+    try:
+      config = json.loads(
+          atomic_io.read_text(directory / str(step) / 'meta' / 'metadata')).get('config')
+    except (OSError, TypeError, ValueError, AttributeError):
+      continue
+    if isinstance(config, dict):
+      return step, config
+  return None
+
+
+def reader_config(workdir: str) -> dict | None:
+  """The run's config for a mode that reads it: WORKDIR/config.json, or when that is
+  unreadable the newest checkpoint's record of it (with a warning saying so)."""
+  saved = saved_config(workdir, quiet=True)
+  path = os.path.join(workdir, 'config.json')
+  if saved is not None or not atomic_io.exists(path):
+    return saved
+  fallback = checkpointed_config(workdir)
+  if fallback is None:
+    logging.warning('cannot read %s and no checkpoint records the config; this mode uses '
+                    'the config it is given (a training run in this workdir writes %s again)',
+                    path, path)
+    return None
+  logging.warning('cannot read %s; the run\'s fields are taken from the config that '
+                  'checkpoint %d records (a training run in this workdir writes %s again)',
+                  path, fallback[0], path)
+  return fallback[1]
 
 
 def bind_to_run(config, workdir: str, overrides=()) -> list[str]:
@@ -114,7 +165,7 @@ def bind_to_run(config, workdir: str, overrides=()) -> list[str]:
   formulation or model other than the trained one would sample noise). Without a saved
   config nothing changes (the checkpoint restore still checks its meta).
   """
-  saved = saved_config(workdir)
+  saved = reader_config(workdir)
   if saved is None:
     return []
   flat, current = flatten(saved), flatten(config_dict(config))
@@ -164,6 +215,79 @@ def _record_of_run(workdir: str, name: str, otherwise: str) -> dict | None:
   except (OSError, ValueError) as e:
     logging.warning('cannot read %s (%s); %s', path, e, otherwise)
     return None
+
+
+# What a run writes into its workdir (names, or prefixes ending in '*'): one run's records.
+# Reference statistics (fid_stats/) serve any run of the dataset and are not among them.
+RUN_RECORDS = ('config.json', 'dataset.json', 'metrics.jsonl', 'samples', 'eval', 'research',
+               'research_metrics*', 'checkpoints', 'events.out.tfevents.*')
+SET_ASIDE_PREFIX = 'previous-'   # + YYYYmmdd-HHMMSS: where --start_over moves a run
+
+
+def run_records(workdir: str) -> list[str]:
+  """The names in WORKDIR that are records of a run (RUN_RECORDS), sorted."""
+  names = _listing(epath.Path(workdir))
+  return sorted(n for n in names if any(
+      n == r or (r.endswith('*') and n.startswith(r[:-1])) for r in RUN_RECORDS))
+
+
+def _restarts_same_run(config, workdir: str) -> bool:
+  """Whether WORKDIR's records are those of this same run (config.json differs in no
+  run-defining field) stopped before its first checkpoint was committed: nothing read the
+  run yet and metrics.jsonl ends before the second checkpoint was due (the loop waits for
+  the first write to commit before it starts the second, and a kill may end that wait)."""
+  from sparsediff_jax import metrics_jsonl
+  saved = saved_config(workdir, quiet=True)
+  if saved is None or config_differences(saved, config_dict(config)):
+    return False
+  if {'eval', 'research'} & set(run_records(workdir)) or any(
+      n.startswith('research_metrics') for n in _listing(epath.Path(workdir))) or any(
+      n.startswith('sample_mode_') for n in _listing(epath.Path(workdir) / 'samples')):
+    return False
+  path = os.path.join(workdir, 'metrics.jsonl')
+  steps = [r.get('step', 0) for r in metrics_jsonl.read(path)] if atomic_io.exists(path) else []
+  first_due = config.training.checkpoint_every or config.training.num_steps
+  return max(steps, default=0) <= 2 * first_due
+
+
+def check_one_run(config, workdir: str) -> None:
+  """A workdir holds one run: raises WorkdirError when WORKDIR holds another run's records
+  (RUN_RECORDS) but no checkpoint to resume, unless they are this run's own, stopped before
+  its first checkpoint (a restart). --start_over (set_aside_run) moves them away."""
+  if has_checkpoints(workdir):   # a resume: check_can_resume compares
+    return
+  records = [n for n in run_records(workdir) if n != 'checkpoints']
+  if not records or _restarts_same_run(config, workdir):
+    return
+  raise WorkdirError(
+      f'--workdir={workdir} holds the records of another run ({", ".join(records)}) but no '
+      'checkpoint to resume, and a workdir holds one run: use a new --workdir, or add '
+      f'--start_over to move those records into {os.path.join(workdir, SET_ASIDE_PREFIX)}'
+      'YYYYmmdd-HHMMSS/ and start a new run there')
+
+
+def set_aside_run(workdir: str) -> str | None:
+  """Moves every record of a run in WORKDIR (RUN_RECORDS, checkpoints included) into
+  WORKDIR/previous-YYYYmmdd-HHMMSS/ (local time) and returns that folder; None when there
+  is nothing to move. The caller holds the workdir's lock."""
+  import time
+  records = run_records(workdir)
+  if not records:
+    return None
+  if atomic_io.is_remote(workdir):   # object stores have no rename of a folder
+    raise WorkdirError(f'--start_over cannot move records on --workdir={workdir} (a remote '
+                       'file system has no folder rename); use a new --workdir')
+  stamp = time.strftime('%Y%m%d-%H%M%S')
+  target, k = os.path.join(workdir, SET_ASIDE_PREFIX + stamp), 1
+  while os.path.exists(target):
+    k += 1
+    target = os.path.join(workdir, f'{SET_ASIDE_PREFIX}{stamp}-{k}')
+  os.mkdir(target)
+  for name in records:
+    os.rename(os.path.join(workdir, name), os.path.join(target, name))
+  logging.warning('--start_over: moved the previous run\'s %s into %s', ', '.join(records),
+                  target)
+  return target
 
 
 def check_writable(workdir: str) -> None:
@@ -236,20 +360,25 @@ def _listing(directory: epath.Path) -> set:
   return {p.name for p in directory.iterdir()} if directory.is_dir() else set()
 
 
-def check_same_data(dataset: dict, workdir: str) -> None:
+def check_same_data(dataset: dict, workdir: str,
+                    remedy: str = 'or use a new --workdir') -> None:
   """Refuses to continue a run on other training data: WORKDIR/dataset.json (the record of
   what the run trained on) against `dataset` (data.describe_dataset of this config), when
-  the workdir holds checkpoints. Compares the selection (ids) and the contents' SHA-256."""
+  the workdir holds checkpoints. Compares the number of examples, the selection (ids) and
+  the contents' SHA-256. `remedy`: the message's alternative to restoring the data."""
   saved = _record_of_run(workdir, 'dataset.json', 'the training data is not compared')
   if saved is None:
     return
+  selected = saved.get('num_examples_selected', saved.get('num_examples'))
   for key in ('selection_sha256', 'content_sha256'):
     if key in saved and saved[key] != dataset.get(key):
       what = 'which examples' if key == 'selection_sha256' else 'the contents of the examples'
+      count = (f', {selected} -> {dataset.get("num_examples")} examples'
+               if selected != dataset.get('num_examples') else '')
       raise ConfigMismatchError(
-          f'{workdir} holds a run trained on other data ({what} changed: dataset.json '
+          f'{workdir} holds a run trained on other data ({what} changed{count}: dataset.json '
           f'{key} {saved[key][:12]}... -> {str(dataset.get(key))[:12]}...); restore the '
-          'data it was trained on, or use a new --workdir')
+          f'data it was trained on, {remedy}')
 
 
 def record_loaded_examples(workdir: str, loaded: int) -> None:

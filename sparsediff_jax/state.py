@@ -93,7 +93,9 @@ def restore(config, ckpt: checkpoints.Checkpointer, tx, mesh, target=None,
   missing or damaged).
   """
   target = target if target is not None else abstract_state(config, tx, mesh)
-  check = lambda meta: run_dir.check_same_run(meta.get('config'), config, ckpt.directory)
+  advice = run_dir.READER_ADVICE if ckpt.read_only else None
+  check = lambda meta: run_dir.check_same_run(meta.get('config'), config, ckpt.directory,
+                                              advice)
   if step is not None:
     return ckpt.restore_step(step, target, check_meta=check)
   return ckpt.restore_latest(target, check_meta=check)
@@ -109,9 +111,6 @@ class Restored:
   def params(self, config):
     """The parameter copy config.sampling.ema_index names (-1: the raw parameters)."""
     return inference_params(config, self.state)
-
-
-READ_ONLY_KEEP = 2**31 - 1   # `keep` of the read-only modes' Checkpointer: never trims.
 
 
 def no_checkpoint_error(workdir: str) -> MissingCheckpointError:
@@ -134,13 +133,14 @@ def restore_run(config, workdir: str, mesh=None, step: int | None = None) -> Res
   damaged one raises errors.CheckpointError.
   """
   require_checkpoint(workdir)   # before Orbax, which would create the directory
-  run_dir.check_same_run(run_dir.saved_config(workdir), config, workdir)
+  run_dir.check_same_run(run_dir.saved_config(workdir, quiet=True), config, workdir,
+                         run_dir.READER_ADVICE)
   mesh = mesh if mesh is not None else sharding.make_mesh(config)
   tx, _ = make_optimizer(config)
   graphdef, _ = abstract_model(config)
-  # A mode that only reads a run deletes none of its checkpoints (restore_latest would trim
-  # them to `keep`, and a research trajectory reads every one of them).
-  ckpt = checkpoints.Checkpointer(os.path.join(workdir, 'checkpoints'), keep=READ_ONLY_KEEP)
+  # A mode that only reads a run may run beside its live trainer: it reads committed steps
+  # and deletes, renames and trims nothing (a research trajectory reads every step).
+  ckpt = checkpoints.Checkpointer(os.path.join(workdir, 'checkpoints'), read_only=True)
   try:
     restored = restore(config, ckpt, tx, mesh, step=step)
   finally:

@@ -165,7 +165,7 @@ def train(config, workdir: str, *, hooks: tuple[EvalHook, ...] = ()) -> TrainSta
   logging.info('training state per device: %s', memory_per_device(target))
   with progress.phase('looking for checkpoints to restore'):
     restored = restore(config, ckpt, tx, mesh, target)
-  skipped_steps = 0
+  skipped_steps, unlogged = 0, []
   if restored is None:
     with progress.phase('initialising parameters'):
       state = init_state(config, tx, mesh)
@@ -173,6 +173,7 @@ def train(config, workdir: str, *, hooks: tuple[EvalHook, ...] = ()) -> TrainSta
     start, state, meta = restored
     data_it.set_state(meta['data'])
     skipped_steps = meta.get('skipped_steps', 0)
+    unlogged = _history_from_meta(meta.get('unlogged_metrics', []))
     logging.info('resumed from step %d', start)
   start, k = int(state.step), config.training.steps_per_call
   if start % k:
@@ -197,7 +198,9 @@ def train(config, workdir: str, *, hooks: tuple[EvalHook, ...] = ()) -> TrainSta
   bar = progress.TrainProgress(tc.num_steps, start, enabled=jax.process_index() == 0)
   in_flight = progress.InFlight(depth=2)
   # ----
-  history, t_last, step_last = [], time.time(), start
+  # The window of the next metric line; after a resume, it starts with the steps the
+  # checkpoint's run trained but had not logged yet (so the line averages the whole window).
+  history, t_last, step_last = unlogged, time.time(), start
   step, stopping, is_last = start, False, start == tc.num_steps
   try:
     for step in range(start + k, tc.num_steps + 1, k):   # `step`: the last step of the call
@@ -208,7 +211,7 @@ def train(config, workdir: str, *, hooks: tuple[EvalHook, ...] = ()) -> TrainSta
       monitor.observe(step, metrics)
       stopping = stop.should_stop(step // k)   # call index: processes agree on calls
       is_last = step == tc.num_steps
-      if step % tc.log_every == 0 or is_last or stopping:
+      if step % tc.log_every == 0 or is_last:   # a stop logs nothing: the resume does
         failure = monitor.check()
         scalars = _mean_metrics(history)
         now = time.time()
@@ -233,6 +236,7 @@ def train(config, workdir: str, *, hooks: tuple[EvalHook, ...] = ()) -> TrainSta
           if failure := monitor.check():   # never checkpoint past a bad step under 'stop'
             raise failure
           ckpt.save(step, state, {'data': data_state, 'config': run_dir.config_dict(config),
+                                  'unlogged_metrics': _history_to_meta(history),
                                   **monitor.meta()})
       if stopping:
         break
@@ -245,6 +249,17 @@ def train(config, workdir: str, *, hooks: tuple[EvalHook, ...] = ()) -> TrainSta
   if stopping and not is_last:
     raise preemption.TrainingInterrupted(step, stop.signum)
   return state
+
+
+def _history_to_meta(history: list[dict]) -> list[dict]:
+  """The metrics of steps not logged yet, as JSON: {name: [dtype, values]} per call."""
+  return [{k: [str(v.dtype), v.tolist()] for k, v in h.items()}
+          for h in jax.device_get(history)]
+
+
+def _history_from_meta(entries: list[dict]) -> list[dict]:
+  """_history_to_meta's inverse: the same values, dtypes and shapes (so the same means)."""
+  return [{k: np.asarray(values, dtype) for k, (dtype, values) in h.items()} for h in entries]
 
 
 def _due(step: int, every: int, is_last: bool) -> bool:

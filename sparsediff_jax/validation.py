@@ -125,6 +125,7 @@ def validate_fields(config) -> None:
                 'research.locality_times', 'research.memorization_grid'):
     _number(config, field, 1, integer=True)
   _choice(config, 'research.trajectory', (True, False))
+  _choice(config, 'research.allow_other_data', (True, False))
   _number(config, 'sharding.fsdp', 1, integer=True)
 
 

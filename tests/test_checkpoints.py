@@ -78,7 +78,8 @@ def test_none_intact_is_an_error_not_a_fresh_start(copy):
   ckpt = checkpoints.Checkpointer(copy, keep=3)
   with pytest.raises(checkpoints.CheckpointError,
                      match=r'^none of the checkpoints \[1, 2, 3\] in .* can be restored \(step '
-                           r'3: .*\); move the directory away'):
+                           r'3: .*\); resume with the config they were written with, or '
+                           r'start from scratch with --start_over'):
     ckpt.restore_latest(ABSTRACT)
   assert sorted(os.listdir(copy)) == ['1', '2', '3']   # nothing renamed or deleted
   ckpt.close()
@@ -229,3 +230,69 @@ def test_closed_loop_errors_are_dropped_only_after_a_full_disk(monkeypatch):
   assert checkpoints._ORBAX_FILTER.filter(record)
   monkeypatch.setattr(checkpoints._DropOrbaxDiskFull, 'seen_disk_full', True)
   assert not checkpoints._ORBAX_FILTER.filter(record)
+
+
+def _tree(directory) -> dict:
+  """{relative path: size} of every file and folder under `directory`."""
+  out = {}
+  for root, dirs, files in os.walk(directory):
+    for name in dirs + files:
+      path = os.path.join(root, name)
+      out[os.path.relpath(path, directory)] = os.path.getsize(path)
+  return out
+
+
+def test_a_reader_leaves_an_in_flight_write_untouched(copy):
+  """A training run's half-written step (Orbax's N.orbax-checkpoint-tmp folder) is neither
+  listed, read nor removed by a reader."""
+  tmp = os.path.join(copy, '4.orbax-checkpoint-tmp-1234')
+  shutil.copytree(os.path.join(copy, '3'), tmp)
+  before = _tree(copy)
+  reader = checkpoints.Checkpointer(copy, read_only=True)
+  assert reader.all_steps() == [1, 2, 3]
+  assert reader.restore_latest(ABSTRACT)[0] == 3
+  assert reader.restore_step(1, ABSTRACT)[0] == 1
+  reader.close()
+  assert _tree(copy) == before
+
+
+def test_a_reader_reports_a_damaged_step_and_renames_nothing(copy, caplog):
+  truncate_every_file(os.path.join(copy, '3'))
+  before = _tree(copy)
+  reader = checkpoints.Checkpointer(copy, read_only=True, keep=1)
+  step, _, meta = reader.restore_latest(ABSTRACT)
+  assert step == 2 and meta == {'data': {'position': 2}}
+  warnings = [r.getMessage() for r in caplog.records if r.levelname == 'WARNING']
+  assert any(w.startswith(f'checkpoint 3 in {copy} cannot be restored') for w in warnings)
+  assert any(w.startswith(f'restored checkpoint 2 of {copy}; the newer [3] could not be read '
+                          '(left as they are') for w in warnings)
+  assert not any('read only' in w or 'read_only' in w for w in warnings)   # Orbax's notices
+  with pytest.raises(ValueError, match='read-only'):
+    reader.save(4, state_of(4), {'data': {'position': 4}})
+  reader.close()
+  assert _tree(copy) == before   # nothing renamed, trimmed to keep=1 or written
+
+
+def test_the_config_a_checkpoint_records_is_read_from_its_meta(tmp_path):
+  """run_dir.checkpointed_config reads Orbax's layout of the meta item directly."""
+  from sparsediff_jax import run_dir
+  ckpt = checkpoints.Checkpointer(str(tmp_path / 'checkpoints'), keep=3)
+  ckpt.save(5, state_of(5), {'data': {}, 'config': {'model': {'channels': 8}}})
+  ckpt.wait()
+  ckpt.close()
+  assert run_dir.checkpointed_config(str(tmp_path)) == (5, {'model': {'channels': 8}})
+
+
+def test_a_reader_lists_again_when_the_steps_it_saw_are_gone(copy):
+  """A live trainer deletes old steps: a reader whose listed steps all fail lists again."""
+  reader = checkpoints.Checkpointer(copy, read_only=True)
+  assert reader.all_steps() == [1, 2, 3]
+  for step in ('1', '2', '3'):   # the trainer moved on: 1-3 deleted, 4 committed
+    os.rename(os.path.join(copy, step), os.path.join(copy, str(int(step) + 3)))
+  assert reader.restore_latest(ABSTRACT)[0] == 6
+  for step in ('4', '5', '6'):
+    truncate_every_file(os.path.join(copy, step))
+  with pytest.raises(checkpoints.CheckpointError, match=r'; if a training run is writing '
+                                                        r'them, try again$'):
+    reader.restore_latest(ABSTRACT)
+  reader.close()

@@ -2,6 +2,7 @@
 
 import json
 import os
+import shutil
 
 import jax
 import numpy as np
@@ -9,7 +10,7 @@ import pytest
 from clu import metric_writers
 
 from sparsediff_jax import checkpoints, errors, main, sharding, train
-from sparsediff_jax.evaluation import research
+from sparsediff_jax.evaluation import research, sweep_table
 
 import tiny
 
@@ -88,3 +89,50 @@ def test_locality_times_start_at_the_noise_end():
                              [1.0, 0.75, 0.5, 0.25])
   edm = research.locality_times(formulations.EDM(), 3)
   assert edm[0] == pytest.approx(80.0) and edm[-1] == pytest.approx(0.002) and len(edm) == 3
+
+
+def _tree(directory) -> dict:
+  out = {}
+  for root, _, files in os.walk(directory):
+    for name in files:
+      with open(os.path.join(root, name), 'rb') as f:
+        out[os.path.relpath(os.path.join(root, name), directory)] = f.read()
+  return out
+
+
+@pytest.mark.slow   # two research runs
+def test_changed_data_is_refused_unless_allowed_and_reruns_never_overwrite(run_dir, tmp_path):
+  config, source = run_dir
+  workdir = str(tmp_path / 'run')
+  shutil.copytree(source, workdir, ignore=shutil.ignore_patterns('research*'))
+  path = os.path.join(workdir, 'dataset.json')
+  with open(path) as f:
+    record = json.load(f)
+  record.update(num_examples=15, selection_sha256='0' * 64)   # trained on other examples
+  with open(path, 'w') as f:
+    json.dump(record, f)
+  before = _tree(workdir)
+  with pytest.raises(errors.ConfigMismatchError,
+                     match=r'other data \(which examples changed, 15 -> 16 examples: .*'
+                           r'research.allow_other_data=True to score anyway'):
+    research.evaluate_run(config, workdir)
+  assert _tree(workdir) == before
+
+  allowed = tiny_config()
+  allowed.research.allow_other_data = True
+  first = research.evaluate_run(allowed, workdir)
+  assert {k: first[k] for k in ('step', 'sampler', 'sampling_steps', 'sampling_seed',
+                                'num_samples', 'ema_index', 'ema_decay')} == {
+      'step': 7, 'sampler': 'euler', 'sampling_steps': 2, 'sampling_seed': 0,
+      'num_samples': 6, 'ema_index': 0, 'ema_decay': config.optim.ema_decays[0]}
+  written = _tree(workdir)
+  allowed.sampling.seed = 5
+  second = research.evaluate_run(allowed, workdir)
+  assert second['sampling_seed'] == 5
+  after = _tree(workdir)
+  assert {k: after[k] for k in written} == written   # nothing overwritten
+  assert sorted(set(after) - set(written)) == [
+      'research/locality-2.png', 'research/memorization-2.png', 'research/samples-2.png',
+      'research_metrics-2.json']
+  assert json.loads(after['research_metrics-2.json']) == second
+  assert sweep_table.newest_metrics_file(workdir).endswith('research_metrics-2.json')

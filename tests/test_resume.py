@@ -136,7 +136,8 @@ def test_only_damaged_checkpoints_is_an_error_not_a_fresh_start(reference, cli_e
   result = run(*ARGS, f'--workdir={workdir}', '--config.training.num_steps=50', env=cli_env)
   line = assert_one_line_error(result)
   assert re.match(r'error: none of the checkpoints \[30, 35, 40\] in \S+ can be restored '
-                  r'\(step 40: .*\); move the directory away', line), line
+                  r'\(step 40: .*\); resume with the config they were written with, or '
+                  r'start from scratch with --start_over', line), line
   assert snapshot(workdir) == before
 
 

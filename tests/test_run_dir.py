@@ -179,3 +179,34 @@ def test_dataset_json_counts_only_the_examples_trained_on(tmp_path):
   record = json.loads((tmp_path / 'dataset.json').read_text())
   assert (record['num_examples'], record['num_examples_selected'],
           record['num_examples_skipped']) == (3, 5, 2)
+
+
+@pytest.mark.parametrize('damage', ['{"model": {"chan', '[]', ''])
+def test_a_reader_with_a_damaged_config_json_takes_the_checkpoint_record(tmp_path, caplog,
+                                                                        damage):
+  """A damaged config.json: the modes that read a run take the fields from the config the
+  newest committed checkpoint records, and say so; nothing is advised about new runs."""
+  saved = config_base.get_config()
+  saved.model.channels = 8
+  (tmp_path / 'config.json').write_text(damage)
+  for step, meta in ((4, {'config': _saved(saved)}), (6, None)):   # 6: its meta is damaged
+    (tmp_path / 'checkpoints' / str(step) / 'meta').mkdir(parents=True)
+    (tmp_path / 'checkpoints' / str(step) / 'meta' / 'metadata').write_text(
+        json.dumps(meta) if meta else '{"conf')
+  (tmp_path / 'checkpoints' / '8.orbax-checkpoint-tmp-1' / 'meta').mkdir(parents=True)
+  config = config_base.get_config()
+  assert run_dir.bind_to_run(config, str(tmp_path)) == ['model.channels']
+  assert config.model.channels == 8
+  warnings = [r.getMessage() for r in caplog.records if r.levelname == 'WARNING']
+  assert warnings == [f'cannot read {tmp_path}/config.json; the run\'s fields are taken from '
+                      'the config that checkpoint 4 records (a training run in this workdir '
+                      f'writes {tmp_path}/config.json again)']
+
+
+def test_a_reader_is_advised_as_a_reader():
+  saved, config = config_base.get_config(), config_base.get_config()
+  config.model.channels = saved.model.channels + 8
+  with pytest.raises(errors.ConfigMismatchError) as refused:
+    run_dir.check_same_run(_saved(saved), config, '/w', run_dir.READER_ADVICE)
+  assert str(refused.value).endswith('; ' + run_dir.READER_ADVICE)
+  assert 'resume' not in str(refused.value) and 'new --workdir' not in str(refused.value)

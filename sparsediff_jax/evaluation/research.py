@@ -12,8 +12,16 @@ shardings, damaged-step fallback) and, with the parameters sampling.ema_index na
     the images registry.DATASET_FRESH gives for data.name; none when it has no entry);
   * context use of the denoiser on noisy training images (`locality`);
   * the training losses of the last logged window (from the run's TensorBoard events).
-It writes WORKDIR/research_metrics.json (flat floats, what `launch/sweep.py` aggregates)
-and WORKDIR/research/{samples,memorization,locality}.png.
+It writes WORKDIR/research_metrics.json (flat floats, what `launch/sweep.py` aggregates,
+and the settings that produced them: checkpoint step, sampler, sampling_steps,
+sampling_seed, num_samples, ema_index, ema_decay) and
+WORKDIR/research/{samples,memorization,locality}.png. A rerun never overwrites: it writes
+research_metrics-2.json, research/samples-2.png, ... (the first suffix no output has yet;
+sweep_table.newest_metrics_file finds the newest).
+
+Before scoring, the training data is checked against WORKDIR/dataset.json as a resume does
+(run_dir.check_same_data): memorization against other images would mean nothing. A change
+is refused (ConfigMismatchError, exit 2) unless research.allow_other_data=True.
 
 With research.trajectory=True it also scores EVERY checkpoint on disk, oldest first, each
 restored by state.restore_run(config, workdir, step=S), with the cheap subset of the
@@ -41,8 +49,8 @@ from etils import epath
 from flax import nnx
 
 from sparsediff_jax import (atomic_io, checkpoints, data, errors, evaluate, formulations,
-                            generate, registry, state)
-from sparsediff_jax.evaluation import locality, memorization
+                            generate, registry, run_dir, state)
+from sparsediff_jax.evaluation import locality, memorization, sweep_table
 from sparsediff_jax.images import make_grid, pyplot, save_figure, save_png
 
 METRICS_FILE = 'research_metrics.json'
@@ -151,8 +159,7 @@ def trajectory_entry(step: int, metrics: dict, dataset_keys, logged: dict) -> di
 
 def checkpoint_steps(workdir: str) -> list[int]:
   """The checkpoint steps in WORKDIR/checkpoints, ascending (read-only: nothing trimmed)."""
-  ckpt = checkpoints.Checkpointer(os.path.join(workdir, 'checkpoints'),
-                                  keep=state.READ_ONLY_KEEP)
+  ckpt = checkpoints.Checkpointer(os.path.join(workdir, 'checkpoints'), read_only=True)
   try:
     return ckpt.all_steps()
   finally:
@@ -213,21 +220,25 @@ def save_trajectory_plot(path: str, trajectory: list[dict], floor: float | None 
   return save_figure(fig, path)
 
 
-def write_trajectory(workdir: str, trajectory: list[dict]) -> str:
-  """WORKDIR/research/trajectory.json, written whole or not at all."""
-  path = os.path.join(workdir, 'research', TRAJECTORY_FILE)
+def write_trajectory(workdir: str, trajectory: list[dict], suffix: str = '') -> str:
+  """WORKDIR/research/trajectory{suffix}.json, written whole or not at all."""
+  path = sweep_table.with_suffix(os.path.join(workdir, 'research', TRAJECTORY_FILE), suffix)
   atomic_io.write_json(path, trajectory)
   return path
 
 
 def evaluate_run(config, workdir: str) -> dict:
   """Computes, writes and returns the run's research metrics (see the module docstring)."""
-  r = config.research
+  r, s = config.research, config.sampling
+  check_training_data(config, workdir)
   run = state.restore_run(config, workdir)
   step, params, graphdef, mesh = run.step, run.params(config), run.graphdef, run.mesh
   logging.info('research metrics of %s at step %d', workdir, step)
-  out_dir = os.path.join(workdir, 'research')
-  metrics = {'step': step, 'num_samples': r.num_samples}
+  out_dir, suffix = os.path.join(workdir, 'research'), output_suffix(workdir)
+  out = lambda name: sweep_table.with_suffix(os.path.join(out_dir, name), suffix)
+  metrics = {'step': step, 'num_samples': r.num_samples, 'sampler': s.sampler,
+             'sampling_steps': s.num_steps, 'sampling_seed': s.seed,
+             'ema_index': s.ema_index, 'ema_decay': state.inference_ema_decay(config)}
 
   gen = generate.make_generator(config, graphdef, mesh)
   samples = generate_samples(config, graphdef, params, mesh, r.num_samples, gen=gen)
@@ -259,25 +270,47 @@ def evaluate_run(config, workdir: str) -> dict:
 
   if jax.process_index() == 0:
     rows = int(np.sqrt(min(64, len(samples))))
-    save_png(os.path.join(out_dir, 'samples.png'),
+    save_png(out('samples.png'),
              make_grid(samples[:rows * rows], rows=rows), upscale=2)
-    memorization.save_memorization_grid(os.path.join(out_dir, 'memorization.png'), samples,
+    memorization.save_memorization_grid(out('memorization.png'), samples,
                                         train_images, neighbours, k=r.memorization_grid)
     run_name = os.path.basename(os.path.normpath(workdir))
-    locality.save_locality_plot(os.path.join(out_dir, 'locality.png'), loc,
+    locality.save_locality_plot(out('locality.png'), loc,
                                 title=f'{run_name} (step {step})')
     if trajectory is not None:
-      write_trajectory(workdir, trajectory)
-      save_trajectory_plot(os.path.join(out_dir, 'trajectory.png'), trajectory,
+      write_trajectory(workdir, trajectory, suffix)
+      save_trajectory_plot(out('trajectory.png'), trajectory,
                            floor=metrics.get('reference_pixel_memorized_fraction'),
                            title=run_name)
-    write_metrics(workdir, metrics)
+    write_metrics(workdir, metrics, suffix)
   logging.info('research metrics: %s', json.dumps(metrics, sort_keys=True))
   return metrics
 
 
-def write_metrics(workdir: str, metrics: dict) -> str:
-  """WORKDIR/research_metrics.json, written whole or not at all."""
-  path = os.path.join(workdir, METRICS_FILE)
+def output_suffix(workdir: str) -> str:
+  """'' for the first research run of WORKDIR, then '-2', '-3', ...: the first suffix with
+  no research_metrics, research/samples or research/trajectory output yet."""
+  base = os.path.join(workdir, 'research', 'samples')
+  prefix = generate.unused_prefix(base, also=(
+      os.path.join(workdir, os.path.splitext(METRICS_FILE)[0]),
+      os.path.join(workdir, 'research', os.path.splitext(TRAJECTORY_FILE)[0])))
+  return prefix[len(base):]
+
+
+def check_training_data(config, workdir: str) -> None:
+  """ConfigMismatchError when the training data differs from WORKDIR/dataset.json (what
+  the run trained on), unless research.allow_other_data; then a warning."""
+  try:
+    run_dir.check_same_data(data.describe_dataset(config), workdir,
+                            'or set --config.research.allow_other_data=True to score anyway')
+  except errors.ConfigMismatchError as e:
+    if not config.research.allow_other_data:
+      raise
+    logging.warning('%s (scoring anyway: research.allow_other_data=True)', e)
+
+
+def write_metrics(workdir: str, metrics: dict, suffix: str = '') -> str:
+  """WORKDIR/research_metrics{suffix}.json, written whole or not at all."""
+  path = sweep_table.with_suffix(os.path.join(workdir, METRICS_FILE), suffix)
   atomic_io.write_json(path, metrics, sort_keys=True)
   return path

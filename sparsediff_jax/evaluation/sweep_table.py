@@ -36,20 +36,44 @@ METRICS_FILE = 'research_metrics.json'
 HEADLINE = ('consistent_fraction', 'count_exact_fraction', 'symmetry_error',
             'partnered_fraction', 'pixel_memorized_fraction', 'pixel_nn_distance_mean',
             'locality_radius90', 'locality_far_fraction', 'train_dense_loss')
-BOOKKEEPING = ('step', 'num_samples', 'num_train_images')
+BOOKKEEPING = ('step', 'num_samples', 'num_train_images', 'sampling_seed', 'sampling_steps',
+               'ema_index', 'ema_decay')
 TRAJECTORY_FILE = os.path.join('research', 'trajectory.json')
 EQUAL_QUALITY_FILES = {'digits_fd': 'results_equal_fd.md'}   # else results_equal_<metric>.md
 
 
+def with_suffix(path: str, suffix: str) -> str:
+  """'a/b.json', '-2' -> 'a/b-2.json'."""
+  root, ext = os.path.splitext(path)
+  return root + suffix + ext
+
+
+def newest_suffix(workdir: str) -> str:
+  """The suffix ('', '-2', '-3', ...) of the newest WORKDIR/research_metrics*.json: each
+  `--mode=research` writes its outputs under the first suffix none of them has yet."""
+  path, suffix, k = os.path.join(workdir, METRICS_FILE), '', 2
+  while atomic_io.exists(with_suffix(path, f"-{k}")):
+    suffix, k = f'-{k}', k + 1
+  return suffix
+
+
+def newest_metrics_file(workdir: str) -> str:
+  """WORKDIR/research_metrics.json, or the newest rerun's research_metrics-K.json."""
+  return with_suffix(os.path.join(workdir, METRICS_FILE), newest_suffix(workdir))
+
+
 def read_runs(root: str) -> list[dict]:
-  """Every finished run under `root`: its sweep_run.json fields plus 'metrics' (dict)."""
+  """Every finished run under `root`: its sweep_run.json fields plus 'metrics' (dict, the
+  newest research_metrics*.json) and 'suffix' (that file's suffix)."""
   runs = []
   for name in sorted(p.name for p in epath.Path(root).iterdir()):
-    run_text = atomic_io.read_text(os.path.join(root, name, RUN_FILE))
-    metrics_text = atomic_io.read_text(os.path.join(root, name, METRICS_FILE))
+    workdir = os.path.join(root, name)
+    run_text = atomic_io.read_text(os.path.join(workdir, RUN_FILE))
+    metrics_text = atomic_io.read_text(newest_metrics_file(workdir))
     if run_text is not None and metrics_text is not None:
       run = json.loads(run_text)
       run['metrics'] = json.loads(metrics_text)
+      run['suffix'] = newest_suffix(workdir)
       runs.append(run)
   return runs
 
@@ -211,7 +235,8 @@ def read_trajectories(root: str) -> list[dict]:
   with 'trajectory': its list of entries, ascending step."""
   out = []
   for run in read_runs(root):
-    text = atomic_io.read_text(os.path.join(root, run['name'], TRAJECTORY_FILE))
+    text = atomic_io.read_text(
+        with_suffix(os.path.join(root, run['name'], TRAJECTORY_FILE), run['suffix']))
     if text is not None:
       run['trajectory'] = sorted(json.loads(text), key=lambda e: e['step'])
       out.append(run)
