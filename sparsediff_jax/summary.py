@@ -32,8 +32,9 @@ def lines(mode: str, result, workdir: str, seconds: float,
     done = f'sampled in {took}; wrote {", ".join(result)}'
     after = _command('research', workdir, config_path)
   elif mode == 'research':
+    written = result.get('metrics_file', f'{workdir}/research_metrics.json')
     done = (f'research metrics of step {result.get("step")} in {took}; wrote '
-            f'{workdir}/research_metrics.json and {workdir}/research/')
+            f'{written} and {workdir}/research/')
     after = _tensorboard(workdir)
   elif mode == 'fid_stats':
     done = f'reference statistics in {took}; wrote {result}'

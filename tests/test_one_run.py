@@ -9,6 +9,8 @@ import json
 import os
 import re
 
+import types
+
 import pytest
 from absl import flags
 
@@ -47,7 +49,8 @@ def _old_run(workdir, config, last_step=1000):
 def train_main(monkeypatch, tmp_path):
   """call(*flags) -> exit code of main.main in --mode=train (0: it returned)."""
   trained = []
-  monkeypatch.setitem(main.MODES, 'train', lambda config, workdir: trained.append(workdir))
+  monkeypatch.setitem(main.MODES, 'train', lambda config, workdir: trained.append(workdir)
+                      or types.SimpleNamespace(step=0))
 
   def call(*extra):
     main.parse_flags(['prog', '--mode=train', f'--workdir={tmp_path}/run', *extra])

@@ -282,9 +282,9 @@ def evaluate_run(config, workdir: str) -> dict:
       save_trajectory_plot(out('trajectory.png'), trajectory,
                            floor=metrics.get('reference_pixel_memorized_fraction'),
                            title=run_name)
-    write_metrics(workdir, metrics, suffix)
+    metrics_file = write_metrics(workdir, metrics, suffix)
   logging.info('research metrics: %s', json.dumps(metrics, sort_keys=True))
-  return metrics
+  return {**metrics, 'metrics_file': metrics_file} if jax.process_index() == 0 else metrics
 
 
 def output_suffix(workdir: str) -> str:
