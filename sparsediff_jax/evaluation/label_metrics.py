@@ -1,40 +1,27 @@
-"""Sample quality on the digits dataset, measured by the domain classifier of digits_classifier.py.
+"""Sample quality of a labelled dataset, measured by its domain classifier (classifier.py).
 
-Reported for data.name='digits' by --mode=research and --mode=eval (the per-dataset metric
-registry, `sparsediff_jax/registry.py`), as flat floats:
+Reported by --mode=research and --mode=eval through the per-dataset metric registry
+(`sparsediff_jax/registry.py`) as flat floats named after the dataset, `<name>_*`:
 
-* `digits_fd`: Frechet distance between the classifier's penultimate features
-  (FEATURE_DIM = 64) of the samples and of the 297 held-out digits (resized to the
-  samples' size, so both pass through the same input path). Lower is better. Like FID it
-  is biased upwards for few samples, so compare it with
-* `digits_fd_floor`: the same distance for as many TRAINING images as there are samples
+* `<name>_fd`: Frechet distance between the classifier's penultimate features of the
+  samples and of the dataset's held-out images (resized to the samples' size, so both pass
+  through the same input path). Lower is better. Like FID it is biased upwards for few
+  samples, so compare it with
+* `<name>_fd_floor`: the same distance for as many TRAINING images as there are samples
   (at most all of them): what a model that reproduces its training data scores.
-* `digits_confidence`: mean over samples of the largest class probability, in [0.1, 1].
-  Real digits score about 0.9 (the classifier was trained with label smoothing 0.1);
-  blurred digits and chimeras much lower. Noise still lands confidently in one class,
-  which digits_fd and digits_class_entropy expose.
-* `digits_class_entropy`: entropy in nats of the histogram of predicted classes; log(10)
-  = 2.303 when every digit is drawn equally often, 0 when all samples are one digit
-  (mode collapse).
-* `digits_num_classes_present`: digits predicted at least once (0..10).
+* `<name>_confidence`: mean over samples of the largest class probability, in [0.1, 1]
+  (the classifiers are trained with label smoothing 0.1, so real images score about 0.9).
+* `<name>_class_entropy`: entropy in nats of the histogram of predicted classes; log(10)
+  = 2.303 when every class is drawn equally often, 0 when all samples are one class.
+* `<name>_num_classes_present`: classes predicted at least once (0..10).
 
-Measured with 297 images at 16x16 against the held-out set (tests/test_digits_metrics.py):
-
-  images                                digits_fd  confidence  class entropy
-  297 training images (real)                 4.3        0.90          2.30
-  uniform noise                             88.7        0.80          0.00
-  held-out digits, 5x5 box blur             19.2        0.56          2.13
-  left half + right half of two digits       9.2        0.54          2.22
-  297 copies of one held-out digit         183.7        0.98          0.00
+The digits keep their module (digits_metrics.py, with its validation table); Fashion-MNIST
+adds its global-consistency measures (fashion_metrics.py).
 """
-
-import functools
 
 import numpy as np
 
-from sparsediff_jax import registry
-from sparsediff_jax.data import digits
-from sparsediff_jax.evaluation import digits_classifier, fid
+from sparsediff_jax.evaluation import fid
 
 NUM_CLASSES = 10
 
@@ -46,13 +33,14 @@ def frechet_feature_distance(features_a: np.ndarray, features_b: np.ndarray) -> 
 
 
 def mean_confidence(probabilities: np.ndarray) -> float:
-  """Mean over rows of the largest class probability: [N, 10] -> float."""
+  """Mean over rows of the largest class probability: [N, C] -> float."""
   return float(np.mean(np.max(probabilities, axis=-1)))
 
 
 def class_histogram(probabilities: np.ndarray) -> np.ndarray:
-  """int64 [10]: how many rows of probabilities [N, 10] predict each class."""
-  return np.bincount(np.argmax(probabilities, axis=-1), minlength=NUM_CLASSES)
+  """int64 [C]: how many rows of probabilities [N, C] predict each class."""
+  return np.bincount(np.argmax(probabilities, axis=-1),
+                     minlength=max(NUM_CLASSES, probabilities.shape[-1]))
 
 
 def histogram_entropy(counts: np.ndarray) -> float:
@@ -63,53 +51,32 @@ def histogram_entropy(counts: np.ndarray) -> float:
 
 
 def classifier_metrics(classifier, samples: np.ndarray, reference: np.ndarray,
-                       floor_images: np.ndarray | None = None) -> dict[str, float]:
-  """The digits metrics of samples against reference images.
+                       floor_images: np.ndarray | None = None, *,
+                       prefix: str) -> dict[str, float]:
+  """The classifier metrics of samples against reference images, named `<prefix>_*`.
 
   Args:
-    classifier: a digits_classifier.Classifier.
+    classifier: a classifier.Classifier.
     samples: uint8 [N, S, S, 3], N >= 2.
-    reference: uint8 [M, S', S', 3], M >= 2 (the held-out digits).
-    floor_images: uint8 [K, S'', S'', 3] real images, K >= 2, or None; its first N give
-      digits_fd_floor.
+    reference: uint8 [M, S', S', 3], M >= 2 (the held-out images).
+    floor_images: uint8 [K, S'', S'', 3] real training images, K >= 2, or None; its first
+      N give `<prefix>_fd_floor`.
   Returns:
-    {'digits_fd', 'digits_confidence', 'digits_class_entropy',
-     'digits_num_classes_present'[, 'digits_fd_floor']} as floats.
+    {'<prefix>_fd', '<prefix>_confidence', '<prefix>_class_entropy',
+     '<prefix>_num_classes_present'[, '<prefix>_fd_floor']} as floats.
   """
   if len(samples) < 2:
-    raise ValueError(f'digits metrics need at least 2 samples, got {len(samples)}')
+    raise ValueError(f'{prefix} metrics need at least 2 samples, got {len(samples)}')
   features, probs = classifier.outputs(samples)
   counts = class_histogram(probs)
+  reference_features = classifier.features(reference)
   out = {
-      'digits_fd': frechet_feature_distance(features, classifier.features(reference)),
-      'digits_confidence': mean_confidence(probs),
-      'digits_class_entropy': histogram_entropy(counts),
-      'digits_num_classes_present': float(np.count_nonzero(counts)),
+      f'{prefix}_fd': frechet_feature_distance(features, reference_features),
+      f'{prefix}_confidence': mean_confidence(probs),
+      f'{prefix}_class_entropy': histogram_entropy(counts),
+      f'{prefix}_num_classes_present': float(np.count_nonzero(counts)),
   }
   if floor_images is not None and len(floor_images) >= 2:
     floor = classifier.features(floor_images[:len(samples)])
-    out['digits_fd_floor'] = frechet_feature_distance(floor, classifier.features(reference))
+    out[f'{prefix}_fd_floor'] = frechet_feature_distance(floor, reference_features)
   return out
-
-
-@functools.lru_cache(maxsize=4)
-def _classifier(folder: str):
-  return digits_classifier.load_or_train(folder)
-
-
-@registry.DATASET_METRICS.register('digits')
-def digits_sample_metrics(config, samples, train_images) -> dict[str, float]:
-  """Registered per-dataset metric: samples uint8 [N, S, S, 3] -> flat `digits_*` floats.
-
-  The classifier comes from the default cache (digits_classifier.load_or_train), trained
-  there on first use. `train_images` (uint8 [K, S, S, 3], the run's training subset; None:
-  the whole train split) give digits_fd_floor.
-  """
-  del config   # the samples' own size decides the reference's size.
-  samples = np.asarray(samples)
-  size = max(samples.shape[1], digits.MIN_SIZE)
-  reference, _ = digits.load_split('heldout', size)
-  if train_images is None:
-    train_images, _ = digits.load_split('train', size)
-  classifier = _classifier(str(digits_classifier.cache_folder().parent))
-  return classifier_metrics(classifier, samples, reference, np.asarray(train_images))
