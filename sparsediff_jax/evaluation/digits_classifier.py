@@ -4,7 +4,8 @@ Trained on the digits' `train` split (rows 0..1499, `sparsediff_jax/data/digits.
 under a minute on two CPU cores; it must reach MIN_ACCURACY on the 297 held-out digits.
 Cached in `CACHE_ROOT/digits_classifier/` (see classifier.py).
 
-Command: `python -m sparsediff_jax.evaluation.classifier --dataset=digits`.
+Command: `python -m sparsediff_jax.evaluation.classifier --dataset=digits` (or, the same,
+`python -m sparsediff_jax.evaluation.digits_classifier [--cache_dir=DIR]`).
 """
 
 import pathlib
@@ -57,3 +58,8 @@ def load_or_train(cache_dir=None) -> Classifier:
 
 def _load_cached(folder: pathlib.Path) -> Classifier | None:
   return classifier.load_cached(SPEC, folder)
+
+
+if __name__ == '__main__':   # the older command, kept: the same as --dataset=digits.
+  import sys
+  raise SystemExit(classifier.main(['--dataset=digits', *sys.argv[1:]]))
