@@ -97,7 +97,7 @@ def test_registered_metrics_and_their_floor(fake, monkeypatch, tiny_config):
           'fashion_mnist_asymmetry', 'fashion_mnist_asymmetry_floor',
           'fashion_mnist_asymmetric_rate', 'fashion_mnist_split_class_rate',
           'fashion_mnist_split_class_rate_floor',
-          'fashion_mnist_symmetric_fraction'} == set(out)
+          'fashion_mnist_symmetric_fraction', 'fashion_mnist_classifier_accuracy'} == set(out)
   assert all(isinstance(v, float) and math.isfinite(v) for v in out.values())
   assert out['fashion_mnist_fd'] == pytest.approx(out['fashion_mnist_fd_floor'])
   assert out['fashion_mnist_num_classes_present'] == 10

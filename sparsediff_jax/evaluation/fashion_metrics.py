@@ -4,7 +4,8 @@ a global-consistency measure on real images (left-right mirror symmetry).
 Reported for data.name='fashion_mnist' / 'mnist' by --mode=research and --mode=eval (the
 per-dataset metric registry) as flat floats: the `<name>_*` classifier metrics of
 label_metrics.py (FD with its real-vs-real floor, confidence, class entropy, classes
-present), then for Fashion-MNIST:
+present) and `<name>_classifier_accuracy` (its accuracy on the 10,000 test images), then
+for Fashion-MNIST:
 
 * `fashion_mnist_asymmetry`: mean left-right asymmetry (mean |x - mirror(x)| of the gray
   image, in [0, 1]) of the samples that the classifier assigns to a mirror-symmetric
@@ -123,6 +124,7 @@ def sample_metrics(config, samples, train_images) -> dict[str, float]:
     train_images = fashion_mnist.load_split(d, 'train', size)[0][:len(samples)]
   out = label_metrics.classifier_metrics(model, samples, reference,
                                          np.asarray(train_images), prefix=d.name)
+  out[f'{d.name}_classifier_accuracy'] = float(model.heldout_accuracy)
   if d.name in SYMMETRIC_CLASSES and size % 2 == 0:
     out.update(symmetry_consistency(model, samples, reference, SYMMETRIC_CLASSES[d.name],
                                     d.name))
