@@ -3,7 +3,7 @@
 Inception features say little about small gray images (8x8 digits, 28x28 garments), so
 labelled datasets are scored by a domain classifier (`label_metrics.py`). One mechanism
 serves them all; a dataset adds a `Spec` (its recipe, how to read its splits) and one
-`register(spec)` line (digits: `digits_classifier.py`; Fashion-MNIST and MNIST:
+`register(name, make_spec)` line (digits: `digits_classifier.py`; Fashion-MNIST and MNIST:
 `fashion_classifier.py`). For each, the classifier is trained on the TRAIN split only,
 with a fixed seed and recipe, and must reach `spec.min_accuracy` on the held-out split or
 training raises.
