@@ -16,7 +16,9 @@ def get_config() -> ml_collections.ConfigDict:
   c.data = d = ml_collections.ConfigDict()
   d.name = 'shapes'             # dataset: 'shapes' (embedded, no download); 'digits' (the
                                 # UCI handwritten digits shipped with scikit-learn, real,
-                                # no download); TFDS 'celeba', 'cifar10', 'imagenet32',
+                                # no download); 'fashion_mnist' and 'mnist' (28x28 IDX
+                                # files, see data.source; sparsediff_jax/data/fashion_mnist.py);
+                                # TFDS 'celeba', 'cifar10', 'imagenet32',
                                 # 'imagenet64', 'lsun_bedroom'; 'folder' (images of
                                 # data.folder). Every dataset is RGB. See sparsediff_jax/data.
   d.image_size = 32             # height = width of training images, pixels.
@@ -26,6 +28,15 @@ def get_config() -> ml_collections.ConfigDict:
                                 # run and host whatever the seed (0 = all of them).
   d.random_flip = False         # random horizontal flips (shapes are mirror-symmetric anyway).
   d.data_dir = ''               # TFDS data_dir (local path or gs:// bucket); '' = TFDS default.
+                                # fashion_mnist/mnist with source='files': the folder of the
+                                # four IDX files; '' = /usr/share/datasets/fashion-mnist (the
+                                # Debian package dataset-fashion-mnist) or .../mnist.
+  d.source = 'files'            # fashion_mnist/mnist only: 'files' reads the IDX files of
+                                # data_dir; 'tfds' reads TFDS's copy (prepared in data_dir, or
+                                # downloaded with download=True).
+  d.class_balanced = False      # fashion_mnist/mnist: True takes num_train_examples // 10
+                                # images of each class (first ones in stored order) instead
+                                # of the first num_train_examples.
   d.download = False            # TFDS: download and prepare a dataset missing from data_dir;
                                 # False raises DatasetUnavailableError saying how to prepare it.
   d.manual_dir = ''             # TFDS manual download folder, used with download=True (CelebA's

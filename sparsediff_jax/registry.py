@@ -113,6 +113,10 @@ DATASETS.declare('folder', 'sparsediff_jax.data.folders')
 DATASET_METRICS.declare('shapes', 'sparsediff_jax.evaluation.consistency')
 DATASETS.declare('digits', 'sparsediff_jax.data.digits')
 DATASET_METRICS.declare('digits', 'sparsediff_jax.evaluation.digits_metrics')
+for _name in ('fashion_mnist', 'mnist'):
+  DATASETS.declare(_name, 'sparsediff_jax.data.fashion_mnist')
+  DATASET_FRESH.declare(_name, 'sparsediff_jax.data.fashion_mnist')
+  DATASET_METRICS.declare(_name, 'sparsediff_jax.evaluation.fashion_metrics')
 
 DATASET_FRESH.declare('shapes', 'sparsediff_jax.data.shapes')
 DATASET_FRESH.declare('digits', 'sparsediff_jax.data.digits')

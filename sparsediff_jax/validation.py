@@ -160,6 +160,8 @@ def _validate_data(config) -> None:
   _choice(config, 'data.crop', CROPS)
   _number(config, 'data.crop_size', 0, integer=True)
   _choice(config, 'data.on_bad_image', BAD_IMAGE_POLICIES)
+  _choice(config, 'data.source', ('files', 'tfds'))
+  _choice(config, 'data.class_balanced', (True, False))
   _number(config, 'data.shapes_seed', 0, MAX_SEED, integer=True, hi_open=False)
   if config.data.name == 'shapes':
     # Smaller images leave no room for the objects, and more pairs make the layout search

@@ -47,8 +47,8 @@ CASES = {
     'out_of_range': (lambda t: ['--config.mask.ratio=1.5'], 1,
                      r'config.mask.ratio=1.5 is invalid: the fraction of pixels dropped from '
                      r'the loss must be in \[0, 1\)'),
-    'unknown_dataset': (lambda t: ['--config.data.name=mnist'], 1,
-                        r"config.data.name='mnist' is invalid: choose one of 'shapes'"),
+    'unknown_dataset': (lambda t: ['--config.data.name=svhn'], 1,
+                        r"config.data.name='svhn' is invalid: choose one of 'shapes'"),
     'batch_not_divisible': (lambda t: ['--config.training.batch_size=12'], 8,
                             r'config.training.batch_size=12 is invalid: the global batch must '
                             r'divide evenly over the 8 data shards'),

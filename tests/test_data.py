@@ -166,4 +166,4 @@ def test_shapes_through_the_registry():
 
 def test_unknown_names_and_fields_are_refused():
   with pytest.raises(ValueError, match='choose one of'):
-    data.load_train_images(make_config('mnist'))
+    data.load_train_images(make_config('svhn'))

@@ -13,6 +13,7 @@ import scipy.ndimage
 
 from sparsediff_jax import registry
 from sparsediff_jax.data import digits
+from sparsediff_jax.evaluation import classifier as classifier_module
 from sparsediff_jax.evaluation import digits_classifier, digits_metrics
 
 
@@ -74,7 +75,7 @@ def test_second_load_reuses_the_cache(trained, monkeypatch):
 
   def no_training(*args, **kwargs):
     raise AssertionError('the cached classifier was retrained')
-  monkeypatch.setattr(digits_classifier, 'train_params', no_training)
+  monkeypatch.setattr(classifier_module, 'train_params', no_training)
   start = time.perf_counter()
   again = digits_classifier.load_or_train(root)
   assert time.perf_counter() - start < 20

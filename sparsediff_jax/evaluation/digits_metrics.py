@@ -1,4 +1,6 @@
-"""Sample quality on the digits dataset, measured by the domain classifier of digits_classifier.py.
+"""Sample quality on the digits dataset, measured by its domain classifier (digits_classifier.py).
+
+The mechanism is label_metrics.py (shared by every labelled dataset); the names are these.
 
 Reported for data.name='digits' by --mode=research and --mode=eval (the per-dataset metric
 registry, `sparsediff_jax/registry.py`), as flat floats:
@@ -34,62 +36,17 @@ import numpy as np
 
 from sparsediff_jax import registry
 from sparsediff_jax.data import digits
-from sparsediff_jax.evaluation import digits_classifier, fid
-
-NUM_CLASSES = 10
-
-
-def frechet_feature_distance(features_a: np.ndarray, features_b: np.ndarray) -> float:
-  """Frechet distance between Gaussians fitted to features [Na, D] and [Nb, D] (Na, Nb >= 2)."""
-  a, b = fid.feature_stats(features_a), fid.feature_stats(features_b)
-  return fid.frechet_distance(a.mu, a.sigma, b.mu, b.sigma)
-
-
-def mean_confidence(probabilities: np.ndarray) -> float:
-  """Mean over rows of the largest class probability: [N, 10] -> float."""
-  return float(np.mean(np.max(probabilities, axis=-1)))
-
-
-def class_histogram(probabilities: np.ndarray) -> np.ndarray:
-  """int64 [10]: how many rows of probabilities [N, 10] predict each class."""
-  return np.bincount(np.argmax(probabilities, axis=-1), minlength=NUM_CLASSES)
-
-
-def histogram_entropy(counts: np.ndarray) -> float:
-  """Entropy in nats of the distribution counts / sum(counts) (0 log 0 = 0)."""
-  p = np.asarray(counts, np.float64)
-  p = p[p > 0] / p.sum()
-  return float(-(p * np.log(p)).sum()) + 0.0   # + 0.0: no -0.0 for a single class.
+from sparsediff_jax.evaluation import digits_classifier, label_metrics
+from sparsediff_jax.evaluation.label_metrics import (  # noqa: F401  (the digits API)
+    NUM_CLASSES, class_histogram, frechet_feature_distance, histogram_entropy,
+    mean_confidence)
 
 
 def classifier_metrics(classifier, samples: np.ndarray, reference: np.ndarray,
                        floor_images: np.ndarray | None = None) -> dict[str, float]:
-  """The digits metrics of samples against reference images.
-
-  Args:
-    classifier: a digits_classifier.Classifier.
-    samples: uint8 [N, S, S, 3], N >= 2.
-    reference: uint8 [M, S', S', 3], M >= 2 (the held-out digits).
-    floor_images: uint8 [K, S'', S'', 3] real images, K >= 2, or None; its first N give
-      digits_fd_floor.
-  Returns:
-    {'digits_fd', 'digits_confidence', 'digits_class_entropy',
-     'digits_num_classes_present'[, 'digits_fd_floor']} as floats.
-  """
-  if len(samples) < 2:
-    raise ValueError(f'digits metrics need at least 2 samples, got {len(samples)}')
-  features, probs = classifier.outputs(samples)
-  counts = class_histogram(probs)
-  out = {
-      'digits_fd': frechet_feature_distance(features, classifier.features(reference)),
-      'digits_confidence': mean_confidence(probs),
-      'digits_class_entropy': histogram_entropy(counts),
-      'digits_num_classes_present': float(np.count_nonzero(counts)),
-  }
-  if floor_images is not None and len(floor_images) >= 2:
-    floor = classifier.features(floor_images[:len(samples)])
-    out['digits_fd_floor'] = frechet_feature_distance(floor, classifier.features(reference))
-  return out
+  """label_metrics.classifier_metrics named `digits_*` (see there)."""
+  return label_metrics.classifier_metrics(classifier, samples, reference, floor_images,
+                                          prefix='digits')
 
 
 @functools.lru_cache(maxsize=4)
