@@ -232,7 +232,7 @@ def test_download_verifies_before_keeping(tmp_path):
 
 
 def test_build_inception_rejects_missing_parameters(parity):
-    params = {".".join(map(str, k)): np.asarray(v.get_value())
+    params = {".".join(map(str, k)): np.asarray(v)
               for k, v in nnx.to_flat_state(parity["state"])}
     del params["Mixed_7c.branch_pool.bn.var"]
     with pytest.raises(ValueError, match="Mixed_7c.branch_pool.bn.var"):

@@ -61,9 +61,10 @@ def test_ratio_zero_equals_dense_mse():
   p, t = jax.random.normal(k1, SHAPE), jax.random.normal(k2, SHAPE)
   dense = jnp.mean((p - t) ** 2)
   mask = masking.sample_pixel_mask(jax.random.PRNGKey(5), SHAPE, 0.0)
+  # Equal up to float32 summation order, which differs between XLA builds (3e-6 on jax 0.7).
   for norm in ('kept', 'all'):
     np.testing.assert_allclose(masking.masked_mse(p, t, mask, normalize=norm), dense,
-                               rtol=1e-6)
+                               rtol=1e-5)
 
 
 def test_normalisations():

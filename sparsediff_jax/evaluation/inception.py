@@ -315,8 +315,8 @@ def build_inception(params: dict[str, np.ndarray]) -> InceptionV3:
     for path, var in flat:
         name = ".".join(map(str, path))
         value = np.asarray(params[name], np.float32)
-        if value.shape != var.get_value().shape:
-            raise ValueError(f"{name}: shape {value.shape}, expected {var.get_value().shape}")
+        if value.shape != var.shape:
+            raise ValueError(f"{name}: shape {value.shape}, expected {var.shape}")
         leaves.append((path, var.replace(jnp.asarray(value))))
     return nnx.merge(graphdef, nnx.from_flat_state(leaves))
 
