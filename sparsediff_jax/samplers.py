@@ -213,7 +213,8 @@ registry.SAMPLERS.register('churn', check=_check_sampler)(
 def sample(formulation, net_fn, noise: jax.Array, *, sampler: str = 'heun',
            num_steps: int = 18, keys: jax.Array | None = None, time_steps: str = 'default',
            rho: float = 7.0, sigma_min: float = 0.002, sigma_max: float = 80.0,
-           churn: tuple[float, float, float, float] = (0.0, 0.0, math.inf, 1.0)) -> jax.Array:
+           churn: tuple[float, float, float, float] = (0.0, 0.0, math.inf, 1.0),
+           python_loop: bool = False) -> jax.Array:
   """Turns `noise` ([B, H, W, C] standard normal) into images (about [-1, 1]).
 
   Args:
@@ -223,6 +224,9 @@ def sample(formulation, net_fn, noise: jax.Array, *, sampler: str = 'heun',
     churn: (s_churn, s_min, s_max, s_noise) of the 'churn' sampler: each step whose time
       is in [s_min, s_max] first raises the noise level t to t (1 + gamma),
       gamma = min(s_churn / num_steps, sqrt(2) - 1), with fresh noise scaled by s_noise.
+    python_loop: walk the steps in a Python loop instead of lax.fori_loop: called outside
+      jit with a jitted net_fn, a grid of any length reuses net_fn's one compilation
+      (benchmarks that sweep num_steps); under jit it unrolls the loop.
   Heun and churn correct every step except a last step that ends at time 0, where the
   drift of some formulations is singular. Formulations that stop short of time 0
   (ddpm_eps) finish with one denoising call. NFE: `num_evaluations`.
@@ -256,7 +260,11 @@ def sample(formulation, net_fn, noise: jax.Array, *, sampler: str = 'heun',
   x = noise * formulation.noise_std(ts[0])
   if spec.history:
     x = (x, jnp.zeros((spec.history,) + x.shape, x.dtype))
-  x = jax.lax.fori_loop(0, num_steps - 1, lambda i, x: spec.step(walk, x, i, False), x)
+  if python_loop:
+    for i in range(num_steps - 1):
+      x = spec.step(walk, x, i, False)
+  else:
+    x = jax.lax.fori_loop(0, num_steps - 1, lambda i, x: spec.step(walk, x, i, False), x)
   x = spec.step(walk, x, num_steps - 1, True)
   if spec.history:
     x = x[0]

@@ -217,6 +217,10 @@ def test_multistep_samples_do_not_depend_on_the_batch():
   whole = np.asarray(run(noise))
   np.testing.assert_allclose(np.concatenate([run(noise[:2]), run(noise[2:])]), whole,
                              rtol=1e-6, atol=1e-6)
+  # The Python loop of the benchmarks walks the same steps.
+  looped = S.sample(f, jax.jit(lambda x, c: net(x, c) + 0.1 * jnp.tanh(x)), noise,
+                    sampler='dpmpp_3m', num_steps=7, time_steps='logsnr', python_loop=True)
+  np.testing.assert_allclose(looped, whole, rtol=1e-5, atol=1e-6)
 
 
 def test_logsnr_and_uniform_time_grids():
