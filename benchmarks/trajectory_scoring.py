@@ -2,10 +2,12 @@
 the old sampling default (heun, default grid, 18 steps: 35 NFE) and the new one
 (config_base.py's sampling block), on the same run.
 
-    nice -n 10 python benchmarks/trajectory_scoring.py [--workdir=RUN] [--repeats=2]
+    nice -n 10 python benchmarks/trajectory_scoring.py [--model=digits_dense]
+        [--digits_steps=1500 --shapes_steps=1000] [--repeats=2]
 
-RUN defaults to the digits mask-0.9 run that benchmarks/sampler_nfe.py trains and caches
-(five checkpoints, the memorization experiment's recipe); each setting scores every
+The run is a digits model that benchmarks/sampler_nfe.py trained and cached with the same
+--digits_steps/--shapes_steps (five checkpoints, the memorization experiment's recipe);
+each setting scores every
 checkpoint on a copy of RUN, with research.num_samples=128 as the experiment does. The
 settings alternate --repeats times so a change of machine load hits both alike; the
 median wall time of each is reported, with the NFE.
@@ -55,17 +57,22 @@ def main():
   p = argparse.ArgumentParser(description=__doc__.split('\n')[0])
   cache = os.path.join(os.environ.get('SPARSEDIFF_CACHE', os.path.expanduser(
       '~/.cache/sparsediff_jax')), 'sampler_nfe')
-  p.add_argument('--workdir', default=os.path.join(cache, 'digits_mask0.9_1500_1000'))
+  p.add_argument('--cache', default=cache, help="sampler_nfe.py's --cache")
+  p.add_argument('--model', default='digits_dense', choices=('digits_dense', 'digits_mask0.9'))
+  p.add_argument('--digits_steps', type=int, default=1500)
+  p.add_argument('--shapes_steps', type=int, default=1000)
   p.add_argument('--repeats', type=int, default=2)
   args = p.parse_args()
-  flags = sampler_nfe.models(1500, 1000)['digits_mask0.9']
+  flags = sampler_nfe.models(args.digits_steps, args.shapes_steps)[args.model]
+  workdir = os.path.join(args.cache,
+                         f'{args.model}_{args.digits_steps}_{args.shapes_steps}')
   import numpy as np
   from sparsediff_jax import formulations, samplers
   fm = formulations.FlowMatching()
   times = {name: [] for name in settings()}
   for _ in range(args.repeats):
     for name, sampling in settings().items():
-      times[name].append(score(args.workdir, flags, sampling))
+      times[name].append(score(workdir, flags, sampling))
   for name, sampling in settings().items():
     nfe = samplers.num_evaluations(fm, sampling['sampler'], sampling['num_steps'])
     print(json.dumps(dict(setting=name, **sampling, nfe=nfe,
