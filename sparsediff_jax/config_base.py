@@ -164,9 +164,9 @@ def get_config() -> ml_collections.ConfigDict:
   c.sampling = s = ml_collections.ConfigDict()
   # Default: DPM-Solver++(3M) on the formulation's own grid (flow matching: uniform in t),
   # 10 steps = 10 NFE, chosen from the curve in docs/results/sampler_nfe
-  # (benchmarks/sampler_nfe.py): on the dense digits model it is within 5% of the 256-NFE
-  # classifier FD from 8 NFE on and has the smallest RMS distance to the 256-NFE samples of
-  # every sampler and grid measured at <= 10 NFE; Heun on the same grid (the default
+  # (benchmarks/sampler_nfe.py): on the digits models it is within 5% of the 256-NFE
+  # classifier FD from 8 NFE on (dense; mask 0.9: from 6) and, dense, has the smallest
+  # RMS distance to the 256-NFE samples of every setting measured at <= 10 NFE; Heun on the same grid (the default
   # before: 18 steps, 35 NFE) is 1.5x further at 9 NFE. Experiment scripts name theirs.
   s.sampler = 'dpmpp_3m'        # 'euler', 'heun': ODE solvers for every formulation;
                                 # 'dpmpp_2m', 'dpmpp_3m': DPM-Solver++ multistep (second /
