@@ -101,6 +101,8 @@ SAMPLERS.declare('heun', 'sparsediff_jax.samplers')
 SAMPLERS.declare('ddim', 'sparsediff_jax.samplers')
 SAMPLERS.declare('ancestral', 'sparsediff_jax.samplers')
 SAMPLERS.declare('churn', 'sparsediff_jax.samplers')
+SAMPLERS.declare('dpmpp_2m', 'sparsediff_jax.multistep')
+SAMPLERS.declare('dpmpp_3m', 'sparsediff_jax.multistep')
 
 MASKS.declare('iid', 'sparsediff_jax.masking')
 MASKS.declare('noise_schedule', 'sparsediff_jax.masking')

@@ -8,6 +8,8 @@ from the noise end to the data end:
 - 'ancestral': DDPM ancestral sampling (Ho et al. 2020; DDIM with eta = 1) for 'ddpm_eps'.
 - 'churn': EDM's stochastic sampler (Karras et al. 2022, Algorithm 2) for 'edm': Heun
   steps after raising the noise level by a factor 1 + gamma inside [s_min, s_max].
+- 'dpmpp_2m', 'dpmpp_3m': DPM-Solver++ multistep (Lu et al. 2022) for every formulation,
+  one network call per step (sparsediff_jax/multistep.py).
 
 Determinism: sample i's initial noise and every noise injected by a stochastic sampler come
 from (seed, i) alone (`per_sample_noise`, `per_sample_keys`), so a set of samples does not
@@ -15,7 +17,8 @@ depend on batch size, device count or host count.
 
 Each sampler is one short step function registered with registry.SAMPLERS as a
 `Sampler`: step(walk, x, i, last) -> x at time ts[i + 1], given x at ts[i]; `sample` owns
-the grid, the loop and the final denoising call.
+the grid, the loop and the final denoising call. A multistep sampler (`history` > 0)
+carries (x, its last `history` denoised images, newest first) instead of x.
 """
 
 import dataclasses
@@ -27,7 +30,7 @@ import jax.numpy as jnp
 
 from sparsediff_jax import registry
 from sparsediff_jax.errors import ConfigError
-from sparsediff_jax.validation import TIME_STEPS
+from sparsediff_jax.validation import TIME_STEPS, UNIFORM_TIME_FORMULATIONS
 
 
 class Walk(NamedTuple):
@@ -36,6 +39,7 @@ class Walk(NamedTuple):
   ts: jax.Array            # [num_steps + 1] times, noise end first
   net: Callable            # net(x, t) -> raw network output at scalar time t
   drift: Callable          # drift(x, t) -> dx/dt of the probability-flow ODE
+  denoise: Callable        # denoise(x, t) -> the network's estimate of the clean image
   step_noise: Callable     # step_noise(i) -> [B, H, W, C] fresh noise of step i per sample
   num_steps: int
   churn: tuple             # (s_churn, s_min, s_max, s_noise)
@@ -47,6 +51,7 @@ class Sampler:
   evals_per_step: int              # network calls per step (1, or 2 for second order)
   formulation: str | None = None   # the only formulation it works with (None: every one)
   stochastic: bool = False         # injects noise: needs per-sample keys
+  history: int = 0                 # earlier denoised images a multistep sampler carries
 
 
 def sampler_mismatch(formulation_name: str, sampler: str) -> str | None:
@@ -96,14 +101,24 @@ def time_grid(formulation, num_steps: int, time_steps: str = 'default', *, rho: 
   """The num_steps + 1 times a sampler visits, from the noise end to the data end.
 
   'default': the formulation's own grid (uniform in t for flow matching and ddpm_eps,
-  EDM's rho = 7 grid for edm). 'edm': Karras et al.'s spacing for every formulation,
-  uniform in sigma**(1/rho) from sigma_max to sigma_min, where sigma is the formulation's
-  noise-to-signal ratio; formulations that end at time 0 take a last step to 0 (EDM's
-  convention), ddpm_eps keeps sigma inside its schedule (linear: about [0.01, 152]).
+  EDM's rho = 7 grid for edm). 'uniform': uniform in the formulation's own t between the
+  ends of its default grid (flow matching and ddpm_eps only, whose t is bounded).
+  'edm': Karras et al.'s spacing for every formulation, uniform in sigma**(1/rho) from
+  sigma_max to sigma_min, where sigma is the formulation's noise-to-signal ratio.
+  'logsnr': uniform in log sigma (half the log-SNR) between the same ends, the spacing of
+  DPM-Solver (Lu et al. 2022). For 'edm' and 'logsnr', formulations that end at time 0 take
+  a last step to 0 (EDM's convention); ddpm_eps keeps sigma inside its schedule (linear:
+  about [0.01, 152]).
   """
   if time_steps == 'default':
     return formulation.time_grid(num_steps)
-  if time_steps != 'edm':
+  if time_steps == 'uniform':
+    if formulation.name not in UNIFORM_TIME_FORMULATIONS:
+      raise ValueError(f"time_steps 'uniform' needs a bounded time; formulation "
+                       f'{formulation.name!r} is not one of {UNIFORM_TIME_FORMULATIONS}')
+    ends = formulation.time_grid(1)
+    return jnp.linspace(ends[0], ends[-1], num_steps + 1)
+  if time_steps not in ('edm', 'logsnr'):
     raise ValueError(f'unknown time_steps {time_steps!r}; choose from {TIME_STEPS}')
   if not 0.0 < sigma_min < sigma_max:
     raise ValueError(f'need 0 < sigma_min < sigma_max, got {sigma_min}, {sigma_max}')
@@ -112,7 +127,10 @@ def time_grid(formulation, num_steps: int, time_steps: str = 'default', *, rho: 
   lo = formulation.sigma(formulation.t_from_sigma(jnp.float32(sigma_min)))
   n = num_steps if formulation.ends_at_zero else num_steps + 1
   frac = jnp.arange(n) / max(n - 1, 1)
-  sigmas = (hi ** (1 / rho) + frac * (lo ** (1 / rho) - hi ** (1 / rho))) ** rho
+  if time_steps == 'edm':
+    sigmas = (hi ** (1 / rho) + frac * (lo ** (1 / rho) - hi ** (1 / rho))) ** rho
+  else:
+    sigmas = jnp.exp(jnp.log(hi) + frac * (jnp.log(lo) - jnp.log(hi)))
   ts = formulation.t_from_sigma(sigmas)
   return jnp.concatenate([ts, jnp.zeros(1)]) if formulation.ends_at_zero else ts
 
@@ -195,7 +213,8 @@ registry.SAMPLERS.register('churn', check=_check_sampler)(
 def sample(formulation, net_fn, noise: jax.Array, *, sampler: str = 'heun',
            num_steps: int = 18, keys: jax.Array | None = None, time_steps: str = 'default',
            rho: float = 7.0, sigma_min: float = 0.002, sigma_max: float = 80.0,
-           churn: tuple[float, float, float, float] = (0.0, 0.0, math.inf, 1.0)) -> jax.Array:
+           churn: tuple[float, float, float, float] = (0.0, 0.0, math.inf, 1.0),
+           python_loop: bool = False) -> jax.Array:
   """Turns `noise` ([B, H, W, C] standard normal) into images (about [-1, 1]).
 
   Args:
@@ -205,6 +224,9 @@ def sample(formulation, net_fn, noise: jax.Array, *, sampler: str = 'heun',
     churn: (s_churn, s_min, s_max, s_noise) of the 'churn' sampler: each step whose time
       is in [s_min, s_max] first raises the noise level t to t (1 + gamma),
       gamma = min(s_churn / num_steps, sqrt(2) - 1), with fresh noise scaled by s_noise.
+    python_loop: walk the steps in a Python loop instead of lax.fori_loop: called outside
+      jit with a jitted net_fn, a grid of any length reuses net_fn's one compilation
+      (benchmarks that sweep num_steps); under jit it unrolls the loop.
   Heun and churn correct every step except a last step that ends at time 0, where the
   drift of some formulations is singular. Formulations that stop short of time 0
   (ddpm_eps) finish with one denoising call. NFE: `num_evaluations`.
@@ -228,13 +250,24 @@ def sample(formulation, net_fn, noise: jax.Array, *, sampler: str = 'heun',
   def drift(x, t):
     return formulation.drift(net(x, t), x, jnp.full((b,), t))
 
+  def denoise(x, t):
+    return formulation.denoised(net(x, t), x, jnp.full((b,), t))
+
   def step_noise(i):
     return jax.vmap(lambda k: jax.random.normal(jax.random.fold_in(k, i), noise.shape[1:]))(keys)
 
-  walk = Walk(formulation, ts, net, drift, step_noise, num_steps, churn)
+  walk = Walk(formulation, ts, net, drift, denoise, step_noise, num_steps, churn)
   x = noise * formulation.noise_std(ts[0])
-  x = jax.lax.fori_loop(0, num_steps - 1, lambda i, x: spec.step(walk, x, i, False), x)
+  if spec.history:
+    x = (x, jnp.zeros((spec.history,) + x.shape, x.dtype))
+  if python_loop:
+    for i in range(num_steps - 1):
+      x = spec.step(walk, x, i, False)
+  else:
+    x = jax.lax.fori_loop(0, num_steps - 1, lambda i, x: spec.step(walk, x, i, False), x)
   x = spec.step(walk, x, num_steps - 1, True)
+  if spec.history:
+    x = x[0]
   if not formulation.ends_at_zero:
     t = jnp.full((b,), ts[-1])
     x = formulation.denoised(net_fn(*formulation.net_inputs(x, t)), x, t)

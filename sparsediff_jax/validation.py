@@ -21,7 +21,9 @@ from sparsediff_jax.errors import ConfigError
 
 CROPS = ('center', 'none')               # data.crop (data/preprocess.py)
 BAD_IMAGE_POLICIES = ('error', 'skip')   # data.on_bad_image (data/folders.py)
-TIME_STEPS = ('default', 'edm')          # sampling.time_steps (samplers.py)
+TIME_STEPS = ('default', 'edm', 'logsnr', 'uniform')   # sampling.time_steps (samplers.py)
+# Formulations whose time is bounded, so that a grid uniform in t exists ('uniform').
+UNIFORM_TIME_FORMULATIONS = ('flow_matching', 'ddpm_eps')
 MAX_SEED = 2**31 - 1                     # seeds above this wrap in PRNG keys on some backends
 # Fields that no longer exist, and what replaces them: refused with this advice.
 REMOVED = {
@@ -290,6 +292,13 @@ def _validate_sampling_and_eval(config) -> None:
   _number(config, 'sampling.num_steps', 1, integer=True)
   _number(config, 'sampling.grid_size', 1, integer=True)
   _choice(config, 'sampling.time_steps', TIME_STEPS)
+  if (s.time_steps == 'uniform'
+      and config.diffusion.formulation not in UNIFORM_TIME_FORMULATIONS):
+    _fail('sampling.time_steps', s.time_steps,
+          f'a grid uniform in t needs a bounded time, i.e. diffusion.formulation one of '
+          f'{", ".join(map(repr, UNIFORM_TIME_FORMULATIONS))}; for '
+          f'{config.diffusion.formulation!r} (t = sigma, unbounded) choose one of '
+          f'{", ".join(repr(g) for g in TIME_STEPS if g != "uniform")}')
   _number(config, 'sampling.rho', 0.0, lo_open=True)
   _number(config, 'sampling.sigma_min', 0.0, lo_open=True)
   _number(config, 'sampling.sigma_max', s.sigma_min, lo_open=True,

@@ -122,7 +122,7 @@ def test_sampler_that_does_not_fit_the_formulation_is_a_clear_error():
     S.sample(VP, gaussian_net(VP, S_DATA), noise, sampler='ancestral')
   config = tiny_config(**{'sampling.sampler': 'churn'})
   with pytest.raises(validation.ConfigError, match=r"sampling\.sampler='churn'.*'edm'.*"
-                     r"choose one of \['euler', 'heun'\]"):
+                     r"choose one of \['euler', 'heun', 'dpmpp_2m', 'dpmpp_3m'\]"):
     validation.validate_config(config, 1)
   config.diffusion.formulation = 'edm'
   validation.validate_config(config, 1)
@@ -153,3 +153,98 @@ def test_sigma_and_its_inverse(f):
                                rtol=1e-5)
   else:
     np.testing.assert_allclose(f.noise_std(t), t)
+
+
+# ---- DPM-Solver++ multistep (sparsediff_jax/multistep.py) ---------------------------------
+from sparsediff_jax import multistep as M   # noqa: E402
+
+# (formulation, sampler, time steps, order): each fitted over 40, 80, 160 steps.
+MULTISTEP = [(EDM, 'dpmpp_3m', 'edm', 3), (FM, 'dpmpp_3m', 'edm', 3),
+             (FM, 'dpmpp_2m', 'logsnr', 2), (VP, 'dpmpp_2m', 'edm', 2)]
+
+
+@pytest.mark.parametrize('f,sampler,time_steps,order', MULTISTEP,
+                         ids=lambda v: v if isinstance(v, (str, int)) else type(v).__name__)
+def test_multistep_error_falls_at_the_solvers_order(f, sampler, time_steps, order):
+  noise = jnp.asarray([1.0, -0.5, 2.0, 0.3]).reshape(4, 1, 1, 1)
+  steps, errors = (40, 80, 160), []
+  for n in steps:
+    run = jax.jit(lambda z: S.sample(f, gaussian_net(f, S_DATA), z, sampler=sampler,
+                                     num_steps=n, time_steps=time_steps))
+    out = np.asarray(run(noise) / noise).ravel()
+    np.testing.assert_allclose(out, out[0], rtol=1e-4)
+    exact = exact_gain(f, S.time_grid(f, n, time_steps))
+    errors.append(abs(out[0] - exact) / exact)
+  slope = -np.polyfit(np.log(steps), np.log(errors), 1)[0]
+  # Measured: 2.97 and 2.98 for 3M, 2.03 and 2.05 for 2M.
+  assert abs(slope - order) < 0.25, (slope, errors)
+  assert errors[-1] < (1e-4 if order == 3 else 1e-3), errors
+
+
+def test_multistep_orders_warm_start_and_lower_order_final():
+  # edm ends at sigma 0: the step to 0 is first order, the first steps warm up.
+  sig = jnp.concatenate([jnp.geomspace(80.0, 0.002, 12), jnp.zeros(1)])
+  assert M.step_orders(sig, 3).tolist() == [1, 2] + [3] * 9 + [1]
+  assert M.step_orders(sig, 2).tolist() == [1] + [2] * 10 + [1]
+  # Fewer than 10 steps: the last ones lower their order too.
+  short = jnp.asarray([80.0, 10.0, 1.0, 0.5, 0.1, 0.01])
+  assert M.step_orders(short, 3).tolist() == [1, 2, 3, 2, 1]
+  # Flow matching at t = 1 starts at infinite sigma: that step is first order.
+  assert M.step_orders(jnp.asarray([jnp.inf, 1.0, 0.3, 0.0]), 2).tolist() == [1, 2, 1]
+
+
+@pytest.mark.parametrize('f', [FM, VP, EDM], ids=['flow_matching', 'ddpm_eps', 'edm'])
+def test_multistep_weights_are_finite_and_reproduce_a_constant_denoiser(f):
+  # If the network always denoises to the same image c, every step keeps x on the path
+  # alpha_t (c + sigma_t n): the weights of a step sum to alpha_{i+1} on D.
+  for grid in ('default', 'edm', 'logsnr'):
+    ts = S.time_grid(f, 9, grid)
+    for order in (2, 3):
+      a, b = M.step_weights(f, ts, order)
+      assert np.all(np.isfinite(a)) and np.all(np.isfinite(b)), (grid, order)
+      sig, std = f.sigma(ts), f.noise_std(ts)
+      alpha = np.where(np.asarray(sig) > 0, np.asarray(std) / np.maximum(sig, 1e-30), 1.0)
+      np.testing.assert_allclose(np.sum(b, axis=1), alpha[1:] * (1 - sig[1:] / sig[:-1]),
+                                 rtol=1e-5, atol=1e-6)
+
+
+def test_multistep_samples_do_not_depend_on_the_batch():
+  f = EDM
+  noise = S.per_sample_noise(jax.random.PRNGKey(0), jnp.arange(6), (2, 2, 3))
+  net = gaussian_net(f, S_DATA)
+  run = jax.jit(lambda z: S.sample(f, lambda x, c: net(x, c) + 0.1 * jnp.tanh(x), z,
+                                   sampler='dpmpp_3m', num_steps=7, time_steps='logsnr'))
+  whole = np.asarray(run(noise))
+  np.testing.assert_allclose(np.concatenate([run(noise[:2]), run(noise[2:])]), whole,
+                             rtol=1e-6, atol=1e-6)
+  # The Python loop of the benchmarks walks the same steps.
+  looped = S.sample(f, jax.jit(lambda x, c: net(x, c) + 0.1 * jnp.tanh(x)), noise,
+                    sampler='dpmpp_3m', num_steps=7, time_steps='logsnr', python_loop=True)
+  np.testing.assert_allclose(looped, whole, rtol=1e-5, atol=1e-6)
+
+
+def test_logsnr_and_uniform_time_grids():
+  ts = np.asarray(S.time_grid(EDM, 6, 'logsnr', sigma_min=0.002, sigma_max=80.0))
+  assert ts[-1] == 0.0
+  np.testing.assert_allclose(np.diff(np.log(ts[:-1])), np.log(0.002 / 80) / 5, rtol=1e-4)
+  ts = np.asarray(S.time_grid(VP, 6, 'logsnr'))   # inside the schedule, no step to 0
+  assert ts.shape == (7,) and np.all(np.diff(ts) < 0) and ts[-1] >= VP.t_min
+  np.testing.assert_allclose(S.time_grid(FM, 5, 'uniform'), FM.time_grid(5))
+  with pytest.raises(ValueError, match="'uniform' needs a bounded time"):
+    S.time_grid(EDM, 5, 'uniform')
+  config = tiny_config(**{'sampling.time_steps': 'uniform', 'diffusion.formulation': 'edm'})
+  with pytest.raises(validation.ConfigError, match=r"sampling\.time_steps='uniform'.*"
+                     r"'flow_matching', 'ddpm_eps'.*choose one of 'default', 'edm', 'logsnr'"):
+    validation.validate_fields(config)
+
+
+@pytest.mark.slow
+def test_a_grid_the_formulation_lacks_is_refused_before_jax(tmp_path):
+  from test_fast_errors import HEAVY, imported_modules
+  result, names = imported_modules('--config.diffusion.formulation=edm',
+                                   '--config.sampling.time_steps=uniform', cwd=tmp_path)
+  errors = [l for l in result.stderr.splitlines() if l.startswith('error:')]
+  assert result.returncode == 2 and len(errors) == 1, result.stderr[-2000:]
+  assert "sampling.time_steps='uniform'" in errors[0] and "'flow_matching'" in errors[0]
+  assert 'sparsediff_jax' in names and not names & set(HEAVY), sorted(names & set(HEAVY))
+  assert not any(tmp_path.iterdir())

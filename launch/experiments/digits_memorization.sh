@@ -43,6 +43,7 @@ exec "$PYTHON" launch/sweep.py --root="$ROOT" --config=configs/digits.py \
   --set "optim.ema_decays=($EMA,)" \
   --set training.log_every=50 --set training.sample_every=0 \
   --set training.checkpoint_every="$CHECKPOINT_EVERY" --set training.keep_checkpoints="$KEEP" \
+  --set sampling.sampler=heun --set sampling.time_steps=default --set sampling.num_steps=18 \
   --set sampling.grid_size=8 --set research.num_samples="$SAMPLES" --set research.batch_size=64 \
   --set research.trajectory=True --set research.locality_images=1 \
   --set research.locality_times=2 \

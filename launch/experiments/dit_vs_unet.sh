@@ -26,6 +26,7 @@ exec "$PYTHON" launch/sweep.py --root="$ROOT" --config=configs/digits.py \
   --set 'optim.ema_decays=(0.995,)' \
   --set training.log_every=50 --set training.sample_every=0 \
   --set training.checkpoint_every=300 --set training.keep_checkpoints=7 \
+  --set sampling.sampler=heun --set sampling.time_steps=default --set sampling.num_steps=18 \
   --set sampling.grid_size=8 --set research.num_samples=128 --set research.batch_size=64 \
   --set research.trajectory=True --set research.locality_images=2 \
   --set research.locality_times=2 \

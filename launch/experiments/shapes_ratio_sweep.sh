@@ -23,6 +23,7 @@ exec "$PYTHON" launch/sweep.py --root="$ROOT" \
   --set training.batch_size=16 --set training.num_steps=1500 \
   --set 'optim.ema_decays=(0.995,)' \
   --set training.log_every=50 --set training.sample_every=0 --set training.checkpoint_every=500 \
+  --set sampling.sampler=heun --set sampling.time_steps=default --set sampling.num_steps=18 \
   --set sampling.grid_size=8 --set research.num_samples=256 --set research.batch_size=64 \
   --grid training.seed=0,1,2 --grid mask.ratio=0,0.5,0.9,0.98 \
   --baseline batch_matched --baseline dropout=0.1 \

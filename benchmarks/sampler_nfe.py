@@ -1,0 +1,233 @@
+"""Sample quality per network evaluation (NFE) of every sampler x time grid on trained models.
+
+    nice -n 10 python benchmarks/sampler_nfe.py [--cache=DIR] [--samples=128]
+
+Trains (once; reused from --cache, default $SPARSEDIFF_CACHE/sampler_nfe or
+~/.cache/sparsediff_jax/sampler_nfe) three small flow-matching models with the CLI:
+digits 8x8 dense (mask.ratio 0) and mask.ratio 0.9 with the recipe of
+launch/experiments/digits_memorization.sh (32 training digits, U-Net 32 channels (1, 2),
+batch 16, EMA 0.995; --digits_steps of them), and a 16x16 shapes model. For each model,
+sampler and grid (COMBOS) it draws --samples images of the same noise at every NFE of
+--nfe, and once the reference: the same noise through REFERENCE at --reference_nfe. It
+records:
+- the dataset metric (digits: classifier FD `digits_fd`; shapes: the consistency
+  metrics) next to the reference's;
+- the RMS distance (images in [-1, 1]) of each sample to its own reference sample.
+Heun spends 2 NFE per step (2 n - 1 for n steps): its NFE is the largest odd count not
+above the target. Writes OUT/sampler_nfe.{json,csv,md} and one curve png per model
+(--out, default docs/results/sampler_nfe).
+"""
+
+import argparse
+import csv
+import json
+import os
+import subprocess
+import sys
+import time
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path[:0] = [REPO]
+
+NFES = NFES_DEFAULT = (4, 6, 8, 10, 12, 16, 24, 35, 64, 128)
+# (sampler, grid): flow matching's 'default' grid is 'uniform'; heun/uniform at 35 NFE was
+# the default before this measurement. A subset of sampler x grid (the budget of a shared
+# 2-core machine): Euler and Heun on their usual grids, each multistep solver on two.
+COMBOS = (('euler', 'uniform'), ('heun', 'uniform'), ('heun', 'edm'),
+          ('dpmpp_2m', 'edm'), ('dpmpp_2m', 'logsnr'),
+          ('dpmpp_3m', 'uniform'), ('dpmpp_3m', 'logsnr'))
+REFERENCE = ('dpmpp_3m', 'logsnr')   # the reference samples: this solver at --reference_nfe
+DIGITS = ['--config=configs/digits.py', '--config.data.image_size=8',
+          '--config.data.num_train_examples=32', '--config.model.channels=32',
+          '--config.model.channel_mult=(1,2)', '--config.model.attn_resolutions=()',
+          '--config.training.batch_size=16', '--config.optim.ema_decays=(0.995,)',
+          '--config.training.log_every=50', '--config.training.sample_every=0']
+SHAPES = ['--config=configs/shapes.py', '--config.data.image_size=16',
+          '--config.model.channel_mult=(1,2)', '--config.model.attn_resolutions=()',
+          '--config.training.log_every=50', '--config.training.sample_every=0']
+
+
+def models(digits_steps: int, shapes_steps: int) -> dict[str, list[str]]:
+  """Name -> the CLI flags that train it (and rebuild its config)."""
+  # Five checkpoints per digits run, as the experiment keeps them: a research trajectory
+  # to time (benchmarks/trajectory_scoring.py).
+  d = DIGITS + [f'--config.training.num_steps={digits_steps}',
+                f'--config.training.checkpoint_every={digits_steps // 5}',
+                '--config.training.keep_checkpoints=7']
+  return {
+      'digits_dense': d + ['--config.mask.ratio=0.0'],
+      'digits_mask0.9': d + ['--config.mask.ratio=0.9'],
+      'shapes_mask0.9': SHAPES + [f'--config.training.num_steps={shapes_steps}',
+                                  f'--config.training.checkpoint_every={shapes_steps}'],
+  }
+
+
+def num_steps_for(sampler: str, nfe: int) -> int:
+  """Steps whose NFE (flow matching: no final denoising call) is at most `nfe`."""
+  return (nfe + 1) // 2 if sampler == 'heun' else nfe
+
+
+def train(workdir: str, flags: list[str]) -> None:
+  if os.path.exists(os.path.join(workdir, 'DONE')):
+    return
+  start = time.time()
+  subprocess.run([sys.executable, '-m', 'sparsediff_jax.main', f'--workdir={workdir}', *flags],
+                 cwd=REPO, check=True, env={**os.environ, 'PYTHONPATH': REPO})
+  with open(os.path.join(workdir, 'DONE'), 'w') as f:
+    f.write(f'{time.time() - start:.0f} s\n')
+
+
+def config_from_flags(flags: list[str]):
+  """The config the CLI builds from `flags` (configs/*.py plus --config.* overrides)."""
+  import ast
+  import importlib.util
+  path = flags[0].split('=', 1)[1]
+  spec = importlib.util.spec_from_file_location('cfg', os.path.join(REPO, path))
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)
+  config = module.get_config()
+  for flag in flags[1:]:
+    field, value = flag[len('--config.'):].split('=', 1)
+    section, name = field.split('.')
+    old = config[section][name]
+    config[section][name] = value if isinstance(old, str) else ast.literal_eval(value)
+  return config
+
+
+def measure(name: str, workdir: str, flags: list[str], samples: int, reference_nfe: int):
+  import jax
+  import jax.numpy as jnp
+  import numpy as np
+  from flax import nnx
+  from sparsediff_jax import data, formulations, registry, samplers, state
+  from sparsediff_jax.data.source import CHANNELS
+  config = config_from_flags(flags)
+  run = state.restore_run(config, workdir)
+  model = nnx.merge(run.graphdef, run.params(config))
+  net = jax.jit(lambda x, c: model(x, c))   # compiled once; the steps run in Python
+  metric = registry.DATASET_METRICS.get(config.data.name)
+  train_images = data.load_train_images(config)
+  formulation = formulations.get_formulation(config.diffusion)
+  size = config.data.image_size
+  keys = jax.random.split(jax.random.PRNGKey(config.sampling.seed))
+  noise = samplers.per_sample_noise(keys[0], np.arange(samples), (size, size, CHANNELS))
+
+  def images(sampler, grid, nfe):
+    start = time.perf_counter()
+    x = samplers.sample(formulation, net, noise, sampler=sampler, time_steps=grid,
+                        num_steps=num_steps_for(sampler, nfe), python_loop=True)
+    # The quantisation of generate._sample_images.
+    out = np.asarray(jnp.clip(jnp.round((x + 1.0) * 127.5), 0, 255).astype(jnp.uint8))
+    return out, time.perf_counter() - start
+
+  ref, _ = images(*REFERENCE, reference_nfe)
+  ref_metrics = metric(config, ref, train_images)
+  rows = []
+  for sampler, grid in COMBOS:
+    for nfe in NFES:
+      out, seconds = images(sampler, grid, nfe)
+      m = metric(config, out, train_images)
+      diff = (out.astype(np.float32) - ref.astype(np.float32)) / 127.5
+      rms = np.sqrt(np.mean(diff ** 2, axis=(1, 2, 3)))
+      row = dict(model=name, sampler=sampler, grid=grid, nfe=samplers.num_evaluations(
+          formulation, sampler, num_steps_for(sampler, nfe)),
+          num_steps=num_steps_for(sampler, nfe), rms_to_reference=float(rms.mean()),
+          seconds=seconds, **{k: v for k, v in m.items()},
+          **{f'reference_{k}': v for k, v in ref_metrics.items()})
+      rows.append(row)
+      print(json.dumps(row), flush=True)
+  return rows
+
+
+HEADLINE = {'digits': 'digits_fd', 'shapes': 'consistent_fraction'}
+
+
+def write(rows: list[dict], out: str) -> None:
+  import matplotlib
+  matplotlib.use('Agg')
+  import matplotlib.pyplot as plt
+  os.makedirs(out, exist_ok=True)
+  with open(os.path.join(out, 'sampler_nfe.json'), 'w') as f:
+    json.dump(rows, f, indent=1)
+  keys = sorted({k for r in rows for k in r})
+  with open(os.path.join(out, 'sampler_nfe.csv'), 'w', newline='') as f:
+    w = csv.DictWriter(f, keys)
+    w.writeheader()
+    w.writerows(rows)
+  lines = []
+  for model in dict.fromkeys(r['model'] for r in rows):
+    key = HEADLINE['digits' if model.startswith('digits') else 'shapes']
+    mine = [r for r in rows if r['model'] == model]
+    lines += [f'### {model}: {key} (reference {mine[0]["reference_" + key]:.3g}) / '
+              'RMS to the reference sample', '',
+              '| sampler | grid | ' + ' | '.join(str(n) for n in NFES) + ' | cheapest within 5% |',
+              '|---|---|' + '---|' * (len(NFES) + 1)]
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4))
+    for sampler, grid in COMBOS:
+        rs = [r for r in mine if r['sampler'] == sampler and r['grid'] == grid]
+        if not rs:
+          continue
+        ok = [r['nfe'] for k, r in enumerate(rs) if all(within(q, key) for q in rs[k:])]
+        cells = [f'{r[key]:.3g} / {r["rms_to_reference"]:.3f}' for r in rs]
+        lines.append(f'| {sampler} | {grid} | ' + ' | '.join(cells)
+                     + f' | {min(ok) if ok else "> 128"} |')
+        label = f'{sampler}, {grid}'
+        axes[0].plot([r['nfe'] for r in rs], [r[key] for r in rs], marker='o', label=label)
+        axes[1].plot([r['nfe'] for r in rs], [r['rms_to_reference'] for r in rs],
+                     marker='o', label=label)
+    axes[0].axhline(mine[0]['reference_' + key], color='k', ls=':', lw=1)
+    for ax, ylabel in zip(axes, (key, 'RMS to the reference sample')):
+      ax.set_xscale('log')
+      ax.set_xlabel('NFE')
+      ax.set_ylabel(ylabel)
+    axes[1].set_yscale('log')
+    axes[1].legend(fontsize=6, ncol=2)
+    fig.suptitle(f'{model}: quality per NFE (dotted: the reference, {REFERENCE[0]} '
+                 f'{REFERENCE[1]} at high NFE)')
+    fig.tight_layout()
+    fig.savefig(os.path.join(out, f'{model}.png'), dpi=90)
+    plt.close(fig)
+    lines.append('')
+  with open(os.path.join(out, 'sampler_nfe.md'), 'w') as f:
+    f.write('Each cell: metric / RMS distance to the same sample at the reference NFE.\n'
+            f'"Cheapest within 5%": the smallest NFE whose metric is within 5% of the '
+            f'reference ({REFERENCE[0]}, {REFERENCE[1]} grid, same noise) and stays so at '
+            'every larger NFE measured (fractions: within 0.05 absolute). Columns: the target '
+            'NFE (Heun: the largest odd count not above it).\n\n'
+            + '\n'.join(lines))
+
+
+def within(row: dict, key: str) -> bool:
+  ref = row['reference_' + key]
+  if key.endswith('_fraction'):
+    return abs(row[key] - ref) <= 0.05
+  return abs(row[key] - ref) <= 0.05 * abs(ref)
+
+
+def main():
+  p = argparse.ArgumentParser(description=__doc__.split('\n')[0])
+  cache = os.path.join(os.environ.get('SPARSEDIFF_CACHE', os.path.expanduser(
+      '~/.cache/sparsediff_jax')), 'sampler_nfe')
+  p.add_argument('--cache', default=cache, help='where the trained runs are kept')
+  p.add_argument('--out', default=os.path.join(REPO, 'docs/results/sampler_nfe'))
+  p.add_argument('--samples', type=int, default=128)
+  p.add_argument('--reference_nfe', type=int, default=256)
+  p.add_argument('--digits_steps', type=int, default=1500)
+  p.add_argument('--shapes_steps', type=int, default=1000)
+  p.add_argument('--only', default='', help='comma-separated model names (default: all)')
+  p.add_argument('--nfe', default=','.join(map(str, NFES_DEFAULT)), help='comma-separated NFEs')
+  args = p.parse_args()
+  global NFES
+  NFES = tuple(int(n) for n in args.nfe.split(','))
+  rows = []
+  for name, flags in models(args.digits_steps, args.shapes_steps).items():
+    if args.only and name not in args.only.split(','):
+      continue
+    workdir = os.path.join(args.cache, f'{name}_{args.digits_steps}_{args.shapes_steps}')
+    train(workdir, flags)
+    rows += measure(name, workdir, flags, args.samples, args.reference_nfe)
+    write(rows, args.out)   # after each model: a partial run leaves its results
+
+
+if __name__ == '__main__':
+  main()
