@@ -131,19 +131,38 @@ def parse_flags(argv):
   try:
     parsed = flags.FLAGS(argv)
   except flags.Error as e:
-    usage_error(str(e).splitlines()[0])
-  except (KeyError, AttributeError) as e:   # ml_collections: an override of no field
+    cause = _config_load_cause(str(e))
+    usage_error(f'--config={path}: cannot load it ({cause}); it must define get_config()'
+                if cause else str(e).splitlines()[0])
+  except (KeyError, AttributeError) as e:
+    if not overrides:   # raised by the config file itself
+      usage_error(_cannot_load(path, e))
+    # ml_collections: an override of no field
     usage_error(f'unknown config field {str(e).strip(chr(34))} in {" ".join(overrides)}; '
                 'the fields are listed in sparsediff_jax/config_base.py')
   except Exception as e:  # the config file itself failed to load
-    usage_error(f'--config={path}: cannot load it ({type(e).__name__}: '
-                f'{str(e).splitlines()[0] if str(e) else ""}); it must define get_config()')
+    usage_error(_cannot_load(path, e))
   try:
     validation.check_structure(_CONFIG.value, config_base.get_config(),
                                f'--config={path or config_base.__file__}')
   except errors.ConfigError as e:
     usage_error(str(e))
   return parsed
+
+
+def _cannot_load(path, e: BaseException) -> str:
+  message = str(e).splitlines()[0] if str(e) else ''
+  return (f'--config={path}: cannot load it ({type(e).__name__}: {message}); it must define '
+          'get_config()')
+
+
+def _config_load_cause(message: str) -> str | None:
+  """'Type: message' of the exception that absl reports as 'Error whilst parsing config
+  file:' followed by its traceback (the cause absl's first line drops), else None."""
+  if 'Error whilst parsing config file' not in message:
+    return None
+  lines = [line.strip() for line in message.splitlines() if line.strip()]
+  return lines[-1] if len(lines) > 1 else None
 
 
 def config_name(argv_config_path: str | None) -> str:
