@@ -191,7 +191,8 @@ def train(config, workdir: str, *, hooks: tuple[EvalHook, ...] = ()) -> TrainSta
 
   tc = config.training
   batches = sharding.prefetch_to_mesh(data_it, mesh, steps_per_call=k)
-  monitor = nonfinite.NonFiniteMonitor(tc.on_nonfinite, tc.nonfinite_patience, skipped_steps)
+  monitor = nonfinite.NonFiniteMonitor(tc.on_nonfinite, tc.nonfinite_patience, skipped_steps,
+                                       last_checkpoint=lambda: _newest_checkpoint(ckpt))
   stop = preemption.StopRequest()
   # ---- console progress; at most 2 calls in flight, so a stop is honoured within 2 ----
   bar = progress.TrainProgress(tc.num_steps, start, enabled=jax.process_index() == 0)
@@ -245,6 +246,13 @@ def train(config, workdir: str, *, hooks: tuple[EvalHook, ...] = ()) -> TrainSta
   if stopping and not is_last:
     raise preemption.TrainingInterrupted(step, stop.signum)
   return state
+
+
+def _newest_checkpoint(ckpt: checkpoints.Checkpointer) -> int | None:
+  """The step of the newest checkpoint on disk (after the write in flight), or None."""
+  ckpt.wait()
+  steps = ckpt.all_steps()
+  return steps[-1] if steps else None
 
 
 def _due(step: int, every: int, is_last: bool) -> bool:
