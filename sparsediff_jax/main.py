@@ -207,6 +207,8 @@ def main(argv):
     usage_error(f'--mode={_MODE.value!r} is unknown; choose one of {", ".join(MODES)}')
   config, name = _CONFIG.value, config_name(_config_path(sys.argv))
   workdir = _WORKDIR.value or os.path.join('runs', name)
+  if '://' not in workdir:   # 'a/b/../c' would leave an empty a/b behind when created
+    workdir = os.path.normpath(workdir)
   try:   # the config alone, before JAX is imported: a typo is reported in about a second
     validation.validate_fields(config)
   except errors.ConfigError as e:
@@ -232,6 +234,10 @@ def main(argv):
       run_dir.check_writable(workdir)
       run_dir.check_can_resume(config, workdir)
       checkpoints.check_checkpoint_dir(workdir)   # a file named checkpoints
+      from sparsediff_jax import train
+      if finished := train.finished_run_message(config, workdir):   # before any write
+        logging.warning('%s', finished)
+        return
     logging.info('mode %s, workdir %s', _MODE.value, workdir)
     # One run per workdir, taken before anything is written (workdir_lock.py).
     with (workdir_lock.hold(workdir, before_release=checkpoints.wait_for_saves)

@@ -179,6 +179,10 @@ def train(config, workdir: str, *, hooks: tuple[EvalHook, ...] = ()) -> TrainSta
     raise ConfigError(
         f'the run stopped at step {start}, not a multiple of training.steps_per_call={k}; '
         'resume with a training.steps_per_call that divides it (e.g. 1)')
+  if start >= config.training.num_steps:   # a finished run: nothing to do, exit code 0
+    logging.warning('%s', _nothing_to_train(config, workdir, start))
+    ckpt.close()
+    return state
 
   writer = tb_writer.create_writer(workdir, process_index=jax.process_index(),
                                   resume_step=start)
@@ -246,6 +250,22 @@ def train(config, workdir: str, *, hooks: tuple[EvalHook, ...] = ()) -> TrainSta
   if stopping and not is_last:
     raise preemption.TrainingInterrupted(step, stop.signum)
   return state
+
+
+def finished_run_message(config, workdir: str) -> str | None:
+  """What to say instead of training when the newest checkpoint in WORKDIR (by its folder
+  name, read without opening it) is already at or past training.num_steps; else None."""
+  folder = os.path.join(workdir, 'checkpoints')
+  steps = [int(n) for n in (os.listdir(folder) if os.path.isdir(folder) else ()) if n.isdigit()]
+  if steps and max(steps) >= config.training.num_steps:
+    return _nothing_to_train(config, workdir, max(steps))
+  return None
+
+
+def _nothing_to_train(config, workdir: str, step: int) -> str:
+  return (f'nothing to train: the run in {workdir} is at step {step} and '
+          f'training.num_steps={config.training.num_steps}; raise training.num_steps to train '
+          'further')
 
 
 def _newest_checkpoint(ckpt: checkpoints.Checkpointer) -> int | None:
