@@ -19,8 +19,8 @@ import numpy as np
 import optax
 from flax import nnx
 
-from sparsediff_jax import (checkpoints, data, formulations, generate, masking, nonfinite,
-                            preemption, run_dir, sharding)
+from sparsediff_jax import (checkpoints, data, formulations, generate, masking, memory_check,
+                            nonfinite, preemption, run_dir, sharding)
 from sparsediff_jax.errors import ConfigError
 from sparsediff_jax.images import make_grid, save_png
 from sparsediff_jax import progress, tb_writer   # console: phases, progress bar, writers
@@ -120,6 +120,19 @@ def compile_train_step(config, graphdef, tx, schedule, mesh, *, donate: bool = T
                  out_shardings=(state_sh, rep), donate_argnums=0 if donate else ())
 
 
+def check_step_fits(config, step_jit, target: TrainState, mesh) -> None:
+  """errors.ConfigError unless the compiled train step fits in device memory (compiles it
+  from shapes; the first call then reuses the executable)."""
+  t, d = config.training, config.data
+  shape = (t.batch_size, d.image_size, d.image_size, 3)
+  k = t.steps_per_call
+  batch = jax.ShapeDtypeStruct((k, *shape) if k > 1 else shape, jnp.uint8,
+                               sharding=sharding.batch_sharding(mesh, stacked=k > 1))
+  memory_check.check_compiled_fits(step_jit.lower(target, batch).compile(),
+                                   f'the train step (batch {t.batch_size} of '
+                                   f'{d.image_size}x{d.image_size})')
+
+
 def _mean_metrics(history: list[dict]) -> dict:
   host = jax.device_get(history)
   return {k: float(np.mean([h[k] for h in host])) for k in host[0]}
@@ -150,10 +163,19 @@ def train(config, workdir: str, *, hooks: tuple[EvalHook, ...] = ()) -> TrainSta
   graphdef, abstract_params = abstract_model(config)
   logging.info('model %s: %d parameters; mesh %s', config.model.name,
                count_params(abstract_params), dict(mesh.shape))
+  target = abstract_state(config, tx, mesh)   # shapes only: nothing allocated
+  logging.info('training state per device: %s', memory_per_device(target))
+  memory_check.check_state_fits(target)   # before the data, the checkpoints and any write
   # First, so that a hook's missing input stops the run before it writes anything.
   evaluations = [h for h in (hook(config, graphdef, mesh, workdir) for hook in hooks) if h]
 
-  # The data first: a missing or broken dataset stops the run before anything is written.
+  step_jit = compile_train_step(config, graphdef, tx, schedule, mesh)
+  with progress.phase('compiling the train step and the sampler'):   # refused if too big
+    check_step_fits(config, step_jit, target, mesh)
+    generate.check_sampler_fits(config, graphdef, mesh, target.ema[0],
+                                config.sampling.grid_size ** 2)
+  # Then the data (main.py has checked that it exists): a broken one stops the run before
+  # anything is written.
   with progress.phase('loading data'):
     data_it = data.make_train_iterator(config, process_index=jax.process_index(),
                                        process_count=jax.process_count())
@@ -161,8 +183,6 @@ def train(config, workdir: str, *, hooks: tuple[EvalHook, ...] = ()) -> TrainSta
     run_dir.record_loaded_examples(workdir, len(data_it.images))   # skipped bad files
   ckpt = checkpoints.Checkpointer(os.path.join(workdir, 'checkpoints'),
                                   keep=config.training.keep_checkpoints)
-  target = abstract_state(config, tx, mesh)
-  logging.info('training state per device: %s', memory_per_device(target))
   with progress.phase('looking for checkpoints to restore'):
     restored = restore(config, ckpt, tx, mesh, target)
   skipped_steps = 0
@@ -188,10 +208,9 @@ def train(config, workdir: str, *, hooks: tuple[EvalHook, ...] = ()) -> TrainSta
                                   resume_step=start)
   if start == 0:
     writer.write_hparams({name: str(v) for name, v in _flatten(config.to_dict()).items()})
-  step_fn = progress.time_first_call(compile_train_step(config, graphdef, tx, schedule, mesh),
-                                    'compiling the train step')
+  step_fn = progress.time_first_call(step_jit, 'first train step')
   sample_fn = progress.time_first_call(generate.make_grid_sampler(config, graphdef, mesh),
-                                      'compiling the sampler and sampling a grid')
+                                      'sampling a grid')
 
   tc = config.training
   batches = sharding.prefetch_to_mesh(data_it, mesh, steps_per_call=k)
