@@ -18,7 +18,7 @@ from flax import nnx
 from jax.experimental import multihost_utils
 from tqdm import tqdm
 
-from sparsediff_jax import formulations, samplers, sharding
+from sparsediff_jax import formulations, progress, samplers, sharding
 from sparsediff_jax.data.source import CHANNELS
 from sparsediff_jax.errors import ConfigError, NonFiniteSamplesError
 from sparsediff_jax.images import make_grid, save_png
@@ -191,7 +191,8 @@ def run_sample_mode(config, workdir: str) -> list[str]:
   nfe = samplers.num_evaluations(formulations.get_formulation(config.diffusion), s.sampler,
                                  s.num_steps)
   batch = -(-min(config.eval.batch_size, n) // mesh.devices.size) * mesh.devices.size
-  check_sampler_fits(config, graphdef, mesh, params, batch)   # before any sampling
+  with progress.phase('compiling the sampler'):   # and refused if it cannot fit
+    check_sampler_fits(config, graphdef, mesh, params, batch)
   keeper = ImageKeeper(s.grid_size ** 2, keep_all=s.save_npz)
   start = time.time()
   for images, indices in sample_batches(make_batch_sampler(config, graphdef, mesh), params,

@@ -263,8 +263,9 @@ def main(argv):
 
 
 def run():
-  from sparsediff_jax import console   # before jax and TensorFlow are imported
+  from sparsediff_jax import console, interrupts   # before jax and TensorFlow are imported
   console.quiet(sys.argv)
+  interrupts.install()   # Ctrl-C and SIGTERM: one line and 130/143 in every phase
   app.run(main, flags_parser=parse_flags)
 
 
