@@ -9,7 +9,9 @@ Exit codes: 0 done; 2 bad input (a config value, a missing file or dataset, a wo
 holding another run or only damaged checkpoints), reported as one line on stderr, with the
 workdir left as it was (see run_dir.undo_record_on); 1 the run failed (e.g. NaN under
 training.on_nonfinite='stop'; the newest checkpoint is the last good state); 128 + N stopped
-by signal N (143 SIGTERM, 130 SIGINT) after writing a checkpoint: rerun to resume.
+by signal N (143 SIGTERM, 130 SIGINT): in the training loop after writing a checkpoint,
+elsewhere at once with one line (interrupts.py); rerun to resume. A resume already at
+training.num_steps says so and exits 0.
 docs/troubleshooting.md lists the errors and what to do about each.
 """
 
