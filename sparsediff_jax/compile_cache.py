@@ -13,6 +13,7 @@ explicit JAX_COMPILATION_CACHE_DIR in the environment wins over 'default'.
 """
 
 import os
+import tempfile
 
 from absl import logging
 
@@ -35,22 +36,46 @@ def resolve(setting: str, environ=None) -> str | None:
   return setting if '://' in setting else os.path.expanduser(setting)
 
 
+def unwritable_reason(path: str) -> str | None:
+  """Why files cannot be written in the local directory `path`, or None when they can.
+
+  Creates nothing that stays: a folder that does not exist yet is judged by its nearest
+  existing parent (JAX creates the folder at its first write, after a config was
+  accepted), and a probe file is removed at once. Read-only folders and file systems, and
+  a file in the folder's place, are caught (permissions alone would miss them for root).
+  """
+  probe_dir = path
+  while not os.path.exists(probe_dir):
+    parent = os.path.dirname(probe_dir)
+    if parent == probe_dir:
+      break
+    probe_dir = parent
+  if not os.path.isdir(probe_dir):
+    return f'{probe_dir} is not a directory'
+  try:
+    fd, probe = tempfile.mkstemp(prefix='.write-probe-', dir=probe_dir)
+    os.close(fd)
+    os.remove(probe)
+  except OSError as e:
+    return f'{probe_dir} is not writable ({e.strerror or e})'
+  return None
+
+
 def enable(setting: str, environ=None) -> str | None:
   """Points jax's persistent cache at `resolve(setting)` (before the first compile);
-  returns the directory, or None when off. A directory that cannot be created turns the
-  cache off with a warning: a run never fails for want of a cache."""
+  returns the directory, or None when off. A directory that cannot be written turns the
+  cache off with ONE warning (checked here once, rather than JAX warning at every
+  compile): a run never fails for want of a cache. Nothing is created here."""
   import jax
   path = resolve(setting, environ)
   if path is None:
     jax.config.update('jax_compilation_cache_dir', None)
     return None
-  if '://' not in path:
-    try:
-      os.makedirs(path, exist_ok=True)
-    except OSError as e:
-      logging.warning('compilation cache off: cannot create %s (%s); set '
-                      'training.compilation_cache to a writable directory or ""', path, e)
-      return None
+  if '://' not in path and (why := unwritable_reason(path)):
+    logging.warning('compilation cache off: %s; set training.compilation_cache to a writable '
+                    'directory, or "" to silence this', why)
+    jax.config.update('jax_compilation_cache_dir', None)
+    return None
   environ = os.environ if environ is None else environ
   jax.config.update('jax_compilation_cache_dir', path)
   # The user's own thresholds (environment) stay.

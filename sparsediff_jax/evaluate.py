@@ -19,6 +19,8 @@ from absl import logging
 import os
 import time
 import warnings
+import zipfile
+import zlib
 
 import jax
 import numpy as np
@@ -84,7 +86,8 @@ def load_reference(config, workdir: str):
   try:
     stats, meta = fid.load_stats(path)
     real = fid.load_features(path)
-  except (OSError, ValueError, KeyError, TypeError) as e:
+  except (OSError, ValueError, KeyError, TypeError, EOFError, zipfile.BadZipFile,
+          zlib.error) as e:   # a truncated or damaged .npz (a zip archive)
     raise EvalInputError(f'{path}: not readable as reference statistics ({type(e).__name__}: '
                          f'{e}); make it again with --mode=fid_stats') from e
   _check_reference(path, meta, config)

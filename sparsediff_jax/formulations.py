@@ -24,7 +24,6 @@ import jax
 import jax.numpy as jnp
 
 from sparsediff_jax import registry
-from sparsediff_jax.errors import ConfigError
 
 
 class TrainingPair(NamedTuple):
@@ -251,34 +250,13 @@ class EDM:
     return t
 
 
-def _positive(field: str, value) -> None:
-  if not (isinstance(value, (int, float)) and not isinstance(value, bool) and value > 0):
-    raise ConfigError(f'config.{field}={value!r} is invalid: must be a number > 0')
-
-
-def _check_flow_matching(config) -> None:
-  if config.diffusion.time_sampling not in ('uniform', 'logit_normal'):
-    raise ConfigError(f'config.diffusion.time_sampling={config.diffusion.time_sampling!r} is '
-                      "invalid: choose one of 'uniform', 'logit_normal'")
-
-
-def _check_ddpm_eps(config) -> None:
-  if config.diffusion.ddpm_schedule not in ('linear', 'cosine'):
-    raise ConfigError(f'config.diffusion.ddpm_schedule={config.diffusion.ddpm_schedule!r} is '
-                      "invalid: choose one of 'linear', 'cosine'")
-
-
-def _check_edm(config) -> None:
-  _positive('diffusion.edm_sigma_data', config.diffusion.edm_sigma_data)
-  _positive('diffusion.edm_p_std', config.diffusion.edm_p_std)
-
-
-# Each entry builds its formulation from the config.diffusion block.
-registry.FORMULATIONS.register('flow_matching', check=_check_flow_matching)(
+# Each entry builds its formulation from the config.diffusion block (its fields are checked
+# by entry_checks, named in registry.py).
+registry.FORMULATIONS.register('flow_matching')(
     lambda d: FlowMatching(time_sampling=d.time_sampling))
-registry.FORMULATIONS.register('ddpm_eps', check=_check_ddpm_eps)(
+registry.FORMULATIONS.register('ddpm_eps')(
     lambda d: DDPMEps(schedule=d.ddpm_schedule))
-registry.FORMULATIONS.register('edm', check=_check_edm)(
+registry.FORMULATIONS.register('edm')(
     lambda d: EDM(sigma_data=d.edm_sigma_data, p_mean=d.edm_p_mean, p_std=d.edm_p_std))
 
 

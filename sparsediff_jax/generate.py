@@ -18,7 +18,7 @@ from flax import nnx
 from jax.experimental import multihost_utils
 from tqdm import tqdm
 
-from sparsediff_jax import atomic_io, formulations, samplers, sharding
+from sparsediff_jax import atomic_io, formulations, progress, samplers, sharding
 from sparsediff_jax.data.source import CHANNELS
 from sparsediff_jax.errors import ConfigError, NonFiniteSamplesError
 from sparsediff_jax.images import make_grid, save_png
@@ -67,7 +67,24 @@ def make_batch_sampler(config, graphdef, mesh):
           'checkpoint, another sampling.ema_index, or another sampler/more sampling.num_steps')
     return images
 
+  def lower(params, batch: int):
+    """The sampler of `batch` images lowered for `params` (arrays or sharded
+    ShapeDtypeStructs), e.g. for its memory analysis before any sampling."""
+    indices = jax.ShapeDtypeStruct((batch,), jnp.int32, sharding=sharding.batch_sharding(mesh))
+    return _sample_images.lower(graphdef, formulation, shape, options, params, indices, keys)
+
+  sample_batch.lower = lower
   return sample_batch
+
+
+def check_sampler_fits(config, graphdef, mesh, params, batch: int) -> None:
+  """errors.ConfigError unless the compiled sampler of `batch` images fits in device memory
+  (memory_check.py); compiles it, which the first sampling call then reuses."""
+  from sparsediff_jax import memory_check
+  batch = -(-batch // mesh.devices.size) * mesh.devices.size
+  memory_check.check_compiled_fits(
+      make_batch_sampler(config, graphdef, mesh).lower(params, batch).compile(),
+      f'the sampler ({batch} images of {config.data.image_size}x{config.data.image_size})')
 
 
 def host_images(images: jax.Array) -> np.ndarray:
@@ -175,6 +192,8 @@ def run_sample_mode(config, workdir: str) -> list[str]:
   nfe = samplers.num_evaluations(formulations.get_formulation(config.diffusion), s.sampler,
                                  s.num_steps)
   batch = -(-min(config.eval.batch_size, n) // mesh.devices.size) * mesh.devices.size
+  with progress.phase('compiling the sampler'):   # and refused if it cannot fit
+    check_sampler_fits(config, graphdef, mesh, params, batch)
   keeper = ImageKeeper(s.grid_size ** 2, keep_all=s.save_npz)
   start = time.time()
   for images, indices in sample_batches(make_batch_sampler(config, graphdef, mesh), params,

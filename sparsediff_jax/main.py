@@ -10,7 +10,9 @@ holding another run or only damaged checkpoints: --start_over moves such a run a
 reported as one line on stderr, with the workdir left as it was (see
 run_dir.undo_record_on); 1 the run failed (e.g. NaN under
 training.on_nonfinite='stop'; the newest checkpoint is the last good state); 128 + N stopped
-by signal N (143 SIGTERM, 130 SIGINT) after writing a checkpoint: rerun to resume.
+by signal N (143 SIGTERM, 130 SIGINT): in the training loop after writing a checkpoint,
+elsewhere at once with one line (interrupts.py); rerun to resume. A resume already at
+training.num_steps says so and exits 0.
 docs/troubleshooting.md lists the errors and what to do about each.
 """
 
@@ -138,19 +140,38 @@ def parse_flags(argv):
   try:
     parsed = flags.FLAGS(argv)
   except flags.Error as e:
-    usage_error(str(e).splitlines()[0])
-  except (KeyError, AttributeError) as e:   # ml_collections: an override of no field
+    cause = _config_load_cause(str(e))
+    usage_error(f'--config={path}: cannot load it ({cause}); it must define get_config()'
+                if cause else str(e).splitlines()[0])
+  except (KeyError, AttributeError) as e:
+    if not overrides:   # raised by the config file itself
+      usage_error(_cannot_load(path, e))
+    # ml_collections: an override of no field
     usage_error(f'unknown config field {str(e).strip(chr(34))} in {" ".join(overrides)}; '
                 'the fields are listed in sparsediff_jax/config_base.py')
   except Exception as e:  # the config file itself failed to load
-    usage_error(f'--config={path}: cannot load it ({type(e).__name__}: '
-                f'{str(e).splitlines()[0] if str(e) else ""}); it must define get_config()')
+    usage_error(_cannot_load(path, e))
   try:
     validation.check_structure(_CONFIG.value, config_base.get_config(),
                                f'--config={path or config_base.__file__}')
   except errors.ConfigError as e:
     usage_error(str(e))
   return parsed
+
+
+def _cannot_load(path, e: BaseException) -> str:
+  message = str(e).splitlines()[0] if str(e) else ''
+  return (f'--config={path}: cannot load it ({type(e).__name__}: {message}); it must define '
+          'get_config()')
+
+
+def _config_load_cause(message: str) -> str | None:
+  """'Type: message' of the exception that absl reports as 'Error whilst parsing config
+  file:' followed by its traceback (the cause absl's first line drops), else None."""
+  if 'Error whilst parsing config file' not in message:
+    return None
+  lines = [line.strip() for line in message.splitlines() if line.strip()]
+  return lines[-1] if len(lines) > 1 else None
 
 
 def config_name(argv_config_path: str | None) -> str:
@@ -202,6 +223,8 @@ def main(argv):
     usage_error(f'--mode={_MODE.value!r} is unknown; choose one of {", ".join(MODES)}')
   config, name = _CONFIG.value, config_name(_config_path(sys.argv))
   workdir = _WORKDIR.value or os.path.join('runs', name)
+  if '://' not in workdir:   # 'a/b/../c' would leave an empty a/b behind when created
+    workdir = os.path.normpath(workdir)
   try:   # the config alone, before JAX is imported: a typo is reported in about a second
     validation.validate_fields(config)
   except errors.ConfigError as e:
@@ -232,6 +255,10 @@ def main(argv):
         run_dir.check_can_resume(config, workdir)
         run_dir.check_one_run(config, workdir)
         checkpoints.check_checkpoint_dir(workdir)   # a file named checkpoints
+        from sparsediff_jax import train
+        if finished := train.finished_run_message(config, workdir):   # before any write
+          logging.warning('%s', finished)
+          return
     logging.info('mode %s, workdir %s', _MODE.value, workdir)
     # One run per workdir, taken before anything is written (workdir_lock.py).
     with (workdir_lock.hold(workdir, before_release=checkpoints.wait_for_saves)
@@ -267,9 +294,10 @@ def main(argv):
 
 
 def run():
-  from sparsediff_jax import console   # before jax and TensorFlow are imported
+  from sparsediff_jax import console, interrupts   # before jax and TensorFlow are imported
   console.quiet(sys.argv)
   console.plain_log_lines(sys.argv)
+  interrupts.install()   # Ctrl-C and SIGTERM: one line and 130/143 in every phase
   app.run(main, flags_parser=parse_flags)
 
 

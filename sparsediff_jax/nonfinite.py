@@ -18,10 +18,12 @@ where the loop waits anyway (a log line, a checkpoint), so it never stalls the p
 config.training.on_nonfinite='skip' counts the skipped steps (metric `skipped_steps`, the
 run's total, carried across resume in the checkpoint meta) and stops after
 config.training.nonfinite_patience of them in a row; 'stop' raises NonFiniteError naming the
-first bad step (`check` returns the error, the loop raises it once that step's metrics
+first bad step, which quantity was not finite and the real newest checkpoint (`check` returns the error, the loop raises it once that step's metrics
 line is written). The loop checks before every checkpoint, so under 'stop' no checkpoint is
 written after a bad step and the newest one is the last good state.
 """
+
+from typing import Callable
 
 import jax
 import jax.numpy as jnp
@@ -64,8 +66,12 @@ def check_state_finite(state, what: str) -> None:
 class NonFiniteMonitor:
   """Reads the per-step `skipped` flags lazily and applies config.training.on_nonfinite."""
 
-  def __init__(self, policy: str, patience: int, skipped_steps: int = 0):
+  def __init__(self, policy: str, patience: int, skipped_steps: int = 0,
+               last_checkpoint: Callable[[], int | None] = lambda: None):
+    """last_checkpoint() -> the step of the newest checkpoint on disk, or None: asked only
+    when the run stops, for the message."""
     self.policy, self.patience = policy, patience
+    self.last_checkpoint = last_checkpoint
     self.skipped_steps = skipped_steps   # the run's total, including before a resume
     self.in_row = 0
     self._pending = []                   # (step, metrics) not read yet
@@ -88,19 +94,24 @@ class NonFiniteMonitor:
         continue
       self.skipped_steps += 1
       self.in_row += 1
-      what = (f'step {step}: loss={_fmt(m["loss"])}, grad_norm={_fmt(m["grad_norm"])} is not '
-              'finite; the update was not applied')
+      what = f'step {step}: {non_finite_quantity(m)}; the update was not applied'
       if self.policy == 'stop':
         return NonFiniteError(
-            f'{what}. Stopping (config.training.on_nonfinite=\'stop\'); the newest checkpoint '
-            'is the last good state. Lower optim.learning_rate or optim.grad_clip, or set '
+            f'{what}. Stopping (config.training.on_nonfinite=\'stop\'); '
+            f'{self._last_good_state()}. Lower optim.learning_rate or optim.grad_clip, or set '
             'training.on_nonfinite=skip to skip such steps')
       if self.patience and self.in_row >= self.patience:
         return NonFiniteError(
             f'{what}, after {self.in_row} skipped steps in a row '
-            f'(config.training.nonfinite_patience={self.patience}): the run is not recovering. '
-            'The newest checkpoint holds the last good state; lower optim.learning_rate')
+            f'(config.training.nonfinite_patience={self.patience}): the run is not recovering; '
+            f'{self._last_good_state()}. Lower optim.learning_rate')
     return None
+
+  def _last_good_state(self) -> str:
+    step = self.last_checkpoint()
+    if step is None:
+      return 'no checkpoint was written yet, so a rerun starts from the beginning'
+    return f'the newest checkpoint, step {step}, is the last good state'
 
   def meta(self) -> dict:
     """What a checkpoint carries so that the count survives a resume."""
@@ -113,6 +124,18 @@ def _one_per_step(pending):
     k = np.size(m['skipped'])
     for i in range(k):
       yield last - k + 1 + i, {key: np.ravel(value)[i] for key, value in m.items()}
+
+
+def non_finite_quantity(m: dict) -> str:
+  """Which quantity of a skipped step was NaN or inf: the loss, the gradient, or (both of
+  those finite) the optimiser's update, in words with the values."""
+  values = f'loss={_fmt(m["loss"])}, grad_norm={_fmt(m["grad_norm"])}'
+  if not np.isfinite(m['loss']):
+    return f'the loss is not finite ({values})'
+  if not np.isfinite(m['grad_norm']):
+    return f'the gradient is not finite ({values})'
+  return (f'the optimiser\'s update is not finite although the loss and gradient are '
+          f'({values})')
 
 
 def _fmt(x) -> str:

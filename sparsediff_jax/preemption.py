@@ -10,8 +10,9 @@ the run for finished). Rerunning the same command resumes exactly (see checkpoin
 The time from the signal to the exit is the rest of the step in flight (and of a sample grid
 or evaluation running at that step) plus one checkpoint write.
 
-One process: Python handlers set a flag. A SIGINT after that raises KeyboardInterrupt at
-once, for when even the checkpoint is not wanted.
+One process: Python handlers set a flag. A SIGINT after that ends the process at once, for
+when even the checkpoint is not wanted (interrupts.py's watcher, one line and exit code
+130; KeyboardInterrupt where the watcher is not installed, e.g. a notebook).
 
 Several processes (after jax.distributed.initialize): all must stop at the same step, or the
 collective checkpoint write would hang. JAX 0.10's preemption sync manager, which
@@ -35,6 +36,8 @@ import threading
 
 import jax
 from jax.experimental import multihost_utils
+
+from sparsediff_jax import interrupts
 
 HANDLED = (signal.SIGTERM, signal.SIGINT)
 
@@ -71,6 +74,8 @@ class StopRequest:
 
   def _on_signal(self, signum, frame):
     if self.signum is not None and signum == signal.SIGINT:
+      if interrupts.watching():   # its watcher ends the process with one line
+        return
       raise KeyboardInterrupt
     if self.signum is None:
       self.signum = signum
@@ -79,6 +84,8 @@ class StopRequest:
 
   def _forward_to_jax(self, signum, frame):
     if self.signum is not None:
+      if interrupts.watching():
+        return
       raise KeyboardInterrupt
     self.signum = signum
     logging.warning('received SIGINT: asking every process to stop at a common step')

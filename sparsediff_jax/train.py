@@ -17,10 +17,11 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
+from etils import epath
 from flax import nnx
 
-from sparsediff_jax import (checkpoints, data, formulations, generate, masking, nonfinite,
-                            preemption, run_dir, sharding)
+from sparsediff_jax import (checkpoints, data, formulations, generate, masking, memory_check,
+                            nonfinite, preemption, run_dir, sharding)
 from sparsediff_jax.errors import ConfigError
 from sparsediff_jax.images import make_grid, save_png
 from sparsediff_jax import progress, tb_writer   # console: phases, progress bar, writers
@@ -120,6 +121,19 @@ def compile_train_step(config, graphdef, tx, schedule, mesh, *, donate: bool = T
                  out_shardings=(state_sh, rep), donate_argnums=0 if donate else ())
 
 
+def check_step_fits(config, step_jit, target: TrainState, mesh) -> None:
+  """errors.ConfigError unless the compiled train step fits in device memory (compiles it
+  from shapes; the first call then reuses the executable)."""
+  t, d = config.training, config.data
+  shape = (t.batch_size, d.image_size, d.image_size, 3)
+  k = t.steps_per_call
+  batch = jax.ShapeDtypeStruct((k, *shape) if k > 1 else shape, jnp.uint8,
+                               sharding=sharding.batch_sharding(mesh, stacked=k > 1))
+  memory_check.check_compiled_fits(step_jit.lower(target, batch).compile(),
+                                   f'the train step (batch {t.batch_size} of '
+                                   f'{d.image_size}x{d.image_size})')
+
+
 def _mean_metrics(history: list[dict]) -> dict:
   host = jax.device_get(history)
   return {k: float(np.mean([h[k] for h in host])) for k in host[0]}
@@ -150,10 +164,19 @@ def train(config, workdir: str, *, hooks: tuple[EvalHook, ...] = ()) -> TrainSta
   graphdef, abstract_params = abstract_model(config)
   logging.info('model %s: %d parameters; mesh %s', config.model.name,
                count_params(abstract_params), dict(mesh.shape))
+  target = abstract_state(config, tx, mesh)   # shapes only: nothing allocated
+  logging.info('training state per device: %s', memory_per_device(target))
+  memory_check.check_state_fits(target)   # before the data, the checkpoints and any write
   # First, so that a hook's missing input stops the run before it writes anything.
   evaluations = [h for h in (hook(config, graphdef, mesh, workdir) for hook in hooks) if h]
 
-  # The data first: a missing or broken dataset stops the run before anything is written.
+  step_jit = compile_train_step(config, graphdef, tx, schedule, mesh)
+  with progress.phase('compiling the train step and the sampler'):   # refused if too big
+    check_step_fits(config, step_jit, target, mesh)
+    generate.check_sampler_fits(config, graphdef, mesh, target.ema[0],
+                                config.sampling.grid_size ** 2)
+  # Then the data (main.py has checked that it exists): a broken one stops the run before
+  # anything is written.
   with progress.phase('loading data'):
     data_it = data.make_train_iterator(config, process_index=jax.process_index(),
                                        process_count=jax.process_count())
@@ -161,8 +184,6 @@ def train(config, workdir: str, *, hooks: tuple[EvalHook, ...] = ()) -> TrainSta
     run_dir.record_loaded_examples(workdir, len(data_it.images))   # skipped bad files
   ckpt = checkpoints.Checkpointer(os.path.join(workdir, 'checkpoints'),
                                   keep=config.training.keep_checkpoints)
-  target = abstract_state(config, tx, mesh)
-  logging.info('training state per device: %s', memory_per_device(target))
   with progress.phase('looking for checkpoints to restore'):
     restored = restore(config, ckpt, tx, mesh, target)
   skipped_steps, unlogged = 0, []
@@ -180,19 +201,23 @@ def train(config, workdir: str, *, hooks: tuple[EvalHook, ...] = ()) -> TrainSta
     raise ConfigError(
         f'the run stopped at step {start}, not a multiple of training.steps_per_call={k}; '
         'resume with a training.steps_per_call that divides it (e.g. 1)')
+  if start >= config.training.num_steps:   # a finished run: nothing to do, exit code 0
+    logging.warning('%s', _nothing_to_train(config, workdir, start))
+    ckpt.close()
+    return state
 
   writer = tb_writer.create_writer(workdir, process_index=jax.process_index(),
                                   resume_step=start)
   if start == 0:
     writer.write_hparams({name: str(v) for name, v in _flatten(config.to_dict()).items()})
-  step_fn = progress.time_first_call(compile_train_step(config, graphdef, tx, schedule, mesh),
-                                    'compiling the train step')
+  step_fn = progress.time_first_call(step_jit, 'first train step')
   sample_fn = progress.time_first_call(generate.make_grid_sampler(config, graphdef, mesh),
-                                      'compiling the sampler and sampling a grid')
+                                      'sampling a grid')
 
   tc = config.training
   batches = sharding.prefetch_to_mesh(data_it, mesh, steps_per_call=k)
-  monitor = nonfinite.NonFiniteMonitor(tc.on_nonfinite, tc.nonfinite_patience, skipped_steps)
+  monitor = nonfinite.NonFiniteMonitor(tc.on_nonfinite, tc.nonfinite_patience, skipped_steps,
+                                       last_checkpoint=lambda: _newest_checkpoint(ckpt))
   stop = preemption.StopRequest()
   # ---- console progress; at most 2 calls in flight, so a stop is honoured within 2 ----
   bar = progress.TrainProgress(tc.num_steps, start, enabled=jax.process_index() == 0)
@@ -260,6 +285,29 @@ def _history_to_meta(history: list[dict]) -> list[dict]:
 def _history_from_meta(entries: list[dict]) -> list[dict]:
   """_history_to_meta's inverse: the same values, dtypes and shapes (so the same means)."""
   return [{k: np.asarray(values, dtype) for k, (dtype, values) in h.items()} for h in entries]
+
+
+def finished_run_message(config, workdir: str) -> str | None:
+  """What to say instead of training when the newest checkpoint in WORKDIR (by its folder
+  name, read without opening it) is already at or past training.num_steps; else None."""
+  folder = epath.Path(workdir) / 'checkpoints'
+  steps = [int(p.name) for p in (folder.iterdir() if folder.is_dir() else ()) if p.name.isdigit()]
+  if steps and max(steps) >= config.training.num_steps:
+    return _nothing_to_train(config, workdir, max(steps))
+  return None
+
+
+def _nothing_to_train(config, workdir: str, step: int) -> str:
+  return (f'nothing to train: the run in {workdir} is at step {step} and '
+          f'training.num_steps={config.training.num_steps}; raise training.num_steps to train '
+          'further')
+
+
+def _newest_checkpoint(ckpt: checkpoints.Checkpointer) -> int | None:
+  """The step of the newest checkpoint on disk (after the write in flight), or None."""
+  ckpt.wait()
+  steps = ckpt.all_steps()
+  return steps[-1] if steps else None
 
 
 def _due(step: int, every: int, is_last: bool) -> bool:

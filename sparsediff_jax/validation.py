@@ -4,8 +4,9 @@ Every problem becomes an `errors.ConfigError` whose message names the field, the
 what is allowed; the CLI prints it as one line and exits with code 2. Three stages:
 - `check_structure`: the config has every section and field of config_base (a config file
   that returns None or lacks a section is named with what is missing);
-- `validate_fields`: every field's type and range, and the names of plug-ins against the
-  registry's declarations. Imports nothing heavy (no JAX, no TensorFlow), so the command
+- `validate_fields`: every field's type and range, the names of plug-ins against the
+  registry's declarations, and each selected plug-in's declared field check
+  (entry_checks.py, e.g. the DiT's widths and the one keeps-nothing rule of the masks). Imports nothing heavy (no JAX, no TensorFlow), so the command
   line reports a bad value in about a second;
 - `validate_for_devices` and `validate_entries`: what needs the device count, and each
   selected plug-in's own check of its fields (this imports the plug-in, so JAX).
@@ -25,6 +26,9 @@ TIME_STEPS = ('default', 'edm', 'logsnr', 'uniform')   # sampling.time_steps (sa
 # Formulations whose time is bounded, so that a grid uniform in t exists ('uniform').
 UNIFORM_TIME_FORMULATIONS = ('flow_matching', 'ddpm_eps')
 MAX_SEED = 2**31 - 1                     # seeds above this wrap in PRNG keys on some backends
+# The plug-in kinds a config selects by name.
+REGISTRIES = (registry.DATASETS, registry.MODELS, registry.FORMULATIONS, registry.SAMPLERS,
+              registry.MASKS)
 # Fields that no longer exist, and what replaces them: refused with this advice.
 REMOVED = {
     'data.num_channels': 'every dataset is RGB (3 channels); remove the field',
@@ -114,8 +118,7 @@ def _positive_ints(config, field, allow_empty=False):
 
 def validate_fields(config) -> None:
   """Types and ranges of every field, and plug-in names; imports nothing heavy."""
-  for reg in (registry.DATASETS, registry.MODELS, registry.FORMULATIONS, registry.SAMPLERS,
-              registry.MASKS):
+  for reg in REGISTRIES:
     _choice(config, reg.field, reg.names())
   _validate_mask(config)
   _validate_data(config)
@@ -129,6 +132,8 @@ def validate_fields(config) -> None:
   _choice(config, 'research.trajectory', (True, False))
   _choice(config, 'research.allow_other_data', (True, False))
   _number(config, 'sharding.fsdp', 1, integer=True)
+  for reg in REGISTRIES:   # each selected entry's own fields (entry_checks.py: no JAX)
+    reg.check_declared(_get(config, reg.field), config)
 
 
 def _validate_mask(config) -> None:
@@ -142,15 +147,6 @@ def _validate_mask(config) -> None:
   size, patch = config.data.image_size, config.mask.patch_size
   if isinstance(size, int) and size % patch:
     _fail('mask.patch_size', patch, f'must divide data.image_size={size}')
-  # A ratio so close to 1 that a whole batch keeps nothing trains on a zero loss.
-  m, t = config.mask, config.training
-  if m.strategy == 'iid' and isinstance(t.batch_size, int) and isinstance(size, int):
-    draws = t.batch_size * (size // patch) ** 2 * (3 if m.per_channel else 1)
-    if (1.0 - m.ratio) * draws < 1.0:
-      _fail('mask.ratio', m.ratio,
-            f'keeps {(1.0 - m.ratio) * draws:.3g} of the {draws} mask draws of a batch on '
-            'average (training.batch_size x draws per image): most steps would supervise '
-            'nothing; lower it or raise the batch')
 
 
 def _validate_data(config) -> None:
@@ -281,8 +277,7 @@ def validate_for_devices(config, num_devices: int) -> None:
 
 def validate_entries(config) -> None:
   """Each selected plug-in's own check of the fields it reads (imports the plug-ins)."""
-  for reg in (registry.DATASETS, registry.MODELS, registry.FORMULATIONS, registry.SAMPLERS,
-              registry.MASKS):
+  for reg in REGISTRIES:
     reg.check(_get(config, reg.field), config)
 
 

@@ -1,5 +1,6 @@
 """Non-finite guards: the in-step selection, the host-side policies, the checkpoint refusal."""
 
+import os
 import re
 
 import jax
@@ -71,7 +72,8 @@ def test_skip_stops_after_patience_in_a_row_naming_the_step():
   _feed(monitor, [1], start=6)
   error = monitor.check()
   assert isinstance(error, nonfinite.NonFiniteError)
-  assert re.match(r'step 6: loss=nan.*after 3 skipped steps in a row', str(error))
+  assert re.match(r'step 6: the loss is not finite \(loss=nan.*after 3 skipped steps in a row',
+                  str(error))
 
 
 def test_patience_zero_skips_forever():
@@ -84,8 +86,52 @@ def test_patience_zero_skips_forever():
 def test_stop_names_the_first_bad_step():
   monitor = nonfinite.NonFiniteMonitor('stop', patience=100)
   _feed(monitor, [0, 0, 1, 1], start=10)
-  assert re.match(r"^step 12: loss=nan, grad_norm=1 is not finite.*on_nonfinite='stop'",
-                  str(monitor.check()))
+  assert re.match(r"^step 12: the loss is not finite \(loss=nan, grad_norm=1\).*"
+                  r"on_nonfinite='stop'", str(monitor.check()))
+
+
+@pytest.mark.parametrize('loss, grad_norm, named', [
+    (np.nan, np.nan, 'the loss is not finite'),
+    (1.5, np.inf, 'the gradient is not finite'),
+    (1.59592, 2.5518, "the optimiser's update is not finite although the loss and gradient "
+                      'are'),
+])
+def test_the_message_names_the_quantity_that_was_not_finite(loss, grad_norm, named):
+  monitor = nonfinite.NonFiniteMonitor('stop', patience=0)
+  monitor.observe(7, {'skipped': jnp.float32(1.0), 'loss': jnp.float32(loss),
+                      'grad_norm': jnp.float32(grad_norm)})
+  message = str(monitor.check())
+  assert message.startswith(f'step 7: {named} (loss=') and ' is not finite (loss=' not in (
+      message.replace(named, '')), message
+
+
+@pytest.mark.parametrize('policy, last, says', [
+    ('stop', None, 'no checkpoint was written yet, so a rerun starts from the beginning'),
+    ('stop', 40, 'the newest checkpoint, step 40, is the last good state'),
+    ('skip', 40, 'the newest checkpoint, step 40, is the last good state'),
+])
+def test_the_message_names_the_real_newest_checkpoint_or_none(policy, last, says):
+  monitor = nonfinite.NonFiniteMonitor(policy, patience=1, last_checkpoint=lambda: last)
+  _feed(monitor, [1], start=45)
+  assert says in str(monitor.check())
+
+
+@pytest.mark.slow   # compiles the tiny train step (about 20 s on 2 cores)
+def test_a_run_stopped_before_its_first_checkpoint_says_there_is_none(tiny_config, tmp_path):
+  """An infinite learning rate (refused by validation, set here directly) makes the first
+  update infinite from a finite loss and gradient: the stop names the update and says that
+  no checkpoint exists (none was written: checkpoint_every=2, and the log at step 2 comes
+  first)."""
+  from sparsediff_jax import train
+  c = tiny_config({'optim.learning_rate': float('inf'), 'optim.warmup_steps': 0,
+                   'optim.grad_clip': 0.0, 'training.on_nonfinite': 'stop',
+                   'training.compilation_cache': ''})
+  with pytest.raises(nonfinite.NonFiniteError) as e:
+    train.train(c, str(tmp_path / 'run'))
+  message = str(e.value)
+  assert message.startswith("step 1: the optimiser's update is not finite"), message
+  assert 'no checkpoint was written yet' in message, message
+  assert not os.listdir(tmp_path / 'run' / 'checkpoints')
 
 
 def test_nothing_is_read_until_check():

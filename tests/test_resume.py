@@ -157,9 +157,10 @@ def test_diverged_run_skips_then_stops_keeping_the_good_state(reference, cli_env
                '--config.training.nonfinite_patience=2', '--config.training.checkpoint_every=1',
                env=cli_env)
   line = assert_one_line_error(result, code=1)
-  assert re.match(rf'error: step {NUM_STEPS + 2}: loss=nan, grad_norm=nan is not finite; the '
-                  r'update was not applied, after 2 skipped steps in a row '
-                  r'\(config.training.nonfinite_patience=2\)', line), line
+  assert re.match(rf'error: step {NUM_STEPS + 2}: the loss is not finite \(loss=nan, '
+                  r'grad_norm=nan\); the update was not applied, after 2 skipped steps in a '
+                  r'row \(config.training.nonfinite_patience=2\): the run is not recovering; '
+                  rf'the newest checkpoint, step {NUM_STEPS + 1}, is the last good state', line), line
   records = metrics_jsonl.read(os.path.join(workdir, 'metrics.jsonl'))
   assert [(r['step'], r['skipped'], r['skipped_steps']) for r in records[NUM_STEPS:]] == [
       (NUM_STEPS + 1, 1.0, 1.0), (NUM_STEPS + 2, 1.0, 2.0)]

@@ -95,11 +95,7 @@ def load_split(split: str, image_size: int) -> tuple[np.ndarray, np.ndarray]:
   return _split(split, int(image_size))
 
 
-def _check_fields(config) -> None:
-  _check_size(config.data.image_size)
-
-
-@registry.DATASETS.register('digits', check=_check_fields)
+@registry.DATASETS.register('digits')   # fields: entry_checks.digits_fields
 def open_digits(config) -> Source:
   """The train split of the digits as a dataset Source (examples in scikit-learn order)."""
   size = config.data.image_size

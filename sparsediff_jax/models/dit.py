@@ -24,7 +24,6 @@ the per-example conditioning path stay in float32 (cheap: they are elementwise o
 vector per example).
 """
 
-import numbers
 
 import jax
 import jax.numpy as jnp
@@ -33,7 +32,6 @@ from flax import nnx
 
 from sparsediff_jax import registry
 from sparsediff_jax.data.source import CHANNELS
-from sparsediff_jax.errors import ConfigError
 from sparsediff_jax.models import layers
 
 # Width of the sinusoidal noise-level features fed to the conditioning MLP (DiT's value).
@@ -173,33 +171,7 @@ def _block(blk, tokens, c, rngs):
   return blk(tokens, c, rngs)
 
 
-def _fail(field, value, allowed):
-  raise ConfigError(f'config.{field}={value!r} is invalid: {allowed}')
-
-
-def _check_dit_fields(config) -> None:
-  """The DiT's own config checks; raises errors.ConfigError naming the field."""
-  m, size = config.model, config.data.image_size
-  for field in ('patch_size', 'depth', 'hidden_size', 'num_heads'):
-    value = m[field]
-    if not isinstance(value, numbers.Integral) or isinstance(value, bool) or value < 1:
-      _fail(f'model.{field}', value, 'must be an integer >= 1')
-  ratio = m.mlp_ratio
-  if not isinstance(ratio, numbers.Real) or isinstance(ratio, bool) or not ratio > 0:
-    _fail('model.mlp_ratio', ratio, 'must be a number > 0 (MLP width / hidden_size)')
-  if size % m.patch_size:
-    _fail('model.patch_size', m.patch_size,
-          f'must divide data.image_size={size} (the DiT cuts the image into patches)')
-  if m.hidden_size % 4:
-    _fail('model.hidden_size', m.hidden_size,
-          'must be divisible by 4 (2-D sin-cos position embeddings: half the width per '
-          'axis, sines and cosines)')
-  if m.hidden_size % m.num_heads:
-    _fail('model.num_heads', m.num_heads,
-          f'must divide model.hidden_size={m.hidden_size} (equal attention heads)')
-
-
-@registry.MODELS.register('dit', check=_check_dit_fields)
+@registry.MODELS.register('dit')   # fields: entry_checks.dit_fields
 def build_dit(config, seed: int) -> DiT:
   """The DiT of `config.model` for `config.data` images, parameters drawn from `seed`."""
   from sparsediff_jax.models import DTYPES   # the package imports this module lazily

@@ -10,7 +10,6 @@ from flax import nnx
 
 from sparsediff_jax import registry
 from sparsediff_jax.data.source import CHANNELS
-from sparsediff_jax.errors import ConfigError
 from sparsediff_jax.models import DTYPES, layers
 
 
@@ -96,21 +95,7 @@ def _res_block(block, h, emb, rngs):
   return block(h, emb, rngs)
 
 
-def _check_unet_fields(config) -> None:
-  """The U-Net halves the image len(channel_mult) - 1 times; attention splits channels."""
-  m, size = config.model, config.data.image_size
-  levels = len(m.channel_mult) - 1
-  if size % (2 ** levels):
-    raise ConfigError(
-        f'config.data.image_size={size!r} is invalid: the U-Net halves the image {levels} '
-        f'times (model.channel_mult={tuple(m.channel_mult)}), so it must be divisible by '
-        f'{2 ** levels}')
-  if any(m.channels * mult % m.num_heads for mult in m.channel_mult):
-    raise ConfigError(f'config.model.num_heads={m.num_heads!r} is invalid: must divide the '
-                      'channel count of every attention layer')
-
-
-@registry.MODELS.register('unet', check=_check_unet_fields)
+@registry.MODELS.register('unet')   # fields: entry_checks.unet_fields
 def build_unet(config, seed: int) -> UNet:
   m = config.model
   return UNet(image_size=config.data.image_size, in_channels=CHANNELS, channels=m.channels,

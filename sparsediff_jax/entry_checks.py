@@ -1,0 +1,124 @@
+"""The config checks of the registered plug-ins that need no JAX: registry.py names them in
+its declaration lines, so the command line runs them before JAX is imported (a bad
+model.hidden_size is reported in about a second, not after the heavy imports).
+
+A check is `check(config) -> None` raising errors.ConfigError that names the field, its
+value and what is allowed. This module imports nothing heavy, and nothing of the project
+but errors.py.
+
+Mask strategies declare instead `max_drop(mask_config) -> (field, ratio)`: the highest drop
+ratio the strategy uses anywhere on its noise range, and the field that sets it. One rule,
+`keeps_something`, refuses for every strategy a ratio at which a batch would keep less than
+one element on average (a zero loss and no gradient: training on nothing).
+"""
+
+import numbers
+
+from sparsediff_jax.errors import ConfigError
+
+DIGITS_MIN_SIZE = 8   # the digits are stored at 8x8; smaller sizes throw strokes away
+
+
+def _fail(field, value, allowed):
+  raise ConfigError(f'config.{field}={value!r} is invalid: {allowed}')
+
+
+def _is_int(value) -> bool:
+  return isinstance(value, numbers.Integral) and not isinstance(value, bool)
+
+
+def _is_number(value) -> bool:
+  return isinstance(value, numbers.Real) and not isinstance(value, bool)
+
+
+# ---- models ---------------------------------------------------------------------------------
+def unet_fields(config) -> None:
+  """The U-Net halves the image len(channel_mult) - 1 times; attention splits channels."""
+  m, size = config.model, config.data.image_size
+  levels = len(m.channel_mult) - 1
+  if size % (2 ** levels):
+    _fail('data.image_size', size,
+          f'the U-Net halves the image {levels} times (model.channel_mult='
+          f'{tuple(m.channel_mult)}), so it must be divisible by {2 ** levels}')
+  if any(m.channels * mult % m.num_heads for mult in m.channel_mult):
+    _fail('model.num_heads', m.num_heads,
+          'must divide the channel count of every attention layer')
+
+
+def dit_fields(config) -> None:
+  """The DiT cuts the image into patches; its width splits into heads and sin-cos axes."""
+  m, size = config.model, config.data.image_size
+  for field in ('patch_size', 'depth', 'hidden_size', 'num_heads'):
+    if not _is_int(m[field]) or m[field] < 1:
+      _fail(f'model.{field}', m[field], 'must be an integer >= 1')
+  if not _is_number(m.mlp_ratio) or not m.mlp_ratio > 0:
+    _fail('model.mlp_ratio', m.mlp_ratio, 'must be a number > 0 (MLP width / hidden_size)')
+  if size % m.patch_size:
+    _fail('model.patch_size', m.patch_size,
+          f'must divide data.image_size={size} (the DiT cuts the image into patches)')
+  if m.hidden_size % 4:
+    _fail('model.hidden_size', m.hidden_size,
+          'must be divisible by 4 (2-D sin-cos position embeddings: half the width per '
+          'axis, sines and cosines)')
+  if m.hidden_size % m.num_heads:
+    _fail('model.num_heads', m.num_heads,
+          f'must divide model.hidden_size={m.hidden_size} (equal attention heads)')
+
+
+# ---- formulations ---------------------------------------------------------------------------
+def flow_matching_fields(config) -> None:
+  if config.diffusion.time_sampling not in ('uniform', 'logit_normal'):
+    _fail('diffusion.time_sampling', config.diffusion.time_sampling,
+          "choose one of 'uniform', 'logit_normal'")
+
+
+def ddpm_eps_fields(config) -> None:
+  if config.diffusion.ddpm_schedule not in ('linear', 'cosine'):
+    _fail('diffusion.ddpm_schedule', config.diffusion.ddpm_schedule,
+          "choose one of 'linear', 'cosine'")
+
+
+def edm_fields(config) -> None:
+  for field in ('edm_sigma_data', 'edm_p_std'):
+    value = config.diffusion[field]
+    if not (_is_number(value) and value > 0):
+      _fail(f'diffusion.{field}', value, 'must be a number > 0')
+
+
+# ---- datasets -------------------------------------------------------------------------------
+def digits_fields(config) -> None:
+  size = config.data.image_size
+  if not _is_int(size) or size < DIGITS_MIN_SIZE:
+    _fail('data.image_size', size, 'the digits dataset is stored at 8x8 and is resized up, '
+          f'so image_size must be an integer >= {DIGITS_MIN_SIZE}')
+
+
+# ---- mask strategies ------------------------------------------------------------------------
+def iid_max_drop(mask) -> tuple[str, float]:
+  """'iid' drops mask.ratio at every noise level."""
+  return 'mask.ratio', mask.ratio
+
+
+def noise_schedule_max_drop(mask) -> tuple[str, float]:
+  """'noise_schedule' is linear in the level, so its highest ratio is at an end."""
+  return max(('mask.ratio_at_t0', mask.ratio_at_t0), ('mask.ratio_at_t1', mask.ratio_at_t1),
+             key=lambda pair: pair[1])
+
+
+def mask_draws_per_batch(config) -> int:
+  """Independent keep/drop draws in one training batch (elements, pixels or patches)."""
+  m, size = config.mask, config.data.image_size
+  return config.training.batch_size * (size // m.patch_size) ** 2 * (3 if m.per_channel else 1)
+
+
+def keeps_something(config, max_drop) -> None:
+  """The one keeps-nothing rule: at the strategy's highest drop ratio a batch must keep at
+  least one mask draw on average, else most steps supervise nothing."""
+  field, ratio = max_drop(config.mask)
+  draws = mask_draws_per_batch(config)
+  if (1.0 - ratio) * draws < 1.0:
+    _fail(field, ratio,
+          f'keeps {(1.0 - ratio) * draws:.3g} of the {draws} mask draws of a batch on average '
+          f'at its highest drop ratio (mask.strategy={config.mask.strategy!r}; '
+          'training.batch_size x draws per image): most steps would supervise nothing; lower '
+          'it or raise the batch')
