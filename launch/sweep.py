@@ -42,8 +42,8 @@ import time
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, REPO)
 
-from sparsediff_jax import atomic_io  # noqa: E402
-from sparsediff_jax.evaluation import sweep_table  # noqa: E402
+from sparsediff_jax import atomic_io, errors  # noqa: E402
+from sparsediff_jax.evaluation import carry_over, sweep_table  # noqa: E402
 
 RATIO_KEY = 'mask.ratio'
 EXIT_USAGE = 2
@@ -171,13 +171,58 @@ def expected_steps(config, overrides: dict) -> int:
 
 def is_finished(workdir: str, num_steps: int) -> bool:
   """True when WORKDIR's newest research_metrics*.json exists and was taken at step
-  num_steps."""
+  num_steps, or at the step where the run's stop rule ended it (research.window_stop:
+  window_stop_step)."""
   path = sweep_table.newest_metrics_file(workdir)
   try:
     with open(path) as f:
-      return int(json.load(f).get('step', -1)) == num_steps
+      metrics = json.load(f)
+    return int(metrics.get('step', -1)) in (num_steps, metrics.get('window_stop_step'))
   except (OSError, ValueError):
     return False
+
+
+def resolve_runs(config_path: str | None, fixed: dict, runs: list[Run]) -> dict:
+  """{run name: its config as config.json will hold it}, each resolved and validated as
+  the CLI would (carry_over.resolve_config); a bad run is a ConfigError naming it."""
+  out = {}
+  for run in runs:
+    try:
+      out[run.name] = carry_over.as_dict(carry_over.resolve_config(
+          config_path, {**fixed, **run.overrides}))
+    except errors.ConfigError as e:
+      raise errors.ConfigError(f'run {run.name}: {e}') from None
+  return out
+
+
+def is_kept(results: str, name: str, config: dict) -> bool:
+  """True when RESULTS/NAME holds a finished result of this very config; a kept result of
+  another config is reported and run again."""
+  kept = carry_over.read_kept_config(results, name)
+  if kept is None or not os.path.isfile(os.path.join(results, name, sweep_table.METRICS_FILE)):
+    return False
+  diff = carry_over.differences(kept, config)
+  if diff:
+    print(f'{name}: the kept result in {results} differs in {", ".join(diff[:5])}'
+          f'{" ..." if len(diff) > 5 else ""}; running it again', flush=True)
+  return not diff
+
+
+def commit_result(path: str, name: str, attempts: int = 5) -> bool:
+  """git add + commit of PATH alone (other staged changes are left as they are); a busy
+  index (another git command) is retried. False, with a message, when it fails."""
+  folder = os.path.dirname(os.path.abspath(path))
+  for attempt in range(attempts):
+    add = subprocess.run(['git', 'add', '--', path], cwd=folder, capture_output=True, text=True)
+    done = add.returncode == 0 and subprocess.run(
+        ['git', 'commit', '-q', '-m', f'Memorization window: result of {name}', '--', path],
+        cwd=folder, capture_output=True, text=True).returncode == 0
+    if done:
+      return True
+    time.sleep(2 + 3 * attempt)
+  print(f'{name}: could not commit {path}; it stays in the folder, commit it by hand',
+        file=sys.stderr, flush=True)
+  return False
 
 
 def run_commands(runner: list[str], config_path: str | None, fixed: dict, run: Run,
@@ -224,6 +269,13 @@ def main(argv=None) -> int:
                  help='the common value of --equal_quality (default: the final value of '
                       'the dense runs, mask.ratio=0 of the grid)')
   p.add_argument('--title', default='', help='title of the Markdown table')
+  p.add_argument('--results', default=None,
+                 help='folder of kept results (e.g. committed to the repository): each '
+                      'finished run is copied to RESULTS/<run name>/, and a run whose kept '
+                      'config.json matches its resolved config is skipped '
+                      '(sparsediff_jax/evaluation/carry_over.py)')
+  p.add_argument('--commit', action='store_true',
+                 help='with --results: git-commit each kept result as soon as it is kept')
   a = p.parse_args(argv)
 
   try:
@@ -233,8 +285,11 @@ def main(argv=None) -> int:
     base_batch = int(fixed.get(BATCH_KEY, config.training.batch_size))
     runs = expand_runs(grid, a.baseline, base_batch=base_batch, devices=a.devices,
                        seed_key=a.seed_key)
-  except ValueError as e:   # SweepError, or a value that is not a number
-    print(f'error: {e}', file=sys.stderr)
+    if a.commit and not a.results:
+      raise SweepError('--commit needs --results (the folder whose results it commits)')
+    configs = {} if a.aggregate_only else resolve_runs(a.config, fixed, runs)
+  except ValueError as e:   # SweepError, ConfigError, or a value that is not a number
+    print(f'error: {" ".join(str(e).split())}', file=sys.stderr)
     return EXIT_USAGE
   root = os.path.abspath(a.root)
   os.makedirs(root, exist_ok=True)
@@ -255,6 +310,9 @@ def main(argv=None) -> int:
       if is_finished(workdir, steps):
         print(f'[{i}/{len(runs)}] {run.name}: finished, skipped', flush=True)
         continue
+      if a.results and is_kept(a.results, run.name, configs[run.name]):
+        print(f'[{i}/{len(runs)}] {run.name}: kept in {a.results}, skipped', flush=True)
+        continue
       atomic_io.write_json(os.path.join(workdir, sweep_table.RUN_FILE), run.record())
       commands = run_commands(runner, a.config and os.path.abspath(a.config), fixed, run,
                               workdir)
@@ -272,6 +330,10 @@ def main(argv=None) -> int:
           break
       else:
         print(f'[{i}/{len(runs)}] {run.name}: done in {time.time() - start:.0f} s', flush=True)
+        if a.results:
+          kept = carry_over.keep(workdir, a.results, run.name)
+          if a.commit:
+            commit_result(kept, run.name)
   if a.print_only:
     return 0
   try:

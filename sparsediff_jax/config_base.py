@@ -232,6 +232,15 @@ def get_config() -> ml_collections.ConfigDict:
   r.allow_other_data = False    # score even when the training data no longer matches
                                 # WORKDIR/dataset.json (which examples or their contents
                                 # changed since training); False refuses (exit 2).
+  r.window_every = 0            # steps between scorings WHILE training (0 = off): num_samples
+                                # samples' memorization and dataset metrics into
+                                # research/window_trajectory.json, from which --mode=research
+                                # reports tau_gen, tau_mem and the memorization window
+                                # (sparsediff_jax/evaluation/window_scoring.py, window.py).
+                                # A multiple of training.steps_per_call, <= num_steps.
+  r.window_stop = 0.5           # window_every > 0: the run stops (checkpointed, finished) once
+                                # this fraction of its samples is memorized; in [0, 1], 0 =
+                                # train to training.num_steps (the cap) regardless.
 
   # ---- evaluation: --mode=fid_stats, --mode=eval, FID during training ---------------------
   # See docs/evaluation.md. Inception is pytorch-fid's network (our JAX port).

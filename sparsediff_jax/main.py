@@ -63,7 +63,8 @@ EXIT_USAGE = 2
 
 def _train(config, workdir):
   from sparsediff_jax import evaluate, train   # evaluation enters training only as a hook
-  return train.train(config, workdir, hooks=(evaluate.train_fid_hook,))
+  from sparsediff_jax.evaluation import window_scoring
+  return train.train(config, workdir, hooks=(evaluate.train_fid_hook, window_scoring.hook))
 
 
 def _sample(config, workdir):

@@ -33,9 +33,12 @@ from sparsediff_jax.state import (TrainState, abstract_model, abstract_state, in
 
 # A periodic evaluation handed to the loop by its caller (training never imports the
 # evaluation code): factory(config, graphdef, mesh, workdir) -> None (off) or
-# (every: steps between calls, fn(state) -> dict of scalars to log). The factory runs
-# before the data is loaded, so a missing input of the hook stops the run before it writes.
-EvalHook = Callable[..., tuple[int, Callable[[TrainState], dict]] | None]
+# (every: steps between calls, fn(state) -> dict of scalars to log) or
+# (every, fn, stop) with stop(step) -> bool: True once the run has decided by that step
+# (asked after each of its calls and on resume): the run checkpoints and ends there like a
+# finished run. The factory runs before the data is loaded, so a missing input of the hook
+# stops the run before it writes.
+EvalHook = Callable[..., tuple | None]
 
 
 def ema_decay(decay: float, step: jax.Array) -> jax.Array:
@@ -197,6 +200,11 @@ def train(config, workdir: str, *, hooks: tuple[EvalHook, ...] = ()) -> TrainSta
     unlogged = _history_from_meta(meta.get('unlogged_metrics', []))
     logging.info('resumed from step %d', start)
   start, k = int(state.step), config.training.steps_per_call
+  stops = [e[2] for e in evaluations if len(e) > 2]
+  decided = start > 0 and any(stop(start) for stop in stops)   # stopped there before
+  if decided:
+    logging.info('the run decided at step %d (an evaluation hook stopped it); nothing to '
+                 'train', start)
   if start % k:
     raise ConfigError(
         f'the run stopped at step {start}, not a multiple of training.steps_per_call={k}; '
@@ -227,8 +235,9 @@ def train(config, workdir: str, *, hooks: tuple[EvalHook, ...] = ()) -> TrainSta
   # checkpoint's run trained but had not logged yet (so the line averages the whole window).
   history, t_last, step_last = unlogged, time.time(), start
   step, stopping, is_last = start, False, start == tc.num_steps
+  end = start if decided else tc.num_steps
   try:
-    for step in range(start + k, tc.num_steps + 1, k):   # `step`: the last step of the call
+    for step in range(start + k, end + 1, k):   # `step`: the last step of the call
       batch, data_state = next(batches)
       state, metrics = step_fn(state, batch)
       bar.update(step, loss=in_flight.push(metrics['loss']))   # console progress
@@ -254,16 +263,19 @@ def train(config, workdir: str, *, hooks: tuple[EvalHook, ...] = ()) -> TrainSta
       with bar.excluded():   # not training time (console progress)
         if _due(step, tc.sample_every, is_last) and not stopping:
           _write_samples(config, workdir, writer, sample_fn, state.ema[0], step)
-        for every, evaluation in evaluations:
+        for every, evaluation, *_ in evaluations:
           if _due(step, every, is_last) and not stopping:
             writer.write_scalars(step, evaluation(state))
-        if _due(step, tc.checkpoint_every, is_last) or stopping:
+        decided = not stopping and any(stop(step) for stop in stops)
+        if _due(step, tc.checkpoint_every, is_last) or stopping or decided:
           if failure := monitor.check():   # never checkpoint past a bad step under 'stop'
             raise failure
           ckpt.save(step, state, {'data': data_state, 'config': run_dir.config_dict(config),
                                   'unlogged_metrics': _history_to_meta(history),
                                   **monitor.meta()})
-      if stopping:
+      if stopping or decided:
+        if decided:
+          logging.info('the run decided at step %d (an evaluation hook stopped it)', step)
         break
   finally:
     bar.close()   # console progress, however the loop ended

@@ -131,9 +131,25 @@ def validate_fields(config) -> None:
     _number(config, field, 1, integer=True)
   _choice(config, 'research.trajectory', (True, False))
   _choice(config, 'research.allow_other_data', (True, False))
+  _validate_window(config)
   _number(config, 'sharding.fsdp', 1, integer=True)
   for reg in REGISTRIES:   # each selected entry's own fields (entry_checks.py: no JAX)
     reg.check_declared(_get(config, reg.field), config)
+
+
+def _validate_window(config) -> None:
+  """research.window_*: scoring while training (evaluation/window_scoring.py)."""
+  _number(config, 'research.window_every', 0, integer=True)
+  _number(config, 'research.window_stop', 0.0, 1.0, hi_open=False,
+          allowed='the memorized fraction that stops the run must be in [0, 1] (0 = never)')
+  every, t = config.research.window_every, config.training
+  if every and every % t.steps_per_call:
+    _fail('research.window_every', every,
+          f'must be a multiple of training.steps_per_call={t.steps_per_call}')
+  if every > t.num_steps:
+    _fail('research.window_every', every,
+          f'scores nothing before the cap training.num_steps={t.num_steps}; lower it or '
+          'raise the cap')
 
 
 def _validate_mask(config) -> None:

@@ -3,7 +3,8 @@
 Appends 'MODE WORKDIR' to $FAKE_RUNNER_LOG. --mode=research writes research_metrics.json
 with step = --config.training.num_steps and metric 'score' = 10 * mask.ratio + seed.
 A run whose workdir name contains $FAKE_RUNNER_FAIL exits 1 in --mode=train (an
-interrupted run).
+interrupted run). With $FAKE_RUNNER_CONFIG set, --mode=train writes WORKDIR/config.json,
+the resolved config, as the real CLI does.
 """
 
 import json
@@ -19,6 +20,12 @@ def main(argv):
   fail = os.environ.get('FAKE_RUNNER_FAIL')
   if mode == 'train' and fail and fail in os.path.basename(workdir):
     return 1
+  if mode == 'train' and os.environ.get('FAKE_RUNNER_CONFIG'):   # as main writes it
+    from sparsediff_jax.evaluation import carry_over
+    overrides = {k[len('config.'):]: v for k, v in flags.items() if k.startswith('config.')}
+    config = carry_over.resolve_config(flags.get('config'), overrides)
+    with open(os.path.join(workdir, 'config.json'), 'w') as f:
+      f.write(config.to_json_best_effort(indent=2))
   if mode == 'research':
     metrics = {'step': int(flags['config.training.num_steps']),
                'score': 10 * float(flags['config.mask.ratio'])

@@ -26,7 +26,11 @@ def imported_modules(*args, cwd) -> tuple[subprocess.CompletedProcess, set[str]]
 
 @pytest.mark.slow
 @pytest.mark.parametrize('flag, field', [('--config.mask.ratio=1.5', 'mask.ratio'),
-                                         ('--config.training.batch_size=0', 'batch_size')])
+                                         ('--config.training.batch_size=0', 'batch_size'),
+                                         ('--config.research.window_stop=nan',
+                                          'research.window_stop'),
+                                         ('--config.research.window_every=5000',
+                                          'research.window_every')])
 def test_bad_value_is_reported_without_importing_jax_or_tensorflow(tmp_path, flag, field):
   result, names = imported_modules(flag, cwd=tmp_path)
   errors = [l for l in result.stderr.splitlines() if l.startswith('error:')]

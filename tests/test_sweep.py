@@ -273,3 +273,87 @@ def test_trajectory_plot_has_one_line_per_setting(tmp_path, monkeypatch):
   assert any(label.endswith('(n=1)') for label in by_label)
   (tmp_path / 'empty').mkdir()
   assert sweep_table.plot_trajectories(str(tmp_path / 'empty')) is None
+
+
+def _kept_sweep(root, results, *extra, seeds='0'):
+  return sweep.main(['--root', str(root), '--runner', FAKE_RUNNER, '--results', str(results),
+                     '--set', 'training.num_steps=5', '--grid', f'training.seed={seeds}',
+                     '--grid', 'mask.ratio=0,0.9', *extra])
+
+
+def test_kept_results_carry_over_and_a_changed_config_runs_again(tmp_path, monkeypatch):
+  log = tmp_path / 'calls.log'
+  monkeypatch.setenv('FAKE_RUNNER_LOG', str(log))
+  monkeypatch.setenv('FAKE_RUNNER_CONFIG', '1')
+  results = tmp_path / 'kept'
+  assert _kept_sweep(tmp_path / 'machine1', results) == 0
+  assert len(_log(log)) == 4
+  kept = sorted(os.listdir(results))
+  assert kept == ['grid__training.seed=0__mask.ratio=0', 'grid__training.seed=0__mask.ratio=0.9']
+  assert sorted(os.listdir(results / kept[0])) == ['config.json', 'research_metrics.json',
+                                                   'sweep_run.json']
+  # Another machine (no run folders), one more seed: only the two new runs train.
+  log.unlink()
+  assert _kept_sweep(tmp_path / 'machine2', results, seeds='0,1') == 0
+  assert sorted(set(line.split()[1] for line in _log(log))) == [
+      'grid__training.seed=1__mask.ratio=0', 'grid__training.seed=1__mask.ratio=0.9']
+  # A changed setting that does not change the run names (the sampler's steps): every kept
+  # result is of another config, so all four run again and replace them.
+  log.unlink()
+  assert _kept_sweep(tmp_path / 'machine3', results, '--set', 'sampling.num_steps=7',
+                     seeds='0,1') == 0
+  assert len(_log(log)) == 8
+  config = json.load(open(results / kept[0] / 'config.json'))
+  assert config['sampling']['num_steps'] == 7
+
+
+def test_kept_config_comparison_tolerates_only_new_fields_at_their_default():
+  from sparsediff_jax.evaluation import carry_over
+  current = carry_over.as_dict(carry_over.resolve_config(None, {'mask.ratio': '0.5'}))
+  assert carry_over.differences(json.loads(json.dumps(current)), current) == []
+  older = json.loads(json.dumps(current))
+  del older['research']['window_every']                   # added since, at its default
+  assert carry_over.differences(older, current) == []
+  changed = carry_over.as_dict(carry_over.resolve_config(
+      None, {'mask.ratio': '0.5', 'research.window_every': '5', 'training.num_steps': '10'}))
+  assert carry_over.differences(older, changed) == ['research.window_every',
+                                                     'training.num_steps']
+  older['research']['gone'] = 1                            # a field removed since
+  assert 'research.gone' in carry_over.differences(older, current)
+
+
+def test_commit_keeps_each_result_in_git(tmp_path, monkeypatch):
+  import subprocess
+  log = tmp_path / 'calls.log'
+  monkeypatch.setenv('FAKE_RUNNER_LOG', str(log))
+  monkeypatch.setenv('FAKE_RUNNER_CONFIG', '1')
+  repo = tmp_path / 'repo'
+  repo.mkdir()
+  git = lambda *a: subprocess.run(['git', '-c', 'user.name=t', '-c', 'user.email=t@t', *a],
+                                  cwd=repo, capture_output=True, text=True, check=True).stdout
+  git('init', '-q')
+  git('commit', '-q', '--allow-empty', '-m', 'start')
+  (repo / 'staged.txt').write_text('not part of a result')
+  git('add', 'staged.txt')
+  monkeypatch.setenv('GIT_AUTHOR_NAME', 't')
+  monkeypatch.setenv('GIT_AUTHOR_EMAIL', 't@t')
+  monkeypatch.setenv('GIT_COMMITTER_NAME', 't')
+  monkeypatch.setenv('GIT_COMMITTER_EMAIL', 't@t')
+  assert _kept_sweep(tmp_path / 'root', repo / 'kept', '--commit') == 0
+  subjects = git('log', '--format=%s').strip().split('\n')
+  assert subjects[:2] == ['Memorization window: result of grid__training.seed=0__mask.ratio=0.9',
+                          'Memorization window: result of grid__training.seed=0__mask.ratio=0']
+  assert 'staged.txt' not in git('show', '--name-only', 'HEAD')   # only the result's files
+  assert 'A  staged.txt' in git('status', '--short')
+
+
+def test_print_validates_every_run_and_junk_is_one_line(tmp_path, capsys):
+  root = tmp_path / 'sweep'
+  for junk in (['--set', 'training.num_steps=abc'], ['--set', 'training.num_stepz=3'],
+               ['--grid', 'mask.ratio=0,1.5']):
+    assert sweep.main(['--root', str(root), '--print', '--grid', 'mask.ratio=0', *junk]
+                      if junk[0] == '--set' else ['--root', str(root), '--print', *junk]) == 2
+  err = capsys.readouterr().err.strip().split('\n')
+  assert len(err) == 3 and all(line.startswith('error: run ') for line in err), err
+  assert 'mask.ratio=1.5' in err[2]
+  assert not root.exists()

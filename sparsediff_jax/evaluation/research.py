@@ -50,7 +50,7 @@ from flax import nnx
 
 from sparsediff_jax import (atomic_io, checkpoints, data, errors, evaluate, formulations,
                             generate, registry, run_dir, state)
-from sparsediff_jax.evaluation import locality, memorization, sweep_table
+from sparsediff_jax.evaluation import locality, memorization, sweep_table, window_scoring
 from sparsediff_jax.images import make_grid, pyplot, save_figure, save_png
 
 METRICS_FILE = 'research_metrics.json'
@@ -267,6 +267,10 @@ def evaluate_run(config, workdir: str) -> dict:
     metrics['trajectory_length'] = len(trajectory)
     metrics['memorization_onset_step'] = memorization_onset_step(
         [e['step'] for e in trajectory], [e['pixel_memorized_fraction'] for e in trajectory])
+
+  if jax.process_index() == 0:   # scored while training (research.window_every), if it was
+    metrics.update(window_scoring.report(config, workdir, train_images,
+                                         out('window_tau_gen.png')))
 
   if jax.process_index() == 0:
     rows = int(np.sqrt(min(64, len(samples))))

@@ -1,0 +1,59 @@
+#!/usr/bin/env bash
+# The U-Net against a DiT, compared at equal quality with the memorization-window
+# instruments (docs/results/memorization_window/): the DiT of launch/experiments/dit_vs_unet.sh
+# (2x2 patches, width 96, depth 4, 4 heads: 0.72M parameters) on 8x8 digits, n=32.
+#
+# 1. PHASE=search: the DiT's own learning rate and warm-up, chosen on the dense training
+#    loss only (no sample metric, no memorization): dense, seed 0, 1500 steps, learning
+#    rate in {3e-4, 1e-3, 2e-3} x warm-up in {100, 500}; the pick is the lowest
+#    train_dense_loss in ROOT/search/results.md (the loss of the last logged window).
+#      PHASE=search bash launch/experiments/dit_window.sh [ROOT]
+# 2. PHASE=window LR=... WARMUP=...: dense and mask 0.9, 3 seeds, scored while training and
+#    stopped once half the samples are memorized, cap and spacing of the U-Net's n=32 runs
+#    (5600 steps, every 200); results kept (and with COMMIT=1 committed) next to the
+#    U-Net's, so window_table puts them in one table.
+#      PHASE=window LR=1e-3 WARMUP=500 COMMIT=1 bash launch/experiments/dit_window.sh [ROOT]
+PHASE=${PHASE:-search}
+SAMPLER=${SAMPLER:-heun}
+SAMPLER_STEPS=${SAMPLER_STEPS:-12}
+COMMIT=${COMMIT:-0}
+set -euo pipefail
+REPO=${REPO:-$(cd "$(dirname "$0")/../.." && pwd)}
+RESULTS=${RESULTS:-$REPO/docs/results/memorization_window/runs}
+ROOT=${1:-runs/dit_window}
+shift || true
+PYTHON=${PYTHON:-python}
+cd "$REPO"
+DIT=(--set model.name=dit --set model.patch_size=2 --set model.hidden_size=96
+     --set model.depth=4 --set model.num_heads=4)
+COMMON=(--config=configs/digits.py --set data.image_size=8 --set data.num_train_examples=32
+        --set training.batch_size=16 --set 'optim.ema_decays=(0.995,)'
+        --set training.log_every=50 --set training.sample_every=0
+        --set sampling.sampler="$SAMPLER" --set sampling.num_steps="$SAMPLER_STEPS"
+        --set sampling.time_steps=default --set sampling.seed=0 --set sampling.ema_index=0
+        --set sampling.grid_size=4 --set research.num_samples=128 --set research.batch_size=128
+        --set research.locality_images=1 --set research.locality_times=2)
+case "$PHASE" in
+  search)
+    exec "$PYTHON" launch/sweep.py --root="$ROOT/search" "${COMMON[@]}" "${DIT[@]}" \
+      --set training.num_steps=1500 --set training.checkpoint_every=1500 \
+      --set mask.ratio=0 --set training.seed=0 \
+      --grid optim.learning_rate=3e-4,1e-3,2e-3 --grid optim.warmup_steps=100,500 \
+      --headline train_dense_loss,train_loss --equal_quality '' \
+      --title 'DiT learning rate and warm-up: dense training loss after 1500 steps' "$@" ;;
+  window)
+    : "${LR:?PHASE=window needs LR (from PHASE=search)}" "${WARMUP:?and WARMUP}"
+    commit_flag=()
+    [ "$COMMIT" = 1 ] && commit_flag=(--commit)
+    "$PYTHON" launch/sweep.py --root="$ROOT/window" "${COMMON[@]}" "${DIT[@]}" \
+      --results="$RESULTS" "${commit_flag[@]}" \
+      --set optim.learning_rate="$LR" --set optim.warmup_steps="$WARMUP" \
+      --set training.num_steps=5600 --set training.checkpoint_every=200 \
+      --set training.keep_checkpoints=2 --set research.window_every=200 \
+      --set research.window_stop=0.5 \
+      --grid data.num_train_examples=32 --grid model.name=dit --grid training.seed=0,1,2 \
+      --grid mask.ratio=0,0.9 --equal_quality '' \
+      --title "DiT, digits 8x8, n=32: memorization window" "$@"
+    exec "$PYTHON" -m sparsediff_jax.evaluation.window_table --results="$RESULTS" ;;
+  *) echo "error: PHASE=$PHASE: choose search or window" >&2; exit 2 ;;
+esac
