@@ -51,7 +51,9 @@ def run_dir(tmp_path_factory):
 def test_evaluate_run_writes_every_metric(run_dir):
   config, workdir = run_dir
   metrics = research.evaluate_run(config, workdir)
-  with open(os.path.join(workdir, research.METRICS_FILE)) as f:
+  path = metrics.pop('metrics_file')   # where it wrote them: the summary line names it
+  assert path == os.path.join(workdir, research.METRICS_FILE)
+  with open(path) as f:
     assert json.load(f) == metrics
   assert metrics['step'] == 7 and metrics['num_samples'] == 6
   assert metrics['num_train_images'] == 16
@@ -134,5 +136,6 @@ def test_changed_data_is_refused_unless_allowed_and_reruns_never_overwrite(run_d
   assert sorted(set(after) - set(written)) == [
       'research/locality-2.png', 'research/memorization-2.png', 'research/samples-2.png',
       'research_metrics-2.json']
+  assert second.pop('metrics_file') == os.path.join(workdir, 'research_metrics-2.json')
   assert json.loads(after['research_metrics-2.json']) == second
   assert sweep_table.newest_metrics_file(workdir).endswith('research_metrics-2.json')
