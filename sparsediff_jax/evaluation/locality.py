@@ -59,9 +59,12 @@ def sensitivity_maps(fn, x: jax.Array, positions) -> jax.Array:
     (grad,) = vjp(cotangent)
     return jnp.sum(jnp.abs(grad), axis=(0, 3))
 
-  per_channel = jax.vmap(lambda r, c: jax.vmap(lambda ch: one(r, c, ch))(
-      jnp.arange(c_out)))(rows, cols)              # [P, C', H, W]
-  return jnp.sum(per_channel, axis=1)
+  # One vmap over every (position, channel) pair: jax < 0.8 cannot batch the transposed
+  # convolutions of the VJP under two nested vmaps.
+  channels = jnp.arange(c_out)
+  per_channel = jax.vmap(one)(jnp.repeat(rows, c_out), jnp.repeat(cols, c_out),
+                              jnp.tile(channels, len(positions)))   # [P * C', H, W]
+  return jnp.sum(per_channel.reshape((len(positions), c_out) + per_channel.shape[1:]), axis=1)
 
 
 def radial_profile(maps: np.ndarray, positions) -> tuple[np.ndarray, np.ndarray]:
