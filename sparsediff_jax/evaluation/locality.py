@@ -59,12 +59,9 @@ def sensitivity_maps(fn, x: jax.Array, positions) -> jax.Array:
     (grad,) = vjp(cotangent)
     return jnp.sum(jnp.abs(grad), axis=(0, 3))
 
-  # One vmap over every (position, channel) pair: jax < 0.8 cannot batch the transposed
-  # convolutions of the VJP under two nested vmaps.
-  channels = jnp.arange(c_out)
-  per_channel = jax.vmap(one)(jnp.repeat(rows, c_out), jnp.repeat(cols, c_out),
-                              jnp.tile(channels, len(positions)))   # [P * C', H, W]
-  return jnp.sum(per_channel.reshape((len(positions), c_out) + per_channel.shape[1:]), axis=1)
+  per_channel = jax.vmap(lambda r, c: jax.vmap(lambda ch: one(r, c, ch))(
+      jnp.arange(c_out)))(rows, cols)              # [P, C', H, W]
+  return jnp.sum(per_channel, axis=1)
 
 
 def radial_profile(maps: np.ndarray, positions) -> tuple[np.ndarray, np.ndarray]:
@@ -125,6 +122,8 @@ def measure_locality(apply_fn, params, formulation, x0, times, *, positions=None
   x0 = jnp.asarray(x0, jnp.float32)
   _, h, w, _ = x0.shape
   positions = tuple(positions or default_positions(h, w))
+  if jax.__version_info__ < (0, 8):   # its VJP of a convolution on mesh-sharded inputs
+    params = jax.device_get(params)    # cannot be vmapped (NotImplementedError): host copy
   measure = make_measure(apply_fn, formulation, positions)
   eps = jax.random.normal(jax.random.PRNGKey(seed), x0.shape)
   centre = int(np.argmin([np.hypot(r - h / 2, c - w / 2) for r, c in positions]))
