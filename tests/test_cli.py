@@ -36,7 +36,8 @@ def test_train_writes_the_run_directory(trained):
   assert sorted(os.listdir(workdir / 'checkpoints')) == ['2']
   assert os.listdir(workdir / 'samples') == ['samples_0000002.png']
   assert any(f.startswith('events.out.tfevents') for f in os.listdir(workdir))
-  assert 'parameters' in out.stderr and 'images_per_sec' in out.stderr
+  assert 'parameters' in out.stderr and 'steps/s' in out.stderr
+  assert 'images_per_sec' in (workdir / 'metrics.jsonl').read_text()   # every metric there
 
 
 def test_rerun_resumes_and_sample_mode_writes_a_grid(trained):

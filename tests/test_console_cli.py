@@ -47,7 +47,7 @@ def test_quiet_console_shows_phases_and_progress(two_runs):
     assert noise not in first.stderr, noise
   time = r'^\d\d:\d\d:\d\d '
   assert not re.search(r'^[IWEF]\d{4} ', first.stderr, re.M)   # no absl prefix
-  for phase in ('loading data', 'compiling the train step'):
+  for phase in ('loading data', 'compiling the train step and the sampler'):
     assert re.search(rf'{time}{phase}: [\d.]+ (s|min)$', first.stderr, re.M), phase
   assert re.search(rf'{time}step 4/4  loss [\d.]+  [\d.]+ (steps/s|s/step)  ETA ', first.stderr,
                    re.M)
