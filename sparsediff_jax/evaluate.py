@@ -25,7 +25,7 @@ import zlib
 import jax
 import numpy as np
 
-from sparsediff_jax import atomic_io, formulations, generate, samplers
+from sparsediff_jax import atomic_io, formulations, generate, progress, samplers
 from sparsediff_jax.errors import EvalInputError
 from sparsediff_jax.evaluation import features as feats
 from sparsediff_jax.evaluation import fid
@@ -162,6 +162,8 @@ def run_eval_mode(config, workdir: str) -> dict:
                                  s.num_steps)
   m = min(e.memorization_samples, n)
   keeper = generate.ImageKeeper(max(s.grid_size ** 2, m), keep_all=s.save_npz)
+  with progress.phase('compiling the sampler'):   # and refused if it cannot fit
+    generate.check_sampler_fits(config, graphdef, mesh, params, e.batch_size)
   start = time.time()
   acc, gen_features = generated_features(
       config, featurizer, generate.make_batch_sampler(config, graphdef, mesh), params, n,

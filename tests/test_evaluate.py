@@ -285,3 +285,14 @@ def test_eval_research_metrics_find_copies_of_training_images(run, weights, tmp_
   assert out['memorization_pixel_nn_distance_mean'] < 1e-6
   assert out['count_exact_fraction'] == 1.0
   assert os.path.isfile(tmp_path / 'memorization_7.png')
+
+
+@pytest.mark.slow   # the end-to-end evaluation (real FID of 2048-d features) or the CLI
+def test_eval_refuses_a_sampler_too_big_for_the_device(run, monkeypatch):
+  from sparsediff_jax import memory_check
+  before = sorted(os.listdir(run['workdir']))
+  monkeypatch.setenv(memory_check.LIMIT_ENV, '1024')   # a device of 1 KiB
+  monkeypatch.setenv('SPARSEDIFF_CACHE', str(run['root'] / 'cache'))
+  with pytest.raises(errors.ConfigError, match=r'the sampler \(\d+ images'):
+    evaluate.run_eval_mode(run['config'], run['workdir'])
+  assert sorted(os.listdir(run['workdir'])) == before   # nothing written

@@ -139,3 +139,13 @@ def test_changed_data_is_refused_unless_allowed_and_reruns_never_overwrite(run_d
   assert second.pop('metrics_file') == os.path.join(workdir, 'research_metrics-2.json')
   assert json.loads(after['research_metrics-2.json']) == second
   assert sweep_table.newest_metrics_file(workdir).endswith('research_metrics-2.json')
+
+
+def test_a_sampler_too_big_for_the_device_is_refused_before_sampling(run_dir, monkeypatch):
+  from sparsediff_jax import memory_check
+  config, workdir = run_dir
+  monkeypatch.setenv(memory_check.LIMIT_ENV, '1024')   # a device of 1 KiB
+  before = sorted(os.listdir(workdir))
+  with pytest.raises(errors.ConfigError, match=r'the sampler \(\d+ images'):
+    research.evaluate_run(config, workdir)
+  assert sorted(os.listdir(workdir)) == before   # nothing written

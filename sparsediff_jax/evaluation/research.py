@@ -240,6 +240,7 @@ def evaluate_run(config, workdir: str) -> dict:
              'sampling_steps': s.num_steps, 'sampling_seed': s.seed,
              'ema_index': s.ema_index, 'ema_decay': state.inference_ema_decay(config)}
 
+  generate.check_sampler_fits(config, graphdef, mesh, params, r.batch_size)   # else refused
   gen = generate.make_generator(config, graphdef, mesh)
   samples = generate_samples(config, graphdef, params, mesh, r.num_samples, gen=gen)
   train_images = data.load_train_images(config)
