@@ -123,7 +123,7 @@ def checkpointed_config(workdir: str) -> tuple[int, dict] | None:
   the meta item's JSON (Orbax's `STEP/meta/metadata`) only, never an in-flight write."""
   directory = epath.Path(workdir) / 'checkpoints'
   try:
-    steps = sorted((int(n) for n in _listing(directory) if n.isdigit()), reverse=True)
+    steps = checkpoint_steps(workdir)[::-1]
   except OSError:
     return None
   for step in steps:
@@ -190,9 +190,14 @@ def bind_to_run(config, workdir: str, overrides=()) -> list[str]:
   return taken
 
 
+def checkpoint_steps(workdir: str) -> list[int]:
+  """The steps of WORKDIR/checkpoints' numbered folders, ascending ([] when none); read
+  from the names alone, without opening a checkpoint."""
+  return sorted(int(n) for n in _listing(epath.Path(workdir) / 'checkpoints') if n.isdigit())
+
+
 def has_checkpoints(workdir: str) -> bool:
-  directory = epath.Path(workdir) / 'checkpoints'
-  return directory.is_dir() and any(p.name.isdigit() for p in directory.iterdir())
+  return bool(checkpoint_steps(workdir))
 
 
 def check_can_resume(config, workdir: str) -> None:

@@ -17,7 +17,6 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
-from etils import epath
 from flax import nnx
 
 from sparsediff_jax import (checkpoints, data, formulations, generate, masking, memory_check,
@@ -26,6 +25,7 @@ from sparsediff_jax.errors import ConfigError
 from sparsediff_jax.images import make_grid, save_png
 from sparsediff_jax import progress, tb_writer   # console: phases, progress bar, writers
 from sparsediff_jax.models import count_params
+from sparsediff_jax import run_dir
 from sparsediff_jax.run_dir import flatten as _flatten
 from sparsediff_jax.state import (TrainState, abstract_model, abstract_state, init_state,
                                   make_optimizer, memory_per_device, restore,
@@ -302,8 +302,7 @@ def _history_from_meta(entries: list[dict]) -> list[dict]:
 def finished_run_message(config, workdir: str) -> str | None:
   """What to say instead of training when the newest checkpoint in WORKDIR (by its folder
   name, read without opening it) is already at or past training.num_steps; else None."""
-  folder = epath.Path(workdir) / 'checkpoints'
-  steps = [int(p.name) for p in (folder.iterdir() if folder.is_dir() else ()) if p.name.isdigit()]
+  steps = run_dir.checkpoint_steps(workdir)
   if steps and max(steps) >= config.training.num_steps:
     return _nothing_to_train(config, workdir, max(steps))
   return None
