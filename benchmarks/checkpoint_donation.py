@@ -31,7 +31,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from sparsediff_jax import checkpoints
+from sparsediff_jax.runtime import checkpoints
 
 
 @functools.partial(jax.jit, donate_argnums=0)

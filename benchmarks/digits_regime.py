@@ -104,7 +104,7 @@ def floor_row(repo: str, train_dir: str, held_dir: str, size: int, n: int) -> di
   """Held-out real digits against the first n training digits: the measure's floor."""
   sys.path.insert(0, repo)
   from sparsediff_jax import config_base, data
-  from sparsediff_jax.evaluation import memorization
+  from sparsediff_jax.metrics import memorization
   config = config_base.get_config()
   for folder, count, attr in ((train_dir, n, 'train'), (held_dir, 0, 'held')):
     config.data.name, config.data.folder = 'folder', folder

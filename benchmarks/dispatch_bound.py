@@ -27,7 +27,10 @@ import jax
 import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-from sparsediff_jax import config_base, progress, sharding, train  # noqa: E402
+from sparsediff_jax import config_base  # noqa: E402
+from sparsediff_jax.console import progress  # noqa: E402
+from sparsediff_jax.runtime import sharding  # noqa: E402
+from sparsediff_jax.modes import train  # noqa: E402
 from tests.tiny import tiny_config  # noqa: E402
 
 

@@ -1,13 +1,13 @@
 """Do the Fashion-MNIST classifier metrics and the symmetry measure tell real images from bad
 ones? Real images against deliberately broken ones, at 16x16 and 28x28.
 
-Classifier metrics (sparsediff_jax/evaluation/label_metrics.py): N training images
+Classifier metrics (sparsediff_jax/metrics/label_metrics.py): N training images
 (real; their FD against the test split is the floor) and two disjoint sets of N training
 images against each other, against uniform noise, a box blur, half/half composites (left
 half of one test image, right half of the next one with another label) and N copies of one
 test image, each scored against the 10,000 test images.
 
-Symmetry (sparsediff_jax/evaluation/fashion_metrics.py): N real test images against the
+Symmetry (sparsediff_jax/data/fashion_metrics.py): N real test images against the
 same images with the right half replaced by the mirrored left half of another test image
 of the same class / of another class, with the right half shifted right by 2 pixels
 (scaled with the size), and with Gaussian noise (sigma 40 levels) added to the right half;
@@ -27,7 +27,8 @@ import numpy as np
 import scipy.ndimage
 
 from sparsediff_jax.data import fashion_mnist
-from sparsediff_jax.evaluation import classifier, fashion_metrics, label_metrics
+from sparsediff_jax.metrics import classifier, label_metrics
+from sparsediff_jax.data import fashion_metrics
 
 DATA = ml_collections.ConfigDict({'name': 'fashion_mnist', 'data_dir': '', 'source': 'files',
                                   'download': False})

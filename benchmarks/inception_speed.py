@@ -48,8 +48,8 @@ def run_jax(args) -> dict:
     sys.path.insert(0, str(FIXTURES))
     import seeded_inception as seeded
 
-    from sparsediff_jax.evaluation import inception as inc
-    from sparsediff_jax.evaluation import inception_weights as iw
+    from sparsediff_jax.metrics.fid import inception as inc
+    from sparsediff_jax.metrics.fid import inception_weights as iw
 
     # The pytorch-fid state_dict keys and shapes recorded with the parity fixture.
     spec = json.loads(str(np.load(FIXTURES / "inception_parity.npz")["spec"]))

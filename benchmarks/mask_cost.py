@@ -20,7 +20,9 @@ import numpy as np
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path[:0] = [REPO, os.path.join(REPO, 'configs')]
 
-from sparsediff_jax import config_base, sharding, train  # noqa: E402
+from sparsediff_jax import config_base  # noqa: E402
+from sparsediff_jax.runtime import sharding  # noqa: E402
+from sparsediff_jax.modes import train  # noqa: E402
 
 
 def load(name: str):

@@ -18,7 +18,7 @@ import jax
 import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-from sparsediff_jax.evaluation import memorization  # noqa: E402
+from sparsediff_jax.metrics import memorization  # noqa: E402
 
 
 def main():

@@ -32,7 +32,9 @@ def measure(image_size: int, batch: int, channels: int) -> dict:
   """In this process: estimate and measured peak (MiB) of one train-step configuration."""
   import jax
   import numpy as np
-  from sparsediff_jax import config_base, memory_check, sharding, train
+  from sparsediff_jax import config_base
+  from sparsediff_jax.runtime import memory_check, sharding
+  from sparsediff_jax.modes import train
   config = config_base.get_config()
   config.data.image_size, config.training.batch_size = image_size, batch
   config.model.channels, config.model.attn_resolutions = channels, ()

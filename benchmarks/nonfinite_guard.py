@@ -1,4 +1,4 @@
-"""What the in-step non-finite guard (sparsediff_jax/nonfinite.py) costs: compile time and
+"""What the in-step non-finite guard (sparsediff_jax/runtime/nonfinite.py) costs: compile time and
 step time of the real train step, with the guard and without it, side by side in one
 process, on whatever device JAX finds.
 
@@ -30,7 +30,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from sparsediff_jax import config_base, nonfinite, sharding, train
+from sparsediff_jax import config_base
+from sparsediff_jax.runtime import nonfinite, sharding
+from sparsediff_jax.modes import train
 
 VARIANTS = ('none', 'guard')
 

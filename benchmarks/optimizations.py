@@ -33,7 +33,9 @@ from absl import app, flags
 from ml_collections import config_flags
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-from sparsediff_jax import checkpoints, config_base, data, sharding, train  # noqa: E402
+from sparsediff_jax.runtime import checkpoints, sharding  # noqa: E402
+from sparsediff_jax import config_base, data  # noqa: E402
+from sparsediff_jax.modes import train  # noqa: E402
 
 _CONFIG = config_flags.DEFINE_config_file('config', config_base.__file__, 'Config file.')
 _BATCH = flags.DEFINE_integer('batch', 0, 'Global batch (0: the config\'s).')

@@ -99,7 +99,8 @@ def measure(name: str, workdir: str, flags: list[str], samples: int, reference_n
   import jax.numpy as jnp
   import numpy as np
   from flax import nnx
-  from sparsediff_jax import data, formulations, registry, samplers, state
+  from sparsediff_jax import data, formulations, registry, samplers
+  from sparsediff_jax.runtime import state
   from sparsediff_jax.data.source import CHANNELS
   config = config_from_flags(flags)
   run = state.restore_run(config, workdir)

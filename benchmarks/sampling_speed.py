@@ -28,8 +28,9 @@ import numpy as np
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path[:0] = [REPO]
 
-from sparsediff_jax import generate, sharding  # noqa: E402
-from sparsediff_jax.evaluation import fid, inception  # noqa: E402
+from sparsediff_jax import generate  # noqa: E402
+from sparsediff_jax.runtime import sharding  # noqa: E402
+from sparsediff_jax.metrics.fid import fid, inception  # noqa: E402
 from flax import nnx  # noqa: E402
 
 
@@ -98,7 +99,7 @@ def _eval_fakes():
 
 
 def time_inception(batch: int, repeats: int) -> dict:
-  from sparsediff_jax.evaluation import inception_weights
+  from sparsediff_jax.metrics.fid import inception_weights
   params = inception_weights.convert_state_dict(_eval_fakes().seeded_inception_state_dict())
   graphdef, state = nnx.split(inception.build_inception(params))
   mesh = sharding.make_mesh()
@@ -131,8 +132,8 @@ def time_fid(num: int = 4096) -> dict:
 def time_eval(num_samples: int, batch: int) -> dict:
   """--mode=fid_stats then --mode=eval (35 NFE) as the CLI runs them, in a temp workdir."""
   eval_fakes = _eval_fakes()
-  from sparsediff_jax import evaluate
-  from sparsediff_jax.evaluation import inception_weights
+  from sparsediff_jax.modes import evaluate
+  from sparsediff_jax.metrics.fid import inception_weights
   with tempfile.TemporaryDirectory() as tmp:
     os.environ['SPARSEDIFF_CACHE'] = os.path.join(tmp, 'cache')
     weights = eval_fakes.write_torch_zip(os.path.join(tmp, 'inception.pth'),

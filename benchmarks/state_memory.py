@@ -31,7 +31,8 @@ def main():
   os.environ['JAX_PLATFORMS'] = 'cpu'
   sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
   import jax
-  from sparsediff_jax import sharding, train
+  from sparsediff_jax.runtime import sharding
+  from sparsediff_jax.modes import train
   from sparsediff_jax.models import count_params
 
   print(f'{args.config} on {jax.device_count()} devices')

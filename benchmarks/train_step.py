@@ -25,7 +25,9 @@ import numpy as np
 from absl import app, flags
 from ml_collections import config_flags
 
-from sparsediff_jax import config_base, sharding, train
+from sparsediff_jax import config_base
+from sparsediff_jax.runtime import sharding
+from sparsediff_jax.modes import train
 
 _CONFIG = config_flags.DEFINE_config_file('config', config_base.__file__, 'Config file.')
 _BATCHES = flags.DEFINE_list('batch_sizes', ['8'], 'Global batch sizes to time.')

@@ -15,7 +15,7 @@ import argparse
 import numpy as np
 
 from sparsediff_jax.data import digits
-from sparsediff_jax.evaluation import digits_classifier, digits_metrics
+from sparsediff_jax.data import digits_classifier, digits_metrics
 
 
 def main():

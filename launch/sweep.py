@@ -42,8 +42,9 @@ import time
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, REPO)
 
-from sparsediff_jax import atomic_io, errors  # noqa: E402
-from sparsediff_jax.evaluation import carry_over, sweep_table  # noqa: E402
+from sparsediff_jax.runtime import atomic_io  # noqa: E402
+from sparsediff_jax import errors  # noqa: E402
+from sparsediff_jax.sweeps import carry_over, sweep_table  # noqa: E402
 
 RATIO_KEY = 'mask.ratio'
 EXIT_USAGE = 2
@@ -273,7 +274,7 @@ def main(argv=None) -> int:
                  help='folder of kept results (e.g. committed to the repository): each '
                       'finished run is copied to RESULTS/<run name>/, and a run whose kept '
                       'config.json matches its resolved config is skipped '
-                      '(sparsediff_jax/evaluation/carry_over.py)')
+                      '(sparsediff_jax/sweeps/carry_over.py)')
   p.add_argument('--commit', action='store_true',
                  help='with --results: git-commit each kept result as soon as it is kept')
   a = p.parse_args(argv)

@@ -144,7 +144,7 @@ print(socket.gethostname(), \"Python\", sys.version.split()[0], \"jax\", jax.__v
 check() {
   # Every worker at once, distributed initialisation first; a worker that cannot start ends
   # with one error line within the timeout instead of holding the others.
-  on_workers all "cd ~/$REMOTE/code && ${port_env}timeout 600 ../venv/bin/python -c 'from sparsediff_jax import distributed
+  on_workers all "cd ~/$REMOTE/code && ${port_env}timeout 600 ../venv/bin/python -c 'from sparsediff_jax.runtime import distributed
 print(distributed.initialize(timeout_s=300))
 import jax
 print(jax.process_index(), jax.local_devices())'"

@@ -137,14 +137,14 @@ def get_config() -> ml_collections.ConfigDict:
                                 # as they were (the batch is consumed; counted in the metric
                                 # skipped_steps); 'stop' ends the run with an error naming the
                                 # step, the newest checkpoint being the last good state. See
-                                # sparsediff_jax/nonfinite.py.
+                                # sparsediff_jax/runtime/nonfinite.py.
   t.nonfinite_patience = 100    # 'skip': this many skipped steps in a row end the run as 'stop'
                                 # does (0 = never).
   t.compilation_cache = 'default'  # directory of JAX's persistent compilation cache: reruns
                                 # load compiled programs instead of compiling them again.
                                 # 'default' = $SPARSEDIFF_CACHE/xla, else
                                 # ~/.cache/sparsediff_jax/xla; '' = off. See
-                                # sparsediff_jax/compile_cache.py.
+                                # sparsediff_jax/runtime/compile_cache.py.
   t.resume_may_change = ''      # comma-separated config fields (a section as 'optim.') that this
                                 # resume may change besides those always allowed
                                 # (run_dir.MAY_CHANGE), e.g. 'optim.learning_rate' to continue
@@ -214,7 +214,7 @@ def get_config() -> ml_collections.ConfigDict:
   s.save_npz = False            # --mode=sample/eval: also save every image as uint8 in an .npz
                                 # next to the grid (50k 64x64 images = 615 MB).
 
-  # ---- research metrics (--mode=research, sparsediff_jax/evaluation/research.py) -------
+  # ---- research metrics (--mode=research, sparsediff_jax/modes/research.py) -------
   c.research = r = ml_collections.ConfigDict()
   r.num_samples = 512           # generated images scored for consistency and memorization
                                 # (sample i uses noise (sampling.seed, i), as in the grids).
@@ -236,7 +236,7 @@ def get_config() -> ml_collections.ConfigDict:
                                 # samples' memorization and dataset metrics into
                                 # research/window_trajectory.json, from which --mode=research
                                 # reports tau_gen, tau_mem and the memorization window
-                                # (sparsediff_jax/evaluation/window_scoring.py, window.py).
+                                # (sparsediff_jax/metrics/window_scoring.py, window.py).
                                 # A multiple of training.steps_per_call, <= num_steps.
   r.window_stop = 0.5           # window_every > 0: the run stops (checkpointed, finished) once
                                 # this fraction of its samples is memorized; in [0, 1], 0 =

@@ -18,10 +18,12 @@ from flax import nnx
 from jax.experimental import multihost_utils
 from tqdm import tqdm
 
-from sparsediff_jax import atomic_io, formulations, progress, samplers, sharding
+from sparsediff_jax.runtime import atomic_io, sharding
+from sparsediff_jax import formulations, samplers
+from sparsediff_jax.console import progress
 from sparsediff_jax.data.source import CHANNELS
 from sparsediff_jax.errors import ConfigError, NonFiniteSamplesError
-from sparsediff_jax.images import make_grid, save_png
+from sparsediff_jax.console.images import make_grid, save_png
 
 
 @functools.partial(jax.jit, static_argnums=(0, 1, 2, 3))
@@ -80,7 +82,7 @@ def make_batch_sampler(config, graphdef, mesh):
 def check_sampler_fits(config, graphdef, mesh, params, batch: int) -> None:
   """errors.ConfigError unless the compiled sampler of `batch` images fits in device memory
   (memory_check.py); compiles it, which the first sampling call then reuses."""
-  from sparsediff_jax import memory_check
+  from sparsediff_jax.runtime import memory_check
   batch = -(-batch // mesh.devices.size) * mesh.devices.size
   memory_check.check_compiled_fits(
       make_batch_sampler(config, graphdef, mesh).lower(params, batch).compile(),
@@ -181,7 +183,7 @@ def write_images(config, keeper: ImageKeeper, prefix: str, meta: dict) -> list[s
 def run_sample_mode(config, workdir: str) -> list[str]:
   """Writes a grid (and with sampling.save_npz all images as .npz) of
   sampling.num_samples images (0: one grid) from the newest checkpoint; returns the paths."""
-  from sparsediff_jax import state   # its model and checkpoint imports are not needed above
+  from sparsediff_jax.runtime import state  # its model and checkpoint imports are not needed above
   s = config.sampling
   if s.save_npz and not s.num_samples:
     raise ConfigError('config.sampling.save_npz=True needs config.sampling.num_samples > 0 '

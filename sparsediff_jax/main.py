@@ -62,8 +62,8 @@ EXIT_USAGE = 2
 
 
 def _train(config, workdir):
-  from sparsediff_jax import evaluate, train   # evaluation enters training only as a hook
-  from sparsediff_jax.evaluation import window_scoring
+  from sparsediff_jax.modes import evaluate, train  # evaluation enters training only as a hook
+  from sparsediff_jax.metrics import window_scoring
   return train.train(config, workdir, hooks=(evaluate.train_fid_hook, window_scoring.hook))
 
 
@@ -73,17 +73,17 @@ def _sample(config, workdir):
 
 
 def _research(config, workdir):
-  from sparsediff_jax.evaluation import research
+  from sparsediff_jax.modes import research
   return research.evaluate_run(config, workdir)
 
 
 def _fid_stats(config, workdir):
-  from sparsediff_jax import evaluate
+  from sparsediff_jax.modes import evaluate
   return evaluate.run_fid_stats_mode(config, workdir)
 
 
 def _eval(config, workdir):
-  from sparsediff_jax import evaluate
+  from sparsediff_jax.modes import evaluate
   return evaluate.run_eval_mode(config, workdir)
 
 
@@ -185,7 +185,8 @@ def config_name(argv_config_path: str | None) -> str:
 def write_run_record(config, workdir, start_over: bool = False):
   """WORKDIR/config.json (the resolved config) and dataset.json (which images); with
   start_over, first moves the run already there aside (run_dir.set_aside_run)."""
-  from sparsediff_jax import atomic_io, data, run_dir
+  from sparsediff_jax.runtime import atomic_io, run_dir
+  from sparsediff_jax import data
   try:   # first, so that a missing dataset leaves the workdir as it was
     dataset = data.describe_dataset(config)
   except errors.UserError:
@@ -232,13 +233,13 @@ def main(argv):
     usage_error(str(e))
   logging.get_absl_handler().addFilter(_quiet_library_info)
   import jax
-  from sparsediff_jax import checkpoints, distributed, preemption, run_dir, workdir_lock
+  from sparsediff_jax.runtime import checkpoints, distributed, preemption, run_dir, workdir_lock
   try:
     logging.info('processes: %s', distributed.initialize(
         _COORDINATOR.value, _NUM_PROCESSES.value, _PROCESS_ID.value, _INIT_TIMEOUT.value))
   except errors.DistributedError as e:
     usage_error(str(e))
-  from sparsediff_jax import compile_cache   # before the first compile
+  from sparsediff_jax.runtime import compile_cache  # before the first compile
   compile_cache.enable(config.training.compilation_cache)
   training = _MODE.value == 'train'
   started = time.monotonic()
@@ -256,7 +257,7 @@ def main(argv):
         run_dir.check_can_resume(config, workdir)
         run_dir.check_one_run(config, workdir)
         checkpoints.check_checkpoint_dir(workdir)   # a file named checkpoints
-        from sparsediff_jax import train
+        from sparsediff_jax.modes import train
         if finished := train.finished_run_message(config, workdir):   # before any write
           logging.warning('%s', finished)
           return
@@ -270,7 +271,7 @@ def main(argv):
           write_run_record(config, workdir, start_over=_START_OVER.value)
         result = MODES[_MODE.value](config, workdir)
     if jax.process_index() == 0:   # what was done, where, and what to run next
-      from sparsediff_jax import summary
+      from sparsediff_jax.console import summary
       for line in summary.lines(_MODE.value, result, workdir, time.monotonic() - started,
                                 _config_path(sys.argv)):
         logging.info('%s', line)
@@ -290,14 +291,15 @@ def main(argv):
       sys.exit(1)
     usage_error(' '.join(str(e).split()))   # one line
   finally:   # however the run ended, a checkpoint being written is finished first
-    if 'sparsediff_jax.checkpoints' in sys.modules:
-      sys.modules['sparsediff_jax.checkpoints'].wait_for_saves()
+    if 'sparsediff_jax.runtime.checkpoints' in sys.modules:
+      sys.modules['sparsediff_jax.runtime.checkpoints'].wait_for_saves()
 
 
 def run():
-  from sparsediff_jax import console, interrupts   # before jax and TensorFlow are imported
-  console.quiet(sys.argv)
-  console.plain_log_lines(sys.argv)
+  from sparsediff_jax.console import logs
+  from sparsediff_jax.runtime import interrupts  # before jax and TensorFlow are imported
+  logs.quiet(sys.argv)
+  logs.plain_log_lines(sys.argv)
   interrupts.install()   # Ctrl-C and SIGTERM: one line and 130/143 in every phase
   app.run(main, flags_parser=parse_flags)
 

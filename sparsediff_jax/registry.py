@@ -152,13 +152,13 @@ for _name in ('celeba', 'cifar10', 'imagenet32', 'imagenet64', 'lsun_bedroom'):
   DATASETS.declare(_name, 'sparsediff_jax.data.tfds_sources')
 DATASETS.declare('folder', 'sparsediff_jax.data.folders')
 
-DATASET_METRICS.declare('shapes', 'sparsediff_jax.evaluation.consistency')
+DATASET_METRICS.declare('shapes', 'sparsediff_jax.data.consistency')
 DATASETS.declare('digits', 'sparsediff_jax.data.digits', check=entry_checks.digits_fields)
-DATASET_METRICS.declare('digits', 'sparsediff_jax.evaluation.digits_metrics')
+DATASET_METRICS.declare('digits', 'sparsediff_jax.data.digits_metrics')
 for _name in ('fashion_mnist', 'mnist'):
   DATASETS.declare(_name, 'sparsediff_jax.data.fashion_mnist')
   DATASET_FRESH.declare(_name, 'sparsediff_jax.data.fashion_mnist')
-  DATASET_METRICS.declare(_name, 'sparsediff_jax.evaluation.fashion_metrics')
+  DATASET_METRICS.declare(_name, 'sparsediff_jax.data.fashion_metrics')
 
 DATASET_FRESH.declare('shapes', 'sparsediff_jax.data.shapes')
 DATASET_FRESH.declare('digits', 'sparsediff_jax.data.digits')

@@ -10,7 +10,7 @@ import sys
 import jax
 import jax.numpy as jnp
 
-from sparsediff_jax import checkpoints
+from sparsediff_jax.runtime import checkpoints
 
 
 def state_of(step: int) -> dict:

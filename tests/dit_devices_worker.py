@@ -7,7 +7,9 @@ import json
 import jax
 import jax.numpy as jnp
 
-from sparsediff_jax import data, sharding, train
+from sparsediff_jax import data
+from sparsediff_jax.runtime import sharding
+from sparsediff_jax.modes import train
 from test_dit import dit_config
 
 runs = {}

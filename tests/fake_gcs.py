@@ -61,7 +61,7 @@ def local(root: str, url: str) -> str:
 
 
 def map_orbax(root: str) -> None:
-  from sparsediff_jax import checkpoints
+  from sparsediff_jax.runtime import checkpoints
   init = checkpoints.Checkpointer.__init__
 
   def mapped_init(self, directory, *args, **kwargs):

@@ -21,7 +21,7 @@ def main(argv):
   if mode == 'train' and fail and fail in os.path.basename(workdir):
     return 1
   if mode == 'train' and os.environ.get('FAKE_RUNNER_CONFIG'):   # as main writes it
-    from sparsediff_jax.evaluation import carry_over
+    from sparsediff_jax.sweeps import carry_over
     overrides = {k[len('config.'):]: v for k, v in flags.items() if k.startswith('config.')}
     config = carry_over.resolve_config(flags.get('config'), overrides)
     with open(os.path.join(workdir, 'config.json'), 'w') as f:

@@ -14,7 +14,9 @@ import sys
 
 import jax
 
-from sparsediff_jax import config_base, generate, sharding, train
+from sparsediff_jax import config_base, generate
+from sparsediff_jax.runtime import sharding
+from sparsediff_jax.modes import train
 
 
 def config_with(overrides: list[str]):

@@ -16,7 +16,7 @@ import jax  # noqa: E402
 process_id, port, directory = int(sys.argv[1]), sys.argv[2], sys.argv[3]
 jax.distributed.initialize(coordinator_address=f'127.0.0.1:{port}', num_processes=2,
                            process_id=process_id, initialization_timeout=60)
-from sparsediff_jax import preemption  # noqa: E402
+from sparsediff_jax.runtime import preemption  # noqa: E402
 
 stop = preemption.StopRequest()
 open(os.path.join(directory, f'ready-{process_id}'), 'w').close()

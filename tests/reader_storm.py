@@ -91,7 +91,7 @@ def _restore(workdir: str, step: int):
 def _make_reference_stats(root: str, cli_env: dict, args) -> list[str]:
   """Seeded Inception weights and reference statistics: the eval readers' flags."""
   from eval_fakes import seeded_inception_state_dict, write_torch_zip
-  from sparsediff_jax.evaluation import inception_weights
+  from sparsediff_jax.metrics.fid import inception_weights
   weights = write_torch_zip(os.path.join(root, 'seeded_inception.pth'),
                             seeded_inception_state_dict())
   flags = [f'--config.eval.inception_weights={weights}',

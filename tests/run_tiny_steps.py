@@ -11,7 +11,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from sparsediff_jax import data, sharding, train
+from sparsediff_jax import data
+from sparsediff_jax.runtime import sharding
+from sparsediff_jax.modes import train
 from tiny import tiny_config
 
 c = tiny_config()

@@ -12,7 +12,9 @@ import pytest
 
 import disk_full
 from cli_runs import TINY, assert_one_line_error, env
-from sparsediff_jax import atomic_io, errors, images, metrics_jsonl
+from sparsediff_jax.runtime import atomic_io
+from sparsediff_jax import errors
+from sparsediff_jax.console import images, metrics_jsonl
 
 
 def _grid(value: int) -> np.ndarray:
@@ -104,7 +106,7 @@ def test_a_full_disk_at_the_start_leaves_no_lock_or_folder(tmp_path):
 
 
 def test_a_lock_that_cannot_be_written_is_not_left_behind(tmp_path, monkeypatch):
-  from sparsediff_jax import workdir_lock
+  from sparsediff_jax.runtime import workdir_lock
 
   def full(*args):
     raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))

@@ -16,7 +16,8 @@ import pytest
 
 from checkpoint_soak_worker import state_of
 from cli_runs import truncate_every_file
-from sparsediff_jax import checkpoints, errors, nonfinite
+from sparsediff_jax.runtime import checkpoints, nonfinite
+from sparsediff_jax import errors
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 ABSTRACT = checkpoints.abstract_like(state_of(0), jax.sharding.SingleDeviceSharding(
@@ -275,7 +276,7 @@ def test_a_reader_reports_a_damaged_step_and_renames_nothing(copy, caplog):
 
 def test_the_config_a_checkpoint_records_is_read_from_its_meta(tmp_path):
   """run_dir.checkpointed_config reads Orbax's layout of the meta item directly."""
-  from sparsediff_jax import run_dir
+  from sparsediff_jax.runtime import run_dir
   ckpt = checkpoints.Checkpointer(str(tmp_path / 'checkpoints'), keep=3)
   ckpt.save(5, state_of(5), {'data': {}, 'config': {'model': {'channels': 8}}})
   ckpt.wait()

@@ -169,7 +169,7 @@ def main_with_mode(monkeypatch, tmp_path):
 
 
 def test_wrong_inception_weights_are_exit_2_with_the_way_out(main_with_mode, tmp_path, capsys):
-  from sparsediff_jax.evaluation import inception_weights
+  from sparsediff_jax.metrics.fid import inception_weights
   fake = tmp_path / 'pt_inception-2015-12-05-6726825d.pth'
   fake.write_bytes(b'not the weights')
   with pytest.raises(inception_weights.InceptionWeightsError) as info:
@@ -181,7 +181,7 @@ def test_wrong_inception_weights_are_exit_2_with_the_way_out(main_with_mode, tmp
 
 
 def test_mismatched_reference_statistics_are_exit_2_with_advice(main_with_mode, capsys):
-  from sparsediff_jax.evaluation import fid
+  from sparsediff_jax.metrics.fid import fid
   meta = dict(dataset='cifar10', split='train', resolution=32, num_images=10,
               preprocessing='pytorch', weights_sha256='a' * 64)
   with pytest.raises(fid.StatsMismatchError) as info:

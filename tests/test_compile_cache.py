@@ -9,7 +9,7 @@ import jax
 import pytest
 
 from cli_runs import env, run
-from sparsediff_jax import compile_cache
+from sparsediff_jax.runtime import compile_cache
 
 
 @pytest.fixture

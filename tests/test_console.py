@@ -1,4 +1,4 @@
-"""console.py (the stderr noise filter, platform choice, verbosity), compile_cache.py's
+"""console/logs.py (the stderr noise filter, platform choice, verbosity), compile_cache.py's
 directory choice and tb_writer.py's TensorFlow-free event files."""
 
 import glob
@@ -7,7 +7,8 @@ import os
 import numpy as np
 import pytest
 
-from sparsediff_jax import compile_cache, console, tb_writer
+from sparsediff_jax.runtime import compile_cache
+from sparsediff_jax.console import logs, tb_writer
 
 # What jaxlib/TensorFlow write to stderr (formats as printed by jax 0.10 / TF 2.21 / XLA).
 ABSL_NOTICE = b'WARNING: All log messages before absl::InitializeLog() is called are written to STDERR\n'
@@ -29,7 +30,7 @@ KEPT = (b'I1201 19:05:04.187921 140573545905024 train.py:191] model unet: 48691 
 
 
 def filtered(chunks):
-  f = console.NoiseFilter()
+  f = logs.NoiseFilter()
   return b''.join(f.feed(c) for c in chunks) + f.flush()
 
 
@@ -44,7 +45,7 @@ def test_filter_drops_noise_and_keeps_everything_else_in_order():
 
 
 def test_filter_passes_progress_bars_at_once():
-  f = console.NoiseFilter()
+  f = logs.NoiseFilter()
   assert f.feed(b'\rtrain  10%|#         | 10/100 ') == b'\rtrain  10%|#         | 10/100 '
   assert f.feed(b'\rtrain  20%|##') == b'\rtrain  20%|##'
   # A partial line that may be a log record waits for its end (or the timeout's flush).
@@ -63,12 +64,12 @@ def test_filter_ends_an_alarm_record_at_the_next_log_record():
     (['main.py', '--v=1', '--mode=train'], 1), (['main.py', '--verbosity', 'x'], 0),
     (['main.py', '--config.training.verbosity=3'], 0)])
 def test_verbosity_from_argv(argv, level):
-  assert console.verbosity_from_argv(argv) == level
+  assert logs.verbosity_from_argv(argv) == level
 
 
 def choose(environ=None, files=(), modules=(), plugins=()):
   files = set(files)
-  return console.choose_platforms(
+  return logs.choose_platforms(
       environ or {}, exists=lambda p: p in files,
       glob_fn=lambda pattern: [f for f in files if glob.fnmatch.fnmatch(f, pattern)],
       has_module=lambda m: m in modules, plugins=list(plugins))
@@ -89,10 +90,10 @@ def test_platforms_follow_the_hardware_and_the_user():
 
 def test_quiet_respects_the_user_and_verbosity():
   env = {'TF_CPP_MIN_LOG_LEVEL': '0', 'JAX_PLATFORMS': 'cpu'}
-  console.quiet(['main.py', '--verbosity=1'], env)   # verbose: nothing set
+  logs.quiet(['main.py', '--verbosity=1'], env)   # verbose: nothing set
   assert env == {'TF_CPP_MIN_LOG_LEVEL': '0', 'JAX_PLATFORMS': 'cpu'}
   env = {'JAX_PLATFORMS': 'cpu'}
-  console.quiet(['main.py'], env)   # jax is imported in this process: no filter process
+  logs.quiet(['main.py'], env)   # jax is imported in this process: no filter process
   assert env == {'TF_CPP_MIN_LOG_LEVEL': '1', 'JAX_PLATFORMS': 'cpu'}
 
 
@@ -139,7 +140,7 @@ def test_tensorboard_writer_round_trip(tmp_path):
 
 def test_create_writer_console_line_and_jsonl(tmp_path, caplog):
   import logging
-  from sparsediff_jax import metrics_jsonl
+  from sparsediff_jax.console import metrics_jsonl
   writer = tb_writer.create_writer(str(tmp_path), process_index=0)
   with caplog.at_level(logging.INFO, logger='absl'):   # whatever earlier tests set
     writer.write_hparams({'a': '1' * 5000})
@@ -178,7 +179,7 @@ def test_plain_log_lines_drop_the_absl_prefix():
   import re
   record = logging.LogRecord('absl', logging.INFO, '/x/main.py', 199, 'mode %s', ('train',),
                              None)
-  assert re.fullmatch(r'\d\d:\d\d:\d\d mode train', console.PlainFormatter().format(record))
+  assert re.fullmatch(r'\d\d:\d\d:\d\d mode train', logs.PlainFormatter().format(record))
   record.levelno, record.levelname = logging.WARNING, 'WARNING'
   assert re.fullmatch(r'\d\d:\d\d:\d\d warning: mode train',
-                      console.PlainFormatter().format(record))
+                      logs.PlainFormatter().format(record))

@@ -13,8 +13,8 @@ import scipy.ndimage
 
 from sparsediff_jax import registry
 from sparsediff_jax.data import digits
-from sparsediff_jax.evaluation import classifier as classifier_module
-from sparsediff_jax.evaluation import digits_classifier, digits_metrics
+from sparsediff_jax.metrics import classifier as classifier_module
+from sparsediff_jax.data import digits_classifier, digits_metrics
 
 
 @pytest.fixture(scope='module')

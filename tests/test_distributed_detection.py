@@ -10,8 +10,8 @@ import threading
 import jax
 import pytest
 
-from sparsediff_jax import distributed
-from sparsediff_jax.distributed import DistributedError
+from sparsediff_jax.runtime import distributed
+from sparsediff_jax.runtime.distributed import DistributedError
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 

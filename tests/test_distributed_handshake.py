@@ -7,8 +7,8 @@ import time
 
 import pytest
 
-from sparsediff_jax import distributed
-from sparsediff_jax.distributed import DistributedError
+from sparsediff_jax.runtime import distributed
+from sparsediff_jax.runtime.distributed import DistributedError
 
 pytestmark = pytest.mark.slow   # several processes
 

@@ -13,8 +13,9 @@ import numpy as np
 import pytest
 from flax import nnx
 
-from sparsediff_jax import (checkpoints, data, errors, formulations, generate, masking,
-                            registry, sharding, state, train, validation)
+from sparsediff_jax.runtime import checkpoints, sharding, state
+from sparsediff_jax import data, errors, formulations, generate, masking, registry, validation
+from sparsediff_jax.modes import train
 from sparsediff_jax.models import build_model, count_params, dit
 from tiny import tiny_config
 

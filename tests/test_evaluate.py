@@ -19,9 +19,11 @@ import numpy as np
 import pytest
 
 from eval_fakes import seeded_inception_state_dict, tiny_config, write_checkpoint, write_torch_zip
-from sparsediff_jax import data, errors, evaluate, generate, main, samplers, sharding, train
+from sparsediff_jax import data, errors, generate, main, samplers
+from sparsediff_jax.modes import evaluate, train
+from sparsediff_jax.runtime import sharding
 from sparsediff_jax import formulations, validation
-from sparsediff_jax.evaluation import features, fid, inception_weights
+from sparsediff_jax.metrics.fid import features, fid, inception_weights
 
 REPO = Path(__file__).parents[1]
 STEP = 3
@@ -289,7 +291,7 @@ def test_eval_research_metrics_find_copies_of_training_images(run, weights, tmp_
 
 @pytest.mark.slow   # the end-to-end evaluation (real FID of 2048-d features) or the CLI
 def test_eval_refuses_a_sampler_too_big_for_the_device(run, monkeypatch):
-  from sparsediff_jax import memory_check
+  from sparsediff_jax.runtime import memory_check
   before = sorted(os.listdir(run['workdir']))
   monkeypatch.setenv(memory_check.LIMIT_ENV, '1024')   # a device of 1 KiB
   monkeypatch.setenv('SPARSEDIFF_CACHE', str(run['root'] / 'cache'))

@@ -15,7 +15,8 @@ import pytest
 from idx_fakes import write_idx_folder
 from sparsediff_jax import registry
 from sparsediff_jax.data import fashion_mnist
-from sparsediff_jax.evaluation import classifier, fashion_classifier, fashion_metrics
+from sparsediff_jax.metrics import classifier
+from sparsediff_jax.data import fashion_classifier, fashion_metrics
 
 SYMMETRIC = fashion_metrics.SYMMETRIC_CLASSES['fashion_mnist']
 

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import scipy.linalg
 
-from sparsediff_jax.evaluation import fid
+from sparsediff_jax.metrics.fid import fid
 
 
 def _random_cov(rng, d, rank=None):

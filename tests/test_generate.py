@@ -16,8 +16,9 @@ import jax.numpy as jnp
 from jax.experimental import multihost_utils
 
 from eval_fakes import fake_params, tiny_config
-from sparsediff_jax import errors, generate, main, samplers, sharding
-from sparsediff_jax.evaluation import features
+from sparsediff_jax import errors, generate, main, samplers
+from sparsediff_jax.runtime import sharding
+from sparsediff_jax.metrics.fid import features
 
 REPO = Path(__file__).parents[1]
 INDICES = 12

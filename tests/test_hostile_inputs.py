@@ -12,7 +12,7 @@ import orbax.checkpoint as ocp
 import pytest
 
 from cli_runs import TINY, assert_one_line_error, env, run, snapshot
-from sparsediff_jax import workdir_lock
+from sparsediff_jax.runtime import workdir_lock
 
 pytestmark = pytest.mark.slow
 

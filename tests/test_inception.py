@@ -20,9 +20,9 @@ import numpy as np
 import pytest
 from flax import nnx
 
-from sparsediff_jax.evaluation import fid
-from sparsediff_jax.evaluation import inception as inc
-from sparsediff_jax.evaluation import inception_weights as iw
+from sparsediff_jax.metrics.fid import fid
+from sparsediff_jax.metrics.fid import inception as inc
+from sparsediff_jax.metrics.fid import inception_weights as iw
 
 FIXTURES = Path(__file__).parent / "fixtures"
 REPO = Path(__file__).parents[1]
@@ -241,7 +241,7 @@ def test_build_inception_rejects_missing_parameters(parity):
 
 def test_package_imports_without_torch():
     code = ("import sys; sys.modules['torch'] = None\n"  # any 'import torch' now fails
-            "import sparsediff_jax.evaluation.inception, sparsediff_jax.evaluation.fid\n"
+            "import sparsediff_jax.metrics.fid.inception, sparsediff_jax.metrics.fid.fid\n"
             "assert sys.modules['torch'] is None\n")
     env = dict(os.environ, PYTHONPATH=str(REPO), JAX_PLATFORMS="cpu")
     subprocess.run([sys.executable, "-c", code], check=True, cwd=REPO, env=env, timeout=120)

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from sparsediff_jax import formulations
-from sparsediff_jax.evaluation import locality
+from sparsediff_jax.metrics import locality
 
 SIZE = 12
 X0 = jnp.asarray(np.random.default_rng(0).uniform(-1, 1, (2, SIZE, SIZE, 3)), jnp.float32)

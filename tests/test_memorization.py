@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from sparsediff_jax.data.shapes import make_shapes
-from sparsediff_jax.evaluation import memorization
+from sparsediff_jax.metrics import memorization
 
 TRAIN = make_shapes(200, 32, 2, seed=0)
 

@@ -8,7 +8,8 @@ import os
 import pytest
 
 from cli_runs import TINY, assert_one_line_error, env, run
-from sparsediff_jax import errors, memory_check
+from sparsediff_jax import errors
+from sparsediff_jax.runtime import memory_check
 
 
 def test_the_limit_override_and_the_peak_formula(monkeypatch):
@@ -23,7 +24,7 @@ def test_the_limit_override_and_the_peak_formula(monkeypatch):
 
 def test_a_dit_of_hidden_size_1048576_is_refused_from_shapes_at_once(tiny_config, tmp_path):
   """82 trillion parameters: jax.eval_shape of the initialiser sizes it without allocating."""
-  from sparsediff_jax import train
+  from sparsediff_jax.modes import train
   config = tiny_config({'model.name': 'dit', 'model.hidden_size': 1048576,
                         'model.num_heads': 1, 'model.depth': 1, 'model.patch_size': 4})
   with pytest.raises(errors.ConfigError) as e:
@@ -39,7 +40,8 @@ def test_a_dit_of_hidden_size_1048576_is_refused_from_shapes_at_once(tiny_config
 @pytest.mark.slow   # compiles the tiny train step
 def test_a_step_too_big_for_the_fake_limit_is_refused_before_any_step(
     tiny_config, tmp_path, monkeypatch):
-  from sparsediff_jax import sharding, train
+  from sparsediff_jax.runtime import sharding
+  from sparsediff_jax.modes import train
   config = tiny_config()
   tx, _ = train.make_optimizer(config)
   state_bytes = sharding.bytes_per_device(train.abstract_state(config, tx,

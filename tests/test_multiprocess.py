@@ -26,7 +26,7 @@ import orbax.checkpoint as ocp
 import pytest
 from PIL import Image
 
-from sparsediff_jax.scalars import read_scalars
+from sparsediff_jax.console.scalars import read_scalars
 
 import tiny
 

@@ -9,7 +9,7 @@ import numpy as np
 import optax
 import pytest
 
-from sparsediff_jax import nonfinite
+from sparsediff_jax.runtime import nonfinite
 
 
 def _adam_step():
@@ -122,7 +122,7 @@ def test_a_run_stopped_before_its_first_checkpoint_says_there_is_none(tiny_confi
   update infinite from a finite loss and gradient: the stop names the update and says that
   no checkpoint exists (none was written: checkpoint_every=2, and the log at step 2 comes
   first)."""
-  from sparsediff_jax import train
+  from sparsediff_jax.modes import train
   c = tiny_config({'optim.learning_rate': float('inf'), 'optim.warmup_steps': 0,
                    'optim.grad_clip': 0.0, 'training.on_nonfinite': 'stop',
                    'training.compilation_cache': ''})
@@ -150,7 +150,9 @@ def test_an_infinite_update_from_finite_gradients_is_skipped(tiny_config):
   """The guard covers the update: an infinite learning rate (refused by validation, set
   here directly) turns a finite loss and gradient into an infinite update, and the compiled
   step keeps the old parameters and reports the step skipped."""
-  from sparsediff_jax import data, sharding, train
+  from sparsediff_jax import data
+  from sparsediff_jax.runtime import sharding
+  from sparsediff_jax.modes import train
   c = tiny_config({'optim.learning_rate': float('inf'), 'optim.warmup_steps': 0,
                    'optim.grad_clip': 0.0})
   mesh = sharding.make_mesh()

@@ -14,7 +14,8 @@ import types
 import pytest
 from absl import flags
 
-from sparsediff_jax import config_base, errors, main, run_dir
+from sparsediff_jax import config_base, errors, main
+from sparsediff_jax.runtime import run_dir
 import tiny
 
 

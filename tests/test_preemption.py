@@ -13,7 +13,7 @@ import time
 
 import pytest
 
-from sparsediff_jax import preemption
+from sparsediff_jax.runtime import preemption
 
 pytestmark = pytest.mark.slow   # processes stopped by signals
 

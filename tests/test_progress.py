@@ -3,7 +3,7 @@ only) and the bound on steps in flight; driven by a fake clock, no waiting."""
 
 import pytest
 
-from sparsediff_jax import progress
+from sparsediff_jax.console import progress
 
 
 class FakeClock:

@@ -6,8 +6,9 @@ import os
 import numpy as np
 import pytest
 
-from sparsediff_jax import errors, evaluate, main
-from sparsediff_jax.evaluation import fid
+from sparsediff_jax import errors, main
+from sparsediff_jax.modes import evaluate
+from sparsediff_jax.metrics.fid import fid
 
 
 def _stats_file(path) -> str:

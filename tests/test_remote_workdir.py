@@ -9,7 +9,9 @@ import pytest
 
 import fake_gcs
 from cli_runs import TINY, assert_one_line_error, env, snapshot
-from sparsediff_jax import atomic_io, errors, metrics_jsonl, run_dir, workdir_lock
+from sparsediff_jax.runtime import atomic_io, run_dir, workdir_lock
+from sparsediff_jax import errors
+from sparsediff_jax.console import metrics_jsonl
 from tiny import tiny_config
 
 WORKDIR = 'gs://bucket/runs/tiny'

@@ -9,8 +9,11 @@ import numpy as np
 import pytest
 from clu import metric_writers
 
-from sparsediff_jax import checkpoints, errors, main, sharding, train
-from sparsediff_jax.evaluation import research, sweep_table
+from sparsediff_jax.runtime import checkpoints, sharding
+from sparsediff_jax import errors, main
+from sparsediff_jax.modes import train
+from sparsediff_jax.modes import research
+from sparsediff_jax.sweeps import sweep_table
 
 import tiny
 
@@ -142,7 +145,7 @@ def test_changed_data_is_refused_unless_allowed_and_reruns_never_overwrite(run_d
 
 
 def test_a_sampler_too_big_for_the_device_is_refused_before_sampling(run_dir, monkeypatch):
-  from sparsediff_jax import memory_check
+  from sparsediff_jax.runtime import memory_check
   config, workdir = run_dir
   monkeypatch.setenv(memory_check.LIMIT_ENV, '1024')   # a device of 1 KiB
   before = sorted(os.listdir(workdir))

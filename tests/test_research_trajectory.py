@@ -10,9 +10,11 @@ import numpy as np
 import pytest
 from clu import metric_writers
 
-from sparsediff_jax import checkpoints, errors, main, registry, sharding, state, train
+from sparsediff_jax.runtime import checkpoints, sharding, state
+from sparsediff_jax import errors, main, registry
+from sparsediff_jax.modes import train
 from sparsediff_jax.data import digits, shapes
-from sparsediff_jax.evaluation import research
+from sparsediff_jax.modes import research
 
 import tiny
 

@@ -22,7 +22,7 @@ import pytest
 
 from cli_runs import (TINY, assert_one_line_error, env, run, snapshot, start,
                       truncate_every_file)
-from sparsediff_jax import metrics_jsonl
+from sparsediff_jax.console import metrics_jsonl
 
 pytestmark = pytest.mark.slow   # CLI subprocesses killed and resumed
 

@@ -5,7 +5,8 @@ import os
 
 import pytest
 
-from sparsediff_jax import config_base, errors, run_dir
+from sparsediff_jax import config_base, errors
+from sparsediff_jax.runtime import run_dir
 
 
 def _saved(config) -> dict:

@@ -10,7 +10,9 @@ import signal
 
 import pytest
 
-from sparsediff_jax import metrics_jsonl, preemption, train
+from sparsediff_jax.console import metrics_jsonl
+from sparsediff_jax.runtime import preemption
+from sparsediff_jax.modes import train
 from tiny import tiny_config
 
 pytestmark = pytest.mark.slow   # three compilations of the step

@@ -4,7 +4,7 @@ import types
 
 import pytest
 
-from sparsediff_jax import summary
+from sparsediff_jax.console import summary
 
 
 def test_train_names_the_outputs_and_the_next_commands():

@@ -11,7 +11,7 @@ import sys
 import numpy as np
 import pytest
 
-from sparsediff_jax.evaluation import sweep_table
+from sparsediff_jax.sweeps import sweep_table
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 _spec = importlib.util.spec_from_file_location('sweep', os.path.join(REPO, 'launch', 'sweep.py'))
@@ -257,7 +257,7 @@ def test_trajectory_plot_has_one_line_per_setting(tmp_path, monkeypatch):
     _write_traj_run(tmp_path, f'd{seed}', 'grid', 0.0, seed, _traj(steps, [9, 8, 7], mem))
   _write_traj_run(tmp_path, 'm0', 'grid', 0.9, 0, _traj(steps, [20, 15, 12], [0, 0, .1]))
   drawn = []
-  from sparsediff_jax.images import pyplot
+  from sparsediff_jax.console.images import pyplot
   real_plot = pyplot().Axes.plot
 
   def recording_plot(ax, x, y, *args, **kwargs):
@@ -308,7 +308,7 @@ def test_kept_results_carry_over_and_a_changed_config_runs_again(tmp_path, monke
 
 
 def test_kept_config_comparison_tolerates_only_new_fields_at_their_default():
-  from sparsediff_jax.evaluation import carry_over
+  from sparsediff_jax.sweeps import carry_over
   current = carry_over.as_dict(carry_over.resolve_config(None, {'mask.ratio': '0.5'}))
   assert carry_over.differences(json.loads(json.dumps(current)), current) == []
   older = json.loads(json.dumps(current))

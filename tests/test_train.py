@@ -10,7 +10,9 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from sparsediff_jax import checkpoints, data, sharding, train
+from sparsediff_jax.runtime import checkpoints, sharding
+from sparsediff_jax import data
+from sparsediff_jax.modes import train
 from tiny import tiny_config
 
 HERE = os.path.dirname(__file__)

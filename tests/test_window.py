@@ -10,8 +10,9 @@ import jax
 import numpy as np
 import pytest
 
-from sparsediff_jax import preemption, train
-from sparsediff_jax.evaluation import window, window_scoring
+from sparsediff_jax.runtime import preemption
+from sparsediff_jax.modes import train
+from sparsediff_jax.metrics import window, window_scoring
 from tiny import tiny_config
 
 
@@ -224,7 +225,7 @@ def _synthetic_results(results):
 
 
 def test_window_table_from_kept_results(tmp_path):
-  from sparsediff_jax.evaluation import window_table
+  from sparsediff_jax.sweeps import window_table
   _synthetic_results(tmp_path / 'runs')
   rc = window_table.main([f'--results={tmp_path / "runs"}', '--quality=digits_fd=16',
                           '--levels=0.5', '--planned=48'])
@@ -250,7 +251,7 @@ def test_window_table_from_kept_results(tmp_path):
     ('--levels=0', '--levels'), ('--quality=shape_consistency=0.5', "data.name='digits'")])
 def test_window_table_bad_input_is_one_line_and_writes_nothing(tmp_path, capsys, flag,
                                                                fragment):
-  from sparsediff_jax.evaluation import window_table
+  from sparsediff_jax.sweeps import window_table
   _synthetic_results(tmp_path / 'runs')
   before = sorted(os.listdir(tmp_path))
   assert window_table.main([f'--results={tmp_path / "runs"}', flag]) == 2

@@ -10,7 +10,8 @@ import time
 import pytest
 
 from cli_runs import snapshot
-from sparsediff_jax import errors, workdir_lock
+from sparsediff_jax import errors
+from sparsediff_jax.runtime import workdir_lock
 
 
 def _dead_pid() -> int:
@@ -49,7 +50,7 @@ def test_a_second_run_is_refused_naming_the_holder_and_changing_nothing(tmp_path
 def test_a_lock_held_by_another_live_process_is_refused(tmp_path):
   workdir = str(tmp_path / 'run')
   holder = subprocess.Popen(
-      [sys.executable, '-c', 'import sys, time; from sparsediff_jax import workdir_lock\n'
+      [sys.executable, '-c', 'import sys, time; from sparsediff_jax.runtime import workdir_lock\n'
        'with workdir_lock.hold(sys.argv[1]):\n  print("held", flush=True); time.sleep(60)',
        workdir], stdout=subprocess.PIPE, text=True,
       env={**os.environ, 'PYTHONPATH': os.path.dirname(os.path.dirname(__file__))})

@@ -12,7 +12,7 @@
 # tau_gen) is copied to RESULTS/<run name>/ and, with COMMIT=1, committed at once; a run
 # whose kept result matches its resolved config is skipped, so the command continues on any
 # machine from the committed results. Then the tables and figures are rebuilt from RESULTS
-# alone: python -m sparsediff_jax.evaluation.window_table --results=RESULTS.
+# alone: python -m sparsediff_jax.sweeps.window_table --results=RESULTS.
 #
 # Caps and spacing per n (dense tau_mem(0.5) estimated from digits_regime.md: about 450
 # steps at n=16, 1300 at n=32, 3500 at n=64): the cap is at least 4x that, so a run that
@@ -60,4 +60,4 @@ for n in ${N_LIST//,/ }; do
     --equal_quality '' \
     --title "digits 8x8, n=$n, cap $CAP steps: memorization window" "$@" || true
 done
-"$PYTHON" -m sparsediff_jax.evaluation.window_table --results="$RESULTS"
+"$PYTHON" -m sparsediff_jax.sweeps.window_table --results="$RESULTS"

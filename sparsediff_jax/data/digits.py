@@ -14,7 +14,7 @@ Preprocessing, in this order:
 3. Repeat the gray channel three times (RGB), the layout of every dataset in this project.
 
 The split is fixed: rows 0..1499 of scikit-learn's order are `train` (the training set,
-and what the digits classifier of `sparsediff_jax/evaluation/digits_classifier.py` learns
+and what the digits classifier of `sparsediff_jax/data/digits_classifier.py` learns
 from) and rows 1500..1796 are `heldout` (297 images: the classifier's accuracy check and
 the reference set of the digits metrics). A model trained on `train` never sees `heldout`.
 """

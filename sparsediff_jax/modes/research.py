@@ -1,0 +1,323 @@
+"""One run's research metrics: `--mode=research` writes WORKDIR/research_metrics.json.
+
+`evaluate_run(config, workdir)` restores the newest checkpoint (state.restore_run: FSDP
+shardings, damaged-step fallback) and, with the parameters sampling.ema_index names:
+  * generates config.research.num_samples images (`generate.make_generator`; sample i's
+    noise depends on (sampling.seed, i) only, so every run of a sweep is scored on the
+    same noise);
+  * the metrics the dataset registers (registry.DATASET_METRICS: global consistency on
+    shapes, the classifier scores on digits);
+  * memorization against the whole training set in pixel space (`memorization`), and
+    the same measure for fresh real images of the dataset (its floor, 'reference_pixel_*':
+    the images registry.DATASET_FRESH gives for data.name; none when it has no entry);
+  * context use of the denoiser on noisy training images (`locality`);
+  * the training losses of the last logged window (from the run's TensorBoard events).
+It writes WORKDIR/research_metrics.json (flat floats, what `launch/sweep.py` aggregates,
+and the settings that produced them: checkpoint step, sampler, sampling_steps,
+sampling_seed, num_samples, ema_index, ema_decay) and
+WORKDIR/research/{samples,memorization,locality}.png. A rerun never overwrites: it writes
+research_metrics-2.json, research/samples-2.png, ... (the first suffix no output has yet;
+sweep_table.newest_metrics_file finds the newest).
+
+Before scoring, the training data is checked against WORKDIR/dataset.json as a resume does
+(run_dir.check_same_data): memorization against other images would mean nothing. A change
+is refused (ConfigMismatchError, exit 2) unless research.allow_other_data=True.
+
+With research.trajectory=True it also scores EVERY checkpoint on disk, oldest first, each
+restored by state.restore_run(config, workdir, step=S), with the cheap subset of the
+metrics: pixel memorization of the same num_samples samples (same noise at every step;
+one compiled sampler for all steps) and the dataset's metrics, plus the losses logged at
+or before S. It writes WORKDIR/research/trajectory.json (a list of {'step', 'pixel_*',
+<dataset metrics>, 'train_loss', 'train_dense_loss'}) and trajectory.png, and adds to the
+metrics `trajectory_length` (checkpoints scored) and `memorization_onset_step`: the first
+scored step at which at least ONSET_FRACTION of the samples are memorized, NaN when no
+scored step reaches it (so its resolution is training.checkpoint_every).
+
+Command line: e.g. python -m sparsediff_jax.main --workdir=runs/x --mode=research. The
+fields that define the run come from WORKDIR/config.json (run_dir.bind_to_run); an
+override that contradicts them is refused.
+"""
+
+from absl import logging
+import json
+import os
+import time
+
+import jax
+import numpy as np
+from etils import epath
+from flax import nnx
+
+from sparsediff_jax.runtime import atomic_io, checkpoints, run_dir, state
+from sparsediff_jax import data, errors, formulations, generate, registry
+from sparsediff_jax.modes import evaluate
+from sparsediff_jax.metrics import locality, memorization, window_scoring
+from sparsediff_jax.sweeps import sweep_table
+from sparsediff_jax.console.images import make_grid, pyplot, save_figure, save_png
+
+METRICS_FILE = 'research_metrics.json'
+TRAJECTORY_FILE = 'trajectory.json'
+ONSET_FRACTION = 0.5   # memorization_onset_step: at least half the samples memorized.
+
+
+def generate_samples(config, graphdef, params, mesh, num: int, gen=None) -> np.ndarray:
+  """uint8 [num, H, W, C]: images 0..num-1 in batches of config.research.batch_size.
+
+  gen: a generate.make_generator function to reuse (its compiled sampler), or None.
+  """
+  gen = gen if gen is not None else generate.make_generator(config, graphdef, mesh)
+  batch, out, start = config.research.batch_size, [], time.time()
+  for lo in range(0, num, batch):
+    # Always a full batch (one compilation); the surplus of the last one is dropped.
+    out.append(gen(params, np.arange(lo, lo + batch))[:num - lo])
+    done = lo + len(out[-1])
+    logging.info('generated %d/%d images (%.1f images/s)', done, num,
+                 done / max(time.time() - start, 1e-9))
+  return np.concatenate(out)
+
+
+def locality_times(formulation, n: int) -> np.ndarray:
+  """The first n times of the sampler's n-step grid: from pure noise towards the data."""
+  return np.asarray(formulation.time_grid(n))[:n]
+
+
+def logged_series(workdir: str, tags=('loss', 'dense_loss')) -> dict[str, dict[int, float]]:
+  """{tag: {step: value}} of every logged value of each tag in WORKDIR's TensorBoard event
+  files (a step logged twice, e.g. by a resumed run, keeps the later file's value)."""
+  from tensorboard.backend.event_processing import event_accumulator
+  series: dict[str, dict[int, float]] = {}
+  for path in sorted(map(str, epath.Path(workdir).glob('events.out.tfevents.*'))):
+    acc = event_accumulator.EventAccumulator(path, size_guidance={'tensors': 0, 'scalars': 0})
+    acc.Reload()
+    for tag in tags:
+      events = []
+      if tag in acc.Tags().get('tensors', []):
+        events = [(e.step, float(np.asarray(_tensor_value(e.tensor_proto))))
+                  for e in acc.Tensors(tag)]
+      elif tag in acc.Tags().get('scalars', []):
+        events = [(e.step, float(e.value)) for e in acc.Scalars(tag)]
+      for step, value in events:
+        series.setdefault(tag, {})[int(step)] = value
+  return series
+
+
+def logged_at(series: dict[str, dict[int, float]], step: int | None = None) -> dict[str, float]:
+  """{'train_<tag>': the value logged at the newest step <= `step` (None: the newest)};
+  tags with nothing logged by then are left out."""
+  out = {}
+  for tag, values in series.items():
+    steps = [s for s in values if step is None or s <= step]
+    if steps:
+      out[f'train_{tag}'] = values[max(steps)]
+  return out
+
+
+def last_logged(workdir: str, tags=('loss', 'dense_loss')) -> dict[str, float]:
+  """The newest logged value of each tag in WORKDIR's TensorBoard event files, as train_*."""
+  return logged_at(logged_series(workdir, tags))
+
+
+def _tensor_value(proto):
+  from tensorboard.util import tensor_util
+  return tensor_util.make_ndarray(proto)
+
+
+def memorization_floor(config, num: int, train_images: np.ndarray) -> dict[str, float]:
+  """'reference_pixel_*': the memorization measure of fresh real images of the dataset
+  (registry.DATASET_FRESH: images outside the training subset, which no model has seen;
+  small images repeat by chance) against train_images. {} when the dataset registers none
+  or gives no image."""
+  if config.data.name not in registry.DATASET_FRESH:
+    return {}
+  fresh = registry.DATASET_FRESH.get(config.data.name)(config, num, len(train_images))
+  if len(fresh) == 0:
+    return {}
+  f1, f2, _ = memorization.nearest_two(np.asarray(fresh), train_images)
+  return memorization.memorization_stats(f1, f2, 'reference_pixel_')
+
+
+def memorization_onset_step(steps, fractions, threshold: float = ONSET_FRACTION) -> float:
+  """The first of `steps` (ascending) whose memorized fraction is >= threshold; NaN if none.
+
+  Args:
+    steps: int [T], the scored checkpoint steps, ascending.
+    fractions: float [T] in [0, 1], the memorized fraction of the samples at each step.
+  """
+  for step, fraction in zip(steps, fractions):
+    if fraction >= threshold:
+      return float(step)
+  return float('nan')
+
+
+def trajectory_entry(step: int, metrics: dict, dataset_keys, logged: dict) -> dict:
+  """One point of the trajectory: the step, the pixel_* memorization stats, the dataset's
+  metrics and the losses logged at or before `step`."""
+  entry = {'step': int(step)}
+  entry.update({k: v for k, v in metrics.items() if k.startswith('pixel_')})
+  entry.update({k: metrics[k] for k in dataset_keys if k in metrics})
+  entry.update(logged)
+  return entry
+
+
+def checkpoint_steps(workdir: str) -> list[int]:
+  """The checkpoint steps in WORKDIR/checkpoints, ascending (read-only: nothing trimmed)."""
+  ckpt = checkpoints.Checkpointer(os.path.join(workdir, 'checkpoints'), read_only=True)
+  try:
+    return ckpt.all_steps()
+  finally:
+    ckpt.close()
+
+
+def evaluate_trajectory(config, workdir: str, gen, mesh, train_images: np.ndarray,
+                        newest: dict) -> list[dict]:
+  """Trajectory entries of every checkpoint on disk up to newest['step'], oldest first.
+
+  gen: the generate.make_generator function (one compiled sampler for every step).
+  newest: the entry of the newest step, already computed by evaluate_run (reused).
+  A checkpoint that cannot be read is left out with a warning.
+  """
+  series = logged_series(workdir)
+  out = []
+  for step in checkpoint_steps(workdir):
+    if step == newest['step']:
+      out.append(newest)
+      continue
+    if step > newest['step']:
+      continue
+    try:
+      run = state.restore_run(config, workdir, mesh=mesh, step=step)
+    except errors.CheckpointError as e:
+      logging.warning('trajectory: checkpoint %d left out: %s', step, e)
+      continue
+    samples = generate_samples(config, run.graphdef, run.params(config), mesh,
+                               config.research.num_samples, gen=gen)
+    mem, _ = memorization.memorization_report(samples, train_images)
+    dataset = evaluate.dataset_metrics(config, samples, train_images)
+    out.append(trajectory_entry(step, {**mem, **dataset}, dataset, logged_at(series, step)))
+    logging.info('trajectory: step %d: memorized fraction %.3f', step,
+                 mem['pixel_memorized_fraction'])
+  return out
+
+
+def save_trajectory_plot(path: str, trajectory: list[dict], floor: float | None = None,
+                         title: str = '') -> str:
+  """PNG: memorized fraction (left) and mean nearest-neighbour distance (right) vs step."""
+  plt = pyplot()
+  steps = [e['step'] for e in trajectory]
+  fig, axes = plt.subplots(1, 2, figsize=(8.4, 3.2))
+  axes[0].plot(steps, [e['pixel_memorized_fraction'] for e in trajectory], 'o-',
+               label='samples')
+  axes[0].axhline(ONSET_FRACTION, color='grey', ls=':', label='onset threshold')
+  if floor is not None:
+    axes[0].axhline(floor, color='black', ls='--', label='fresh real images')
+  axes[0].set_ylim(-0.02, 1.02)
+  axes[0].set_ylabel('memorized fraction (d1/d2 < 1/3)', fontsize=8)
+  axes[0].legend(fontsize=7)
+  axes[1].plot(steps, [e['pixel_nn_distance_mean'] for e in trajectory], 'o-')
+  axes[1].set_ylabel('mean L2 to nearest training image', fontsize=8)
+  for ax in axes:
+    ax.set_xlabel('training step', fontsize=8)
+    ax.tick_params(labelsize=7)
+  fig.suptitle(title, fontsize=9)
+  return save_figure(fig, path)
+
+
+def write_trajectory(workdir: str, trajectory: list[dict], suffix: str = '') -> str:
+  """WORKDIR/research/trajectory{suffix}.json, written whole or not at all."""
+  path = sweep_table.with_suffix(os.path.join(workdir, 'research', TRAJECTORY_FILE), suffix)
+  atomic_io.write_json(path, trajectory)
+  return path
+
+
+def evaluate_run(config, workdir: str) -> dict:
+  """Computes, writes and returns the run's research metrics (see the module docstring)."""
+  r, s = config.research, config.sampling
+  check_training_data(config, workdir)
+  run = state.restore_run(config, workdir)
+  step, params, graphdef, mesh = run.step, run.params(config), run.graphdef, run.mesh
+  logging.info('research metrics of %s at step %d', workdir, step)
+  out_dir, suffix = os.path.join(workdir, 'research'), output_suffix(workdir)
+  out = lambda name: sweep_table.with_suffix(os.path.join(out_dir, name), suffix)
+  metrics = {'step': step, 'num_samples': r.num_samples, 'sampler': s.sampler,
+             'sampling_steps': s.num_steps, 'sampling_seed': s.seed,
+             'ema_index': s.ema_index, 'ema_decay': state.inference_ema_decay(config)}
+
+  generate.check_sampler_fits(config, graphdef, mesh, params, r.batch_size)   # else refused
+  gen = generate.make_generator(config, graphdef, mesh)
+  samples = generate_samples(config, graphdef, params, mesh, r.num_samples, gen=gen)
+  train_images = data.load_train_images(config)
+  metrics['num_train_images'] = len(train_images)
+  dataset = evaluate.dataset_metrics(config, samples, train_images)
+  metrics.update(dataset)
+
+  mem, neighbours = memorization.memorization_report(samples, train_images)
+  metrics.update(mem)
+  metrics.update(memorization_floor(config, r.num_samples, train_images))
+
+  formulation = formulations.get_formulation(config.diffusion)
+  x0 = train_images[:r.locality_images].astype(np.float32) / 127.5 - 1.0
+  loc = locality.measure_locality(lambda p, x, c: nnx.merge(graphdef, p)(x, c), params,
+                                  formulation, x0, locality_times(formulation, r.locality_times),
+                                  seed=config.sampling.seed)
+  metrics.update(locality.summary(loc))
+  logged = last_logged(workdir)
+  metrics.update(logged)
+
+  trajectory = None
+  if r.trajectory:
+    newest = trajectory_entry(step, metrics, dataset, logged)
+    trajectory = evaluate_trajectory(config, workdir, gen, mesh, train_images, newest)
+    metrics['trajectory_length'] = len(trajectory)
+    metrics['memorization_onset_step'] = memorization_onset_step(
+        [e['step'] for e in trajectory], [e['pixel_memorized_fraction'] for e in trajectory])
+
+  if jax.process_index() == 0:   # scored while training (research.window_every), if it was
+    metrics.update(window_scoring.report(config, workdir, train_images,
+                                         out('window_tau_gen.png')))
+
+  if jax.process_index() == 0:
+    rows = int(np.sqrt(min(64, len(samples))))
+    save_png(out('samples.png'),
+             make_grid(samples[:rows * rows], rows=rows), upscale=2)
+    memorization.save_memorization_grid(out('memorization.png'), samples,
+                                        train_images, neighbours, k=r.memorization_grid)
+    run_name = os.path.basename(os.path.normpath(workdir))
+    locality.save_locality_plot(out('locality.png'), loc,
+                                title=f'{run_name} (step {step})')
+    if trajectory is not None:
+      write_trajectory(workdir, trajectory, suffix)
+      save_trajectory_plot(out('trajectory.png'), trajectory,
+                           floor=metrics.get('reference_pixel_memorized_fraction'),
+                           title=run_name)
+    metrics_file = write_metrics(workdir, metrics, suffix)
+  logging.info('research metrics: %s', json.dumps(metrics, sort_keys=True))
+  return {**metrics, 'metrics_file': metrics_file} if jax.process_index() == 0 else metrics
+
+
+def output_suffix(workdir: str) -> str:
+  """'' for the first research run of WORKDIR, then '-2', '-3', ...: the first suffix with
+  no research_metrics, research/samples or research/trajectory output yet."""
+  base = os.path.join(workdir, 'research', 'samples')
+  prefix = generate.unused_prefix(base, also=(
+      os.path.join(workdir, os.path.splitext(METRICS_FILE)[0]),
+      os.path.join(workdir, 'research', os.path.splitext(TRAJECTORY_FILE)[0])))
+  return prefix[len(base):]
+
+
+def check_training_data(config, workdir: str) -> None:
+  """ConfigMismatchError when the training data differs from WORKDIR/dataset.json (what
+  the run trained on), unless research.allow_other_data; then a warning."""
+  try:
+    run_dir.check_same_data(data.describe_dataset(config), workdir,
+                            'or set --config.research.allow_other_data=True to score anyway')
+  except errors.ConfigMismatchError as e:
+    if not config.research.allow_other_data:
+      raise
+    logging.warning('%s (scoring anyway: research.allow_other_data=True)', e)
+
+
+def write_metrics(workdir: str, metrics: dict, suffix: str = '') -> str:
+  """WORKDIR/research_metrics{suffix}.json, written whole or not at all."""
+  path = sweep_table.with_suffix(os.path.join(workdir, METRICS_FILE), suffix)
+  atomic_io.write_json(path, metrics, sort_keys=True)
+  return path

@@ -1,0 +1,326 @@
+"""Training state, the jitted sharded train step, and the training loop.
+
+The hot step is one compiled function of the split NNX state: it turns uint8 images into a
+training pair of the formulation, runs the network, takes the sparse-mask loss
+(`masking.masked_mse`), and applies gradients and EMA updates, all over the mesh; a step
+with a NaN/inf loss or gradient applies nothing (nonfinite.py). The loop resumes exactly
+from the newest intact checkpoint, stops cleanly on SIGTERM/SIGINT (preemption.py) and
+writes every logged line to WORKDIR/metrics.jsonl too (docs/troubleshooting.md).
+"""
+
+from absl import logging
+import os
+import time
+from typing import Callable
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+from flax import nnx
+
+from sparsediff_jax.runtime import checkpoints, memory_check, nonfinite, preemption, run_dir, sharding
+from sparsediff_jax import data, formulations, generate, masking
+from sparsediff_jax.errors import ConfigError
+from sparsediff_jax.console.images import make_grid, save_png
+from sparsediff_jax.console import progress, tb_writer  # console: phases, progress bar, writers
+from sparsediff_jax.models import count_params
+from sparsediff_jax.runtime import run_dir
+from sparsediff_jax.runtime.run_dir import flatten as _flatten
+from sparsediff_jax.runtime.state import (TrainState, abstract_model, abstract_state, init_state,
+                                  make_optimizer, memory_per_device, restore,
+                                  state_shardings)
+
+# A periodic evaluation handed to the loop by its caller (training never imports the
+# evaluation code): factory(config, graphdef, mesh, workdir) -> None (off) or
+# (every: steps between calls, fn(state) -> dict of scalars to log) or
+# (every, fn, stop) with stop(step) -> bool: True once the run has decided by that step
+# (asked after each of its calls and on resume): the run checkpoints and ends there like a
+# finished run. The factory runs before the data is loaded, so a missing input of the hook
+# stops the run before it writes.
+EvalHook = Callable[..., tuple | None]
+
+
+def ema_decay(decay: float, step: jax.Array) -> jax.Array:
+  """The decay used at `step`: warmed up as (1 + step) / (10 + step) early in training.
+
+  Without the warm-up a 0.9999 average would still be mostly the initial parameters after
+  thousands of steps, and short runs would sample from an untrained network.
+  """
+  return jnp.minimum(decay, (1.0 + step) / (10.0 + step))
+
+
+def make_train_step(config, graphdef, tx, schedule, *, return_mask: bool = False):
+  """The pure step (state, uint8 images [B, H, W, C]) -> (state, metrics).
+
+  return_mask: also return the keep-mask the step drew, as metrics['mask'] [B, H, W, C]
+  (for tests of what the compiled step does; it costs a copy of the mask).
+  """
+  formulation = formulations.get_formulation(config.diffusion)
+  mask_fn = masking.get_mask_strategy(config.mask)
+  mask_cfg, decays = config.mask, tuple(config.optim.ema_decays)
+  use_dropout = config.model.dropout > 0
+
+  def step_fn(state: TrainState, images: jax.Array):
+    x0 = images.astype(jnp.float32) / 127.5 - 1.0
+    k_pair, k_mask, k_drop = jax.random.split(jax.random.fold_in(state.rng, state.step), 3)
+    pair = formulation.training_pair(k_pair, x0)
+    mask = mask_fn(k_mask, x0.shape, pair.level, state.step)
+
+    def loss_fn(params):
+      net = nnx.merge(graphdef, params)
+      pred = net(pair.net_input, pair.cond,
+                 rngs=nnx.Rngs(dropout=k_drop) if use_dropout else None)
+      loss = masking.masked_mse(pred, pair.target, mask, pair.weight, mask_cfg.normalize)
+      # The ordinary dense loss on the same batch, for comparison across mask ratios.
+      dense = masking.masked_mse(jax.lax.stop_gradient(pred), pair.target,
+                                 jnp.ones_like(mask), pair.weight)
+      return loss, dense
+
+    (loss, dense), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
+    updates, opt_state = tx.update(grads, state.opt_state, state.params)
+    params = optax.apply_updates(state.params, updates)
+    ema = tuple(jax.tree.map(lambda e, p, d=ema_decay(d, state.step): d * e + (1.0 - d) * p,
+                             e, params)
+                for d, e in zip(decays, state.ema))
+    grad_norm = optax.global_norm(grads)
+    # NaN/inf: keep the old state (see nonfinite.py); the host reads `skipped` lazily.
+    finite = nonfinite.all_finite(loss, grad_norm, optax.global_norm(updates))
+    params, ema, opt_state = nonfinite.keep_if(finite, (params, ema, opt_state),
+                                               (state.params, state.ema, state.opt_state))
+    metrics = {'loss': loss, 'dense_loss': dense, 'grad_norm': grad_norm,
+               'learning_rate': schedule(state.step), 'kept_fraction': jnp.mean(mask),
+               'skipped': 1.0 - finite.astype(jnp.float32)}
+    if return_mask:
+      metrics['mask'] = mask
+    return state.replace(step=state.step + 1, params=params, ema=ema,
+                         opt_state=opt_state), metrics
+
+  return step_fn
+
+
+def make_multi_step(step_fn, steps: int, unroll: bool = True):
+  """`steps` training steps in one call, as a lax.scan: images [steps, batch, H, W, C] in,
+  metrics stacked along a leading [steps] axis out. The same numbers as `steps` calls.
+  `unroll`: the steps laid out one after another (no loop in the program) or a rolled loop."""
+  if steps == 1:
+    return step_fn
+  return lambda state, images: jax.lax.scan(step_fn, state, images, unroll=unroll)
+
+
+def compile_train_step(config, graphdef, tx, schedule, mesh, *, donate: bool = True,
+                       return_mask: bool = False):
+  """jit with the batch split over the mesh, the state in its shardings and donated (its
+  buffers reused for the new state: one copy of the state in memory, not two).
+
+  With config.training.steps_per_call = k > 1 one call runs k steps on [k, batch, ...].
+  """
+  rep, state_sh = sharding.replicated(mesh), state_shardings(config, tx, mesh)
+  k = config.training.steps_per_call
+  step_fn = make_train_step(config, graphdef, tx, schedule, return_mask=return_mask)
+  return jax.jit(make_multi_step(step_fn, k,
+                                 config.training.unroll_steps),
+                 in_shardings=(state_sh, sharding.batch_sharding(mesh, stacked=k > 1)),
+                 out_shardings=(state_sh, rep), donate_argnums=0 if donate else ())
+
+
+def check_step_fits(config, step_jit, target: TrainState, mesh) -> None:
+  """errors.ConfigError unless the compiled train step fits in device memory (compiles it
+  from shapes; the first call then reuses the executable)."""
+  t, d = config.training, config.data
+  shape = (t.batch_size, d.image_size, d.image_size, 3)
+  k = t.steps_per_call
+  batch = jax.ShapeDtypeStruct((k, *shape) if k > 1 else shape, jnp.uint8,
+                               sharding=sharding.batch_sharding(mesh, stacked=k > 1))
+  memory_check.check_compiled_fits(step_jit.lower(target, batch).compile(),
+                                   f'the train step (batch {t.batch_size} of '
+                                   f'{d.image_size}x{d.image_size})')
+
+
+def _mean_metrics(history: list[dict]) -> dict:
+  host = jax.device_get(history)
+  return {k: float(np.mean([h[k] for h in host])) for k in host[0]}
+
+
+def _write_samples(config, workdir, writer, sample_fn, params, step):
+  grid_images = sample_fn(params)
+  if jax.process_index() == 0:
+    grid = make_grid(grid_images, rows=config.sampling.grid_size)
+    path = os.path.join(workdir, 'samples', f'samples_{step:07d}.png')
+    save_png(path, grid, upscale=max(1, 256 // grid.shape[0] + 1))
+    writer.write_images(step, {'samples': grid[None]})
+    logging.info('wrote %s', path)
+
+
+def train(config, workdir: str, *, hooks: tuple[EvalHook, ...] = ()) -> TrainState:
+  """Trains (resuming from WORKDIR/checkpoints when present) and returns the final state.
+
+  hooks: periodic evaluations (see EvalHook), e.g. evaluate.train_fid_hook.
+
+  Raises preemption.TrainingInterrupted after checkpointing the current step when stopped
+  by a signal, nonfinite.NonFiniteError per config.training.on_nonfinite,
+  errors.ConfigMismatchError when the checkpoints belong to a different config, and
+  checkpoints.CheckpointError when none of them can be read.
+  """
+  mesh = sharding.make_mesh(config)
+  tx, schedule = make_optimizer(config)
+  graphdef, abstract_params = abstract_model(config)
+  logging.info('model %s: %d parameters; mesh %s', config.model.name,
+               count_params(abstract_params), dict(mesh.shape))
+  target = abstract_state(config, tx, mesh)   # shapes only: nothing allocated
+  logging.info('training state per device: %s', memory_per_device(target))
+  memory_check.check_state_fits(target)   # before the data, the checkpoints and any write
+  # First, so that a hook's missing input stops the run before it writes anything.
+  evaluations = [h for h in (hook(config, graphdef, mesh, workdir) for hook in hooks) if h]
+
+  step_jit = compile_train_step(config, graphdef, tx, schedule, mesh)
+  with progress.phase('compiling the train step and the sampler'):   # refused if too big
+    check_step_fits(config, step_jit, target, mesh)
+    generate.check_sampler_fits(config, graphdef, mesh, target.ema[0],
+                                config.sampling.grid_size ** 2)
+  # Then the data (main.py has checked that it exists): a broken one stops the run before
+  # anything is written.
+  with progress.phase('loading data'):
+    data_it = data.make_train_iterator(config, process_index=jax.process_index(),
+                                       process_count=jax.process_count())
+  if jax.process_index() == 0 and not config.data.per_process_read:
+    run_dir.record_loaded_examples(workdir, len(data_it.images))   # skipped bad files
+  ckpt = checkpoints.Checkpointer(os.path.join(workdir, 'checkpoints'),
+                                  keep=config.training.keep_checkpoints)
+  with progress.phase('looking for checkpoints to restore'):
+    restored = restore(config, ckpt, tx, mesh, target)
+  skipped_steps, unlogged = 0, []
+  if restored is None:
+    with progress.phase('initialising parameters'):
+      state = init_state(config, tx, mesh)
+  else:
+    start, state, meta = restored
+    data_it.set_state(meta['data'])
+    skipped_steps = meta.get('skipped_steps', 0)
+    unlogged = _history_from_meta(meta.get('unlogged_metrics', []))
+    logging.info('resumed from step %d', start)
+  start, k = int(state.step), config.training.steps_per_call
+  stops = [e[2] for e in evaluations if len(e) > 2]
+  decided = start > 0 and any(stop(start) for stop in stops)   # stopped there before
+  if decided:
+    logging.info('the run decided at step %d (an evaluation hook stopped it); nothing to '
+                 'train', start)
+  if start % k:
+    raise ConfigError(
+        f'the run stopped at step {start}, not a multiple of training.steps_per_call={k}; '
+        'resume with a training.steps_per_call that divides it (e.g. 1)')
+  if start >= config.training.num_steps:   # a finished run: nothing to do, exit code 0
+    logging.warning('%s', _nothing_to_train(config, workdir, start))
+    ckpt.close()
+    return state
+
+  writer = tb_writer.create_writer(workdir, process_index=jax.process_index(),
+                                  resume_step=start)
+  if start == 0:
+    writer.write_hparams({name: str(v) for name, v in _flatten(config.to_dict()).items()})
+  step_fn = progress.time_first_call(step_jit, 'first train step')
+  sample_fn = progress.time_first_call(generate.make_grid_sampler(config, graphdef, mesh),
+                                      'sampling a grid')
+
+  tc = config.training
+  batches = sharding.prefetch_to_mesh(data_it, mesh, steps_per_call=k)
+  monitor = nonfinite.NonFiniteMonitor(tc.on_nonfinite, tc.nonfinite_patience, skipped_steps,
+                                       last_checkpoint=lambda: _newest_checkpoint(ckpt))
+  stop = preemption.StopRequest()
+  # ---- console progress; at most 2 calls in flight, so a stop is honoured within 2 ----
+  bar = progress.TrainProgress(tc.num_steps, start, enabled=jax.process_index() == 0)
+  in_flight = progress.InFlight(depth=2)
+  # ----
+  # The window of the next metric line; after a resume, it starts with the steps the
+  # checkpoint's run trained but had not logged yet (so the line averages the whole window).
+  history, t_last, step_last = unlogged, time.time(), start
+  step, stopping, is_last = start, False, start == tc.num_steps
+  end = start if decided else tc.num_steps
+  try:
+    for step in range(start + k, end + 1, k):   # `step`: the last step of the call
+      batch, data_state = next(batches)
+      state, metrics = step_fn(state, batch)
+      bar.update(step, loss=in_flight.push(metrics['loss']))   # console progress
+      history.append(metrics)
+      monitor.observe(step, metrics)
+      stopping = stop.should_stop(step // k)   # call index: processes agree on calls
+      is_last = step == tc.num_steps
+      if step % tc.log_every == 0 or is_last:   # a stop logs nothing: the resume does
+        failure = monitor.check()
+        scalars = _mean_metrics(history)
+        now = time.time()
+        steps_per_sec = (step - step_last) / max(now - t_last, 1e-9)
+        eta_seconds = bar.eta_seconds()   # training time only (console progress)
+        scalars.update(steps_per_sec=steps_per_sec,
+                       images_per_sec=steps_per_sec * tc.batch_size,
+                       eta_minutes=(eta_seconds if eta_seconds is not None else
+                                    (tc.num_steps - step) / max(steps_per_sec, 1e-9)) / 60.0,
+                       skipped_steps=monitor.skipped_steps)
+        writer.write_scalars(step, scalars)
+        history, t_last, step_last = [], now, step
+        if failure:
+          raise failure
+      with bar.excluded():   # not training time (console progress)
+        if _due(step, tc.sample_every, is_last) and not stopping:
+          _write_samples(config, workdir, writer, sample_fn, state.ema[0], step)
+        for every, evaluation, *_ in evaluations:
+          if _due(step, every, is_last) and not stopping:
+            writer.write_scalars(step, evaluation(state))
+        decided = not stopping and any(stop(step) for stop in stops)
+        if _due(step, tc.checkpoint_every, is_last) or stopping or decided:
+          if failure := monitor.check():   # never checkpoint past a bad step under 'stop'
+            raise failure
+          ckpt.save(step, state, {'data': data_state, 'config': run_dir.config_dict(config),
+                                  'unlogged_metrics': _history_to_meta(history),
+                                  **monitor.meta()})
+      if stopping or decided:
+        if decided:
+          logging.info('the run decided at step %d (an evaluation hook stopped it)', step)
+        break
+  finally:
+    bar.close()   # console progress, however the loop ended
+  ckpt.wait()
+  ckpt.close()
+  writer.flush()
+  stop.close()   # only now: a SIGTERM during the last write must not cut it short
+  if stopping and not is_last:
+    raise preemption.TrainingInterrupted(step, stop.signum)
+  return state
+
+
+def _history_to_meta(history: list[dict]) -> list[dict]:
+  """The metrics of steps not logged yet, as JSON: {name: [dtype, values]} per call."""
+  return [{k: [str(v.dtype), v.tolist()] for k, v in h.items()}
+          for h in jax.device_get(history)]
+
+
+def _history_from_meta(entries: list[dict]) -> list[dict]:
+  """_history_to_meta's inverse: the same values, dtypes and shapes (so the same means)."""
+  return [{k: np.asarray(values, dtype) for k, (dtype, values) in h.items()} for h in entries]
+
+
+def finished_run_message(config, workdir: str) -> str | None:
+  """What to say instead of training when the newest checkpoint in WORKDIR (by its folder
+  name, read without opening it) is already at or past training.num_steps; else None."""
+  steps = run_dir.checkpoint_steps(workdir)
+  if steps and max(steps) >= config.training.num_steps:
+    return _nothing_to_train(config, workdir, max(steps))
+  return None
+
+
+def _nothing_to_train(config, workdir: str, step: int) -> str:
+  return (f'nothing to train: the run in {workdir} is at step {step} and '
+          f'training.num_steps={config.training.num_steps}; raise training.num_steps to train '
+          'further')
+
+
+def _newest_checkpoint(ckpt: checkpoints.Checkpointer) -> int | None:
+  """The step of the newest checkpoint on disk (after the write in flight), or None."""
+  ckpt.wait()
+  steps = ckpt.all_steps()
+  return steps[-1] if steps else None
+
+
+def _due(step: int, every: int, is_last: bool) -> bool:
+  return is_last or (every > 0 and step % every == 0)
+

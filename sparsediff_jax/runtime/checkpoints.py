@@ -1,0 +1,419 @@
+"""Orbax checkpoints of the training state, with fallback past damaged steps.
+
+A checkpoint holds two items: `state` (parameters, EMA, optimiser state, step, RNG; arrays)
+and `meta` (JSON: the data iterator's position and anything else host-side). Orbax's
+`latest_step()` happily returns a step whose files are damaged (cut short by a full disk,
+a kill during a write on a file system without atomic renames, a partial copy), so
+restoring walks the steps newest first and takes the first that restores whole, with a
+warning naming the ones passed over; when none does, CheckpointError says so rather than
+training from scratch. Step folders that a killed write left half-made (Orbax's
+`*.orbax-checkpoint-tmp-*`) are never listed as steps and are removed when the next
+training run opens the directory. A state with NaN or inf values is never written
+(NonFiniteError).
+
+A reader (`Checkpointer(..., read_only=True)`: sample, eval and research modes) may open the
+directory while a training run writes into it: it lists and restores committed steps only,
+and never deletes, renames or trims anything (no clean-up of the trainer's in-flight
+`N.orbax-checkpoint-tmp` folder, no setting aside of a damaged step: it reports the damage
+and falls back; the trainer repairs).
+
+A full disk (ENOSPC, however deeply Orbax wraps it) ends the run with one DiskFullError
+naming the checkpoint whose write failed, the path and the newest intact checkpoint, which
+a failed write never touches (Orbax commits a step by renaming it into place only when it is
+complete, and deletes old steps only after that). The failure of an asynchronous write is
+reported by the next `save()` or `wait()`, and Orbax's own error logs of it (several
+tracebacks, from its writer threads) are dropped from the console. WORKDIR/checkpoints
+that exists but is not a directory is refused (CheckpointError) before anything is written.
+"""
+
+from absl import logging
+import contextlib
+import errno
+import logging as pylogging
+import os
+import sys
+import weakref
+
+from etils import epath
+import jax
+from jax.experimental import multihost_utils
+import orbax.checkpoint as ocp
+
+from sparsediff_jax import errors
+from sparsediff_jax.runtime import nonfinite
+
+# Checkpoints exist but none of them can be restored, or the checkpoint folder is not one.
+CheckpointError = errors.CheckpointError
+
+
+_OPEN = weakref.WeakSet()   # Checkpointers not closed yet
+
+
+def wait_for_saves() -> None:
+  """Waits until every save in flight is on disk.
+
+  Saves run on daemon threads that need Python's thread pools, which are shut down before
+  atexit handlers run: a process that ends on an exception must call this first (the CLI
+  does) or it loses the save in flight.
+  """
+  for checkpointer in list(_OPEN):
+    if checkpointer.failed:   # already reported, by the error that ends the process
+      continue
+    try:
+      checkpointer.wait()
+    except Exception as e:  # noqa: BLE001 - the error that ends the process matters more
+      logging.error('a checkpoint write in %s failed: %s', checkpointer.directory, e)
+
+
+class Checkpointer:
+
+  def __init__(self, directory: str, *, keep: int = 3, async_save: bool = True,
+               read_only: bool = False):
+    """keep: the newest steps kept (the rest deleted); read_only: a reader beside a possibly
+    live trainer (nothing is written, deleted, renamed or trimmed; `keep` is unused)."""
+    # gs:// and other URLs stay as they are; local paths become absolute for Orbax.
+    self.directory = directory if '://' in directory else os.path.abspath(directory)
+    _check_is_directory(self.directory)
+    self.keep, self.read_only = keep, read_only
+    self.failed = False      # a write failed and was reported; nothing more is waited for
+    self._pending = None     # the step of the asynchronous write in flight, if any
+    _quiet_orbax_disk_full_logs()
+    if read_only:   # each option Orbax's read_only would otherwise override with a warning
+      options = ocp.CheckpointManagerOptions(read_only=True, max_to_keep=None, create=False,
+                                             save_interval_steps=0,
+                                             enable_async_checkpointing=False,
+                                             cleanup_tmp_directories=False)
+    else:
+      options = ocp.CheckpointManagerOptions(max_to_keep=keep,
+                                             enable_async_checkpointing=async_save,
+                                             cleanup_tmp_directories=True)
+    with _without_read_only_notice():
+      self.manager = ocp.CheckpointManager(self.directory, options=options,
+                                           item_names=('state', 'meta'))
+    _OPEN.add(self)
+
+  def save(self, step: int, state, meta: dict) -> None:
+    """Starts writing `state` (a pytree of arrays) and `meta` (JSON) as checkpoint `step`.
+
+    Raises NonFiniteError, writing nothing, if a float in `state` is NaN or inf.
+    """
+    if self.read_only:
+      raise ValueError(f'a read-only Checkpointer of {self.directory} cannot save')
+    nonfinite.check_state_finite(state, f'the state of step {step}')
+    self.wait()   # a failure of the write in flight is reported as that step's, not this one's
+    with self._reporting_disk_full(step):
+      self.manager.save(step, args=ocp.args.Composite(
+          state=ocp.args.StandardSave(state), meta=ocp.args.JsonSave(meta)))
+    self._pending = step
+
+  def all_steps(self) -> list[int]:
+    return sorted(self.manager.all_steps())
+
+  def restore_latest(self, abstract_state, check_meta=None, _relisted=False):
+    """Restores the newest intact checkpoint onto `abstract_state`'s shapes and shardings.
+
+    `check_meta(meta)`, if given, sees each candidate's meta before its state is read and
+    may raise to refuse the run (such errors propagate; they are not taken for damage).
+    Returns (step, state, meta), or None when there is no checkpoint at all. Raises
+    CheckpointError when checkpoints exist but none restores. Damaged steps are renamed to
+    STEP.damaged and steps beyond `keep` deleted, unless read_only (then only reported, and
+    when none restores the steps are listed again once: a live trainer may have replaced
+    them meanwhile).
+    """
+    steps, damaged, newest_error = self.all_steps(), [], None
+    for step in reversed(steps):
+      state, meta, error = self._restore_one(step, abstract_state, check_meta)
+      if error is not None:
+        logging.warning('checkpoint %d in %s cannot be restored (%s); trying an older one',
+                        step, self.directory, error)
+        damaged.append(step)
+        newest_error = newest_error or error
+        continue
+      if damaged and self.read_only:
+        logging.warning('restored checkpoint %d of %s; the newer %s could not be read (left '
+                        'as they are: the next training run sets them aside)', step,
+                        self.directory, damaged)
+      elif damaged:
+        self._set_aside(damaged)
+        logging.warning('restored checkpoint %d of %s; the newer %s could not be read and '
+                        'were renamed to STEP.damaged', step, self.directory, damaged)
+      # Orbax commits a new step before it deletes the oldest (so that a kill between the
+      # two never leaves fewer intact ones); a kill there leaves keep + 1 steps behind.
+      for old in ([] if self.read_only else self.all_steps()[:-self.keep]):
+        self.manager.delete(old)
+      return step, state['state'], meta['meta']
+    if steps and self.read_only and not _relisted:
+      self.manager.reload()
+      if self.all_steps() != steps:
+        return self.restore_latest(abstract_state, check_meta, _relisted=True)
+    if steps:
+      raise CheckpointError(
+          f'none of the checkpoints {steps} in {self.directory} can be restored (step '
+          f'{steps[-1]}: {newest_error}); ' + (
+              'if a training run is writing them, try again' if self.read_only else
+              'resume with the config they were written with, or start from scratch with '
+              '--start_over (moves the run into a previous-* folder)'))
+    return None
+
+  def restore_step(self, step: int, abstract_state, check_meta=None):
+    """Restores checkpoint `step` (and only it) onto `abstract_state`'s shapes and shardings.
+
+    For reading a run's history (e.g. every checkpoint of a trajectory); nothing is set
+    aside or deleted. `check_meta(meta)` as in restore_latest. Returns (step, state, meta).
+    Raises CheckpointError when `step` is not on disk or cannot be read, and
+    ConfigMismatchError when it holds arrays of another network.
+    """
+    steps = self.all_steps()
+    if step not in steps:
+      raise CheckpointError(f'checkpoint {step} is not in {self.directory} (steps on disk: '
+                            f'{steps or "none"})')
+    state, meta, error = self._restore_one(step, abstract_state, check_meta)
+    if error is not None:
+      raise CheckpointError(f'checkpoint {step} in {self.directory} cannot be restored '
+                            f'({error})')
+    return step, state['state'], meta['meta']
+
+  def _set_aside(self, steps) -> None:
+    """Renames damaged steps to STEP.damaged (not a step name to Orbax), since Orbax skips
+    saves at or below its newest listed step, damaged or not."""
+    if jax.process_index() == 0:
+      for step in steps:
+        path = epath.Path(self.directory) / str(step)
+        target = path.with_name(f'{step}.damaged')
+        if target.exists():
+          target.rmtree()
+        path.rename(target)
+    if jax.process_count() > 1:
+      multihost_utils.sync_global_devices('sparsediff_jax checkpoints set aside')
+    self.manager.reload()
+
+  def _restore_one(self, step: int, abstract_state, check_meta):
+    """(restored items, None) or (None, None, 'ErrorType: first line') for damaged files;
+    `check_meta` sees the meta first. Arrays of other shapes are intact files of another
+    network, not damage: ConfigMismatchError (setting them aside would be wrong advice)."""
+    meta, error = self._try_restore(step, meta=ocp.args.JsonRestore())
+    if error is None and check_meta is not None:
+      check_meta(meta['meta'])
+    state = None
+    if error is None:
+      state, error = self._try_restore(step, state=ocp.args.StandardRestore(abstract_state))
+    if error is not None and _is_shape_mismatch(error):
+      raise errors.ConfigMismatchError(
+          f'checkpoint {step} in {self.directory} holds arrays of other shapes than this '
+          f'config\'s model ({error}); the config differs from the one the run was trained '
+          'with (e.g. a model field): use that config, or another --workdir')
+    return state, meta, error
+
+  def _try_restore(self, step: int, **items):
+    """(restored items, None), or (None, 'ErrorType: first line') for damaged files."""
+    try:
+      return self.manager.restore(step, args=ocp.args.Composite(**items)), None
+    except Exception as e:  # Orbax raises many types for damaged files
+      return None, f'{type(e).__name__}: {(str(e).splitlines() or [""])[0][:200]}'
+
+  def wait(self) -> None:
+    """Waits until the write in flight is on disk. Raises DiskFullError if it ran out of
+    space (once: after a reported failure this returns at once)."""
+    if self.failed:
+      return
+    with self._reporting_disk_full(self._pending):
+      self.manager.wait_until_finished()
+    self._pending = None
+
+  @contextlib.contextmanager
+  def _reporting_disk_full(self, step: int | None):
+    """Turns an ENOSPC raised in the body, however wrapped, into one DiskFullError."""
+    try:
+      yield
+    except Exception as e:
+      cause = disk_full_cause(e)
+      if cause is None:
+        raise
+      self.failed, self._pending = True, None
+      _DropOrbaxDiskFull.seen_disk_full = True
+      raise errors.DiskFullError(self._disk_full_message(step, cause)) from e
+
+  def _disk_full_message(self, step: int | None, cause: BaseException) -> str:
+    what = 'a checkpoint' if step is None else f'checkpoint {step}'
+    where = getattr(cause, 'filename', None) or _step_folder(self.directory, step)
+    intact = [s for s in _steps_on_disk(self.directory) if s != step]
+    last = (f'the last intact checkpoint is step {intact[-1]} in {self.directory}' if intact
+            else f'no checkpoint in {self.directory} is complete yet')
+    return (f'no space left on device (ENOSPC) writing {what} to {where}; {last}; free '
+            'space there and run the same command again to resume (the half-written folder '
+            'is removed at the next start)' + _free_space(self.directory))
+
+  def close(self) -> None:
+    _OPEN.discard(self)
+    self.manager.close()
+
+
+@contextlib.contextmanager
+def _without_read_only_notice():
+  """Drops Orbax's 'Given directory is read only' warning, logged for every reader."""
+  drop = lambda record: 'Given directory is read only' not in record.getMessage()
+  logger = pylogging.getLogger('absl')
+  logger.addFilter(drop)
+  try:
+    yield
+  finally:
+    logger.removeFilter(drop)
+
+
+def _is_shape_mismatch(error: str) -> bool:
+  """Whether a restore error says the stored arrays have other shapes or structure."""
+  return ('not compatible with the stored shape' in error
+          or 'Requested shape' in error or 'tree structures do not match' in error.lower())
+
+
+def check_checkpoint_dir(workdir: str) -> None:
+  """Raises CheckpointError when WORKDIR/checkpoints exists but is not a directory.
+
+  Orbax would fail on it deep inside, or a run could take it for "no checkpoints" and
+  train from scratch; the CLI calls this before it writes anything.
+  """
+  _check_is_directory(os.path.join(workdir, 'checkpoints') if '://' not in workdir
+                      else f'{workdir.rstrip("/")}/checkpoints')
+
+
+def _check_is_directory(directory: str) -> None:
+  path = epath.Path(directory)
+  if path.exists() and not path.is_dir():
+    kind = 'a file' if path.is_file() else 'not a directory'
+    raise CheckpointError(
+        f'{directory} is {kind}, not a folder of checkpoints; move it away (training would '
+        'otherwise start from scratch next to it) or choose another --workdir')
+
+
+def disk_full_cause(error: BaseException) -> BaseException | None:
+  """The ENOSPC error in `error`, its causes and contexts (and exception groups), or None.
+
+  Orbax re-raises an asynchronous writer's error wrapped in other types, sometimes keeping
+  only the message, so the text 'No space left on device' counts too.
+  """
+  stack, seen = [error], set()
+  while stack:
+    e = stack.pop()
+    if e is None or id(e) in seen:
+      continue
+    seen.add(id(e))
+    if isinstance(e, OSError) and e.errno == errno.ENOSPC:
+      return e
+    if 'No space left on device' in str(e) or 'ENOSPC' in str(e):
+      return e
+    stack += [e.__cause__, e.__context__, *getattr(e, 'exceptions', ())]
+  return None
+
+
+def _steps_on_disk(directory: str) -> list[int]:
+  """Committed steps (folders named by a number), read from disk, not Orbax's cache."""
+  try:
+    return sorted(int(p.name) for p in epath.Path(directory).iterdir() if p.name.isdigit())
+  except OSError:
+    return []
+
+
+def _step_folder(directory: str, step: int | None) -> str:
+  """The folder being written for `step`: Orbax's temporary one if it is there."""
+  if step is None:
+    return directory
+  try:
+    for path in epath.Path(directory).iterdir():
+      if path.name.startswith(f'{step}.orbax-checkpoint-tmp'):
+        return str(path)
+  except OSError:
+    pass
+  return f'{directory}/{step}'
+
+
+def _free_space(directory: str) -> str:
+  if '://' in directory:
+    return ''
+  try:
+    st = os.statvfs(directory)
+  except OSError:
+    return ''
+  return f' ({st.f_bavail * st.f_frsize / 2**10:.0f} KiB free now)'
+
+
+def _is_orbax_disk_full_log(record: pylogging.LogRecord) -> bool:
+  """An error Orbax logs, with a traceback, from each thread an ENOSPC passes through."""
+  if 'orbax' not in record.pathname or record.levelno < pylogging.WARNING:
+    return False
+  if record.exc_info and record.exc_info[1] is not None:
+    if disk_full_cause(record.exc_info[1]) is not None:
+      return True
+  return 'No space left on device' in record.getMessage()
+
+
+def _is_closed_loop_aftermath(record: pylogging.LogRecord) -> bool:
+  """When a write fails, Orbax closes its event loop while other writes of the same save are
+  still running in worker threads; each of them then fails to hand back its result and
+  concurrent.futures logs 'Event loop is closed' with a traceback."""
+  error = record.exc_info[1] if record.exc_info else None
+  return (record.name == 'concurrent.futures' and isinstance(error, RuntimeError)
+          and 'Event loop is closed' in str(error))
+
+
+def _is_unretrieved_disk_full_task(record: pylogging.LogRecord) -> bool:
+  """asyncio's 'Task exception was never retrieved' for a write that hit ENOSPC, logged with
+  a traceback when the failed save's tasks are collected (often after the error line)."""
+  if record.name != 'asyncio':
+    return False
+  error = record.exc_info[1] if record.exc_info else None
+  return ((error is not None and disk_full_cause(error) is not None)
+          or 'No space left on device' in record.getMessage())
+
+
+class _DropOrbaxDiskFull(pylogging.Filter):
+  """Drops Orbax's logs of an ENOSPC, and the closed-loop errors that follow a failed write
+  once one has been seen: DiskFullError reports the failure, once."""
+
+  seen_disk_full = False
+
+  def filter(self, record):
+    if _is_orbax_disk_full_log(record) or _is_unretrieved_disk_full_task(record):
+      type(self).seen_disk_full = True
+      return False
+    return not (type(self).seen_disk_full and _is_closed_loop_aftermath(record))
+
+
+_ORBAX_FILTER = _DropOrbaxDiskFull()
+
+
+def _quiet_orbax_disk_full_logs() -> None:
+  """Installs _DropOrbaxDiskFull where those logs pass (absl's logger, for Orbax's own, and
+  absl's console handler, for concurrent.futures'), and drops the 'Event loop is closed'
+  errors that a failed write's worker threads raise where nobody can catch them (Python
+  prints those unraisable errors as bare tracebacks). Idempotent."""
+  for target in (pylogging.getLogger('absl'), pylogging.getLogger('concurrent.futures'),
+                 pylogging.getLogger('asyncio'), logging.get_absl_handler()):
+    if _ORBAX_FILTER not in target.filters:
+      target.addFilter(_ORBAX_FILTER)
+  if sys.unraisablehook is not _drop_closed_loop_unraisable:
+    global _previous_unraisablehook
+    _previous_unraisablehook = sys.unraisablehook
+    sys.unraisablehook = _drop_closed_loop_unraisable
+
+
+_previous_unraisablehook = sys.unraisablehook
+
+
+def _drop_closed_loop_unraisable(unraisable) -> None:
+  """sys.unraisablehook: passes everything on except 'Event loop is closed' RuntimeErrors
+  (the aftermath of a failed asynchronous checkpoint write, reported once as an error)."""
+  error = unraisable.exc_value
+  if isinstance(error, RuntimeError) and 'Event loop is closed' in str(error):
+    return
+  _previous_unraisablehook(unraisable)
+
+
+def abstract_like(tree, sharding):
+  """ShapeDtypeStructs of `tree` placed with `sharding` (the restore target).
+
+  `sharding`: one Sharding for every leaf, or a pytree of them matching `tree`.
+  """
+  if isinstance(sharding, jax.sharding.Sharding):
+    sharding = jax.tree.map(lambda _: sharding, tree)
+  return jax.tree.map(lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s),
+                      tree, sharding)
