@@ -5,7 +5,8 @@
 #
 # 1. PHASE=search: the DiT's own learning rate and warm-up, chosen on the dense training
 #    loss only (no sample metric, no memorization): dense, seed 0, 1500 steps, learning
-#    rate in {3e-4, 1e-3, 2e-3} x warm-up in {100, 500}; the pick is the lowest
+#    rate in {3e-4, 1e-3, 2e-3, 4e-3, 8e-3} x warm-up in {100, 500} (4e-3 and 8e-3 were added
+#    when 2e-3 came out best, so that the pick is not at the grid's edge); the pick is the lowest
 #    train_dense_loss in ROOT/search/results.md (the loss of the last logged window).
 #      PHASE=search bash launch/experiments/dit_window.sh [ROOT]
 # 2. PHASE=window LR=... WARMUP=...: dense and mask 0.9, 3 seeds, scored while training and
@@ -38,7 +39,7 @@ case "$PHASE" in
     exec "$PYTHON" launch/sweep.py --root="$ROOT/search" "${COMMON[@]}" "${DIT[@]}" \
       --set training.num_steps=1500 --set training.checkpoint_every=1500 \
       --set mask.ratio=0 --set training.seed=0 \
-      --grid optim.learning_rate=3e-4,1e-3,2e-3 --grid optim.warmup_steps=100,500 \
+      --grid optim.learning_rate=3e-4,1e-3,2e-3,4e-3,8e-3 --grid optim.warmup_steps=100,500 \
       --headline train_dense_loss,train_loss --equal_quality '' \
       --title 'DiT learning rate and warm-up: dense training loss after 1500 steps' "$@" ;;
   window)
