@@ -2,10 +2,10 @@
 a global-consistency measure on real images (left-right mirror symmetry).
 
 Reported for data.name='fashion_mnist' / 'mnist' by --mode=research and --mode=eval (the
-`metrics` of their registry.Dataset records, data/fashion_mnist/__init__.py) as flat floats: the `<name>_*` classifier metrics of
-label_metrics.py (FD with its real-vs-real floor, confidence, class entropy, classes
-present) and `<name>_classifier_accuracy` (its accuracy on the 10,000 test images), then
-for Fashion-MNIST:
+`metrics` of their registry.Dataset records, data/fashion_mnist/__init__.py) as flat
+floats: the `<name>_*` classifier metrics of label_metrics.py (FD with its real-vs-real
+floor, confidence, class entropy, classes present) and `<name>_classifier_accuracy` (its
+accuracy on the 10,000 test images), then for Fashion-MNIST:
 
 * `fashion_mnist_asymmetry`: mean left-right asymmetry (mean |x - mirror(x)| of the gray
   image, in [0, 1]) of the samples that the classifier assigns to a mirror-symmetric
