@@ -7,7 +7,7 @@ images against each other, against uniform noise, a box blur, half/half composit
 half of one test image, right half of the next one with another label) and N copies of one
 test image, each scored against the 10,000 test images.
 
-Symmetry (sparsediff_jax/data/fashion_metrics.py): N real test images against the
+Symmetry (sparsediff_jax/data/fashion_mnist/metrics.py): N real test images against the
 same images with the right half replaced by the mirrored left half of another test image
 of the same class / of another class, with the right half shifted right by 2 pixels
 (scaled with the size), and with Gaussian noise (sigma 40 levels) added to the right half;
@@ -26,9 +26,9 @@ import ml_collections
 import numpy as np
 import scipy.ndimage
 
-from sparsediff_jax.data import fashion_mnist
+from sparsediff_jax.data.fashion_mnist import source as fashion_mnist
 from sparsediff_jax.metrics import classifier, label_metrics
-from sparsediff_jax.data import fashion_metrics
+from sparsediff_jax.data.fashion_mnist import metrics as fashion_metrics
 
 DATA = ml_collections.ConfigDict({'name': 'fashion_mnist', 'data_dir': '', 'source': 'files',
                                   'download': False})

@@ -106,7 +106,7 @@ def measure(name: str, workdir: str, flags: list[str], samples: int, reference_n
   run = state.restore_run(config, workdir)
   model = nnx.merge(run.graphdef, run.params(config))
   net = jax.jit(lambda x, c: model(x, c))   # compiled once; the steps run in Python
-  metric = registry.DATASET_METRICS.get(config.data.name)
+  metric = registry.DATASETS.get(config.data.name).metrics
   train_images = data.load_train_images(config)
   formulation = formulations.get_formulation(config.diffusion)
   size = config.data.image_size
@@ -140,10 +140,10 @@ def measure(name: str, workdir: str, flags: list[str], samples: int, reference_n
   return rows
 
 
-HEADLINE = {'digits': 'digits_fd', 'shapes': 'consistent_fraction'}
 
 
 def write(rows: list[dict], out: str) -> None:
+  from sparsediff_jax import registry
   import matplotlib
   matplotlib.use('Agg')
   import matplotlib.pyplot as plt
@@ -157,7 +157,9 @@ def write(rows: list[dict], out: str) -> None:
     w.writerows(rows)
   lines = []
   for model in dict.fromkeys(r['model'] for r in rows):
-    key = HEADLINE['digits' if model.startswith('digits') else 'shapes']
+    # The first headline metric the dataset registers (registry.Dataset.headline).
+    dataset = 'digits' if model.startswith('digits') else 'shapes'
+    key = registry.DATASETS.get(dataset).headline[0]
     mine = [r for r in rows if r['model'] == model]
     lines += [f'### {model}: {key} (reference {mine[0]["reference_" + key]:.3g}) / '
               'RMS to the reference sample', '',

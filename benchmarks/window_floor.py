@@ -15,7 +15,8 @@ import argparse
 import numpy as np
 
 from sparsediff_jax.data import digits
-from sparsediff_jax.data import digits_classifier, digits_metrics
+from sparsediff_jax.data.digits import classifier as digits_classifier
+from sparsediff_jax.data.digits import metrics as digits_metrics
 
 
 def main():

@@ -1,8 +1,8 @@
 """UCI handwritten digits (scikit-learn's copy, no download), 16x16: a small real dataset.
 
-1,500 training images (sparsediff_jax/data/digits.py), small enough to train a useful
+1,500 training images (sparsediff_jax/data/digits/), small enough to train a useful
 model on a CPU, and scored by a domain classifier (digits_fd, digits_confidence,
-digits_class_entropy; sparsediff_jax/data/digits_metrics.py) instead of Inception,
+digits_class_entropy; sparsediff_jax/data/digits/metrics.py) instead of Inception,
 which says little about 16x16 gray digits. Fields not set here keep the defaults
 documented in `sparsediff_jax/config_base.py`.
 """

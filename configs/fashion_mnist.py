@@ -2,12 +2,12 @@
 
 60,000 training and 10,000 test images read from the IDX files that
 `apt-get install dataset-fashion-mnist` puts in /usr/share/datasets/fashion-mnist
-(sparsediff_jax/data/fashion_mnist.py; data.source='tfds' reads TFDS's copy instead).
+(sparsediff_jax/data/fashion_mnist/; data.source='tfds' reads TFDS's copy instead).
 Shrunk to 16x16 so that a 0.71M-parameter U-Net draws recognisable garments on a CPU
 (the 3000 steps took 624 s of CPU time on 2 cores; the README shows the grids);
 data.image_size=28 trains at the native size. Scored by a domain classifier trained on the
 train split and a mirror-symmetry measure (fashion_mnist_fd, fashion_mnist_confidence,
-fashion_mnist_asymmetric_rate, ...; sparsediff_jax/data/fashion_metrics.py). Fields
+fashion_mnist_asymmetric_rate, ...; sparsediff_jax/data/fashion_mnist/metrics.py). Fields
 not set here keep the defaults documented in `sparsediff_jax/config_base.py`.
 """
 

@@ -256,10 +256,11 @@ def main(argv=None) -> int:
                  help='print one command line per unfinished run instead of running')
   p.add_argument('--aggregate_only', action='store_true',
                  help='only summarise the finished runs')
-  p.add_argument('--headline', '--metrics', dest='metrics',
-                 default=','.join(sweep_table.HEADLINE),
+  p.add_argument('--headline', '--metrics', dest='metrics', default='',
                  help='comma-separated metrics of the Markdown table and the plots, e.g. '
-                      'pixel_memorized_fraction,digits_fd (default: the shapes headline); '
+                      'pixel_memorized_fraction,digits_fd (default: the headline metrics '
+                      "the runs' dataset registers, then "
+                      f'{",".join(sweep_table.GENERIC_HEADLINE)}); '
                       'a metric no run has is left out')
   p.add_argument('--equal_quality', default='digits_fd',
                  help='runs with research/trajectory.json: memorization at the checkpoint '
@@ -338,7 +339,7 @@ def main(argv=None) -> int:
   if a.print_only:
     return 0
   try:
-    paths = sweep_table.summarize(root, metrics=[m for m in a.metrics.split(',') if m],
+    paths = sweep_table.summarize(root, metrics=[m for m in a.metrics.split(',') if m] or None,
                                   title=a.title)
     if a.equal_quality:
       equal = sweep_table.summarize_equal_quality(root, a.equal_quality, a.equal_target,

@@ -17,7 +17,7 @@ def get_config() -> ml_collections.ConfigDict:
   d.name = 'shapes'             # dataset: 'shapes' (embedded, no download); 'digits' (the
                                 # UCI handwritten digits shipped with scikit-learn, real,
                                 # no download); 'fashion_mnist' and 'mnist' (28x28 IDX
-                                # files, see data.source; sparsediff_jax/data/fashion_mnist.py);
+                                # files, see data.source; sparsediff_jax/data/fashion_mnist/);
                                 # TFDS 'celeba', 'cifar10', 'imagenet32',
                                 # 'imagenet64', 'lsun_bedroom'; 'folder' (images of
                                 # data.folder). Every dataset is RGB. See sparsediff_jax/data.

@@ -16,8 +16,6 @@ import numbers
 
 from sparsediff_jax.errors import ConfigError
 
-DIGITS_MIN_SIZE = 8   # the digits are stored at 8x8; smaller sizes throw strokes away
-
 
 def _fail(field, value, allowed):
   raise ConfigError(f'config.{field}={value!r} is invalid: {allowed}')
@@ -83,14 +81,6 @@ def edm_fields(config) -> None:
     value = config.diffusion[field]
     if not (_is_number(value) and value > 0):
       _fail(f'diffusion.{field}', value, 'must be a number > 0')
-
-
-# ---- datasets -------------------------------------------------------------------------------
-def digits_fields(config) -> None:
-  size = config.data.image_size
-  if not _is_int(size) or size < DIGITS_MIN_SIZE:
-    _fail('data.image_size', size, 'the digits dataset is stored at 8x8 and is resized up, '
-          f'so image_size must be an integer >= {DIGITS_MIN_SIZE}')
 
 
 # ---- mask strategies ------------------------------------------------------------------------

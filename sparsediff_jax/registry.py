@@ -16,11 +16,17 @@ config selects, after the generic checks of validation.py. A mask strategy decla
 instead the highest drop ratio it uses (`MASKS.declare(name, module, max_drop=...)`), and
 one rule (entry_checks.keeps_something) checks every strategy. `REGISTRY.get(name)` imports
 the declaring module on first use and returns the registered object.
+
+A dataset is one package under data/ that registers ONE `Dataset` record carrying
+everything the rest of the code asks of it (its images, fresh images, metrics, headline
+metrics, window quality metrics, classifier, config check): `DATASETS.add(name, Dataset(...))`
+at the bottom of the package, plus its declaration line here (data/README.md).
 """
 
+import collections.abc
 import dataclasses
 import importlib
-from typing import Any, Callable
+from typing import Any, Callable, Mapping
 
 from sparsediff_jax import entry_checks
 from sparsediff_jax.errors import ConfigError
@@ -112,18 +118,120 @@ class MaskRegistry(Registry):
     super().declare(name, module, check=checks)
 
 
+@dataclasses.dataclass(frozen=True)
+class Dataset:
+  """Everything the code asks of one dataset (config.data.name), registered once.
+
+  Registering imports neither JAX nor TensorFlow (the command line checks a config with
+  the record's `check` before either loads): parts that need them are named with `later`.
+  """
+  # source(config) -> data.source.Source: the training split, described without reading.
+  source: Callable[[Any], Any]
+  # fresh(config, num, num_train) -> uint8 [n <= num, S, S, 3]: real images outside the
+  # first num_train (the training subset) that no model has seen, the floor of the
+  # memorization measure. None: no floor.
+  fresh: Callable[[Any, int, int], Any] | None = None
+  # metrics(config, samples uint8 [N, S, S, 3], train_images or None) -> {name: float}:
+  # the dataset's own sample metrics, reported by --mode=research and --mode=eval.
+  metrics: Callable[[Any, Any, Any], dict] | None = None
+  # The metrics of this dataset that a sweep table shows before the generic ones
+  # (sweeps/sweep_table.headline); launch/sweep.py --headline overrides them.
+  headline: tuple[str, ...] = ()
+  # Quality metrics the memorization window may target: name -> 'le' (lower is better) or
+  # 'ge' (higher is better) (metrics/window.py).
+  quality: Mapping[str, str] = dataclasses.field(default_factory=dict)
+  # classifier(data_config or None) -> metrics.classifier.Spec: the domain classifier of a
+  # labelled dataset (metrics/classifier.py). None: no classifier.
+  classifier: Callable[[Any], Any] | None = None
+  # check(config) -> None, raising errors.ConfigError naming the data.* field it refuses.
+  check: Callable[[Any], None] | None = None
+
+
+def later(module: str, name: str) -> Callable:
+  """The function `name` of `module`, imported at the first call: how a Dataset record
+  names a part that imports JAX (metrics, classifier) without importing it itself."""
+  def call(*args, **kwargs):
+    return getattr(importlib.import_module(module), name)(*args, **kwargs)
+  call.__qualname__ = call.__name__ = f'{module}.{name}'
+  call.target = (module, name)
+  return call
+
+
+class DatasetRegistry(Registry):
+  """Dataset records. A package adds its record when imported; a record added from
+  elsewhere (a test, a notebook) needs no declaration line."""
+
+  def add(self, name: str, dataset: Dataset) -> Dataset:
+    if not isinstance(dataset, Dataset):
+      raise TypeError(f'dataset {name!r}: expected a registry.Dataset, got {dataset!r}')
+    self._modules.setdefault(name, getattr(dataset.source, '__module__', ''))
+    self._entries[name] = Entry(dataset, dataset.check)
+    return dataset
+
+  def register(self, name: str, *, check=None):
+    raise TypeError(f'dataset {name!r}: a dataset registers ONE record, '
+                    'DATASETS.add(name, registry.Dataset(source=..., ...))')
+
+  def remove(self, name: str) -> None:
+    """Forgets dataset `name` (a record added for a while, e.g. by a test)."""
+    self._modules.pop(name, None)
+    self._entries.pop(name, None)
+
+  def check_declared(self, name: str, config) -> None:
+    """The record's own check: dataset packages import nothing heavy, so it runs early."""
+    self.check(name, config)
+
+  def check(self, name: str, config) -> None:
+    check = self.entry(name).check
+    if check is not None:
+      check(config)
+
+
+class DatasetField:
+  """One field of every dataset record as a lookup by data.name (None counts as absent),
+  e.g. `name in DATASET_FRESH` and `DATASET_FRESH.get(name)(config, num, num_train)`."""
+
+  def __init__(self, field: str):
+    self.field = field
+
+  def __contains__(self, name) -> bool:
+    return name in DATASETS and getattr(DATASETS.get(name), self.field) is not None
+
+  def get(self, name: str):
+    value = getattr(DATASETS.get(name), self.field)
+    if value is None:
+      raise KeyError(f'dataset {name!r} registers no {self.field}')
+    return value
+
+
+class QualityMetrics(collections.abc.Mapping):
+  """Every registered dataset's window quality metrics: name -> (data.name, 'le' | 'ge').
+  Read from the records at each lookup (so a dataset added later is included)."""
+
+  def _table(self) -> dict[str, tuple[str, str]]:
+    return {metric: (name, direction) for name in DATASETS.names()
+            for metric, direction in DATASETS.get(name).quality.items()}
+
+  def __getitem__(self, metric):
+    return self._table()[metric]
+
+  def __iter__(self):
+    return iter(self._table())
+
+  def __len__(self):
+    return len(self._table())
+
+
 MODELS = Registry('model', 'model.name')
 FORMULATIONS = Registry('formulation', 'diffusion.formulation')
 SAMPLERS = Registry('sampler', 'sampling.sampler')
 MASKS = MaskRegistry('mask strategy', 'mask.strategy')
-DATASETS = Registry('dataset', 'data.name')
-# Per-dataset sample metrics: fn(config, samples uint8 [N, H, W, 3], train_images) -> dict
-# of floats, reported by --mode=research and --mode=eval. Keyed by data.name; optional.
-DATASET_METRICS = Registry('dataset metric', None)
-# Fresh real images, the floor of the memorization measure: fn(config, num, num_train) ->
-# uint8 [n <= num, S, S, 3] images of the dataset outside its first num_train (the training
-# subset), which no model has seen. Keyed by data.name; optional (no floor without it).
-DATASET_FRESH = Registry('source of fresh images', None)
+DATASETS = DatasetRegistry('dataset', 'data.name')
+# Views of the dataset records by data.name: fresh images (the memorization floor) and the
+# dataset's own sample metrics; `in` is False for a dataset without them.
+DATASET_FRESH = DatasetField('fresh')
+DATASET_METRICS = DatasetField('metrics')
+QUALITY_METRICS = QualityMetrics()
 
 # ---- declarations: one line per entry ----------------------------------------------------
 MODELS.declare('unet', 'sparsediff_jax.models.unet', check=entry_checks.unet_fields)
@@ -147,18 +255,11 @@ MASKS.declare('iid', 'sparsediff_jax.masking', max_drop=entry_checks.iid_max_dro
 MASKS.declare('noise_schedule', 'sparsediff_jax.masking',
               max_drop=entry_checks.noise_schedule_max_drop)
 
+# Datasets: the package (or module) that adds the record (data/README.md).
 DATASETS.declare('shapes', 'sparsediff_jax.data.shapes')
 for _name in ('celeba', 'cifar10', 'imagenet32', 'imagenet64', 'lsun_bedroom'):
   DATASETS.declare(_name, 'sparsediff_jax.data.tfds_sources')
 DATASETS.declare('folder', 'sparsediff_jax.data.folders')
-
-DATASET_METRICS.declare('shapes', 'sparsediff_jax.data.consistency')
-DATASETS.declare('digits', 'sparsediff_jax.data.digits', check=entry_checks.digits_fields)
-DATASET_METRICS.declare('digits', 'sparsediff_jax.data.digits_metrics')
+DATASETS.declare('digits', 'sparsediff_jax.data.digits')
 for _name in ('fashion_mnist', 'mnist'):
   DATASETS.declare(_name, 'sparsediff_jax.data.fashion_mnist')
-  DATASET_FRESH.declare(_name, 'sparsediff_jax.data.fashion_mnist')
-  DATASET_METRICS.declare(_name, 'sparsediff_jax.data.fashion_metrics')
-
-DATASET_FRESH.declare('shapes', 'sparsediff_jax.data.shapes')
-DATASET_FRESH.declare('digits', 'sparsediff_jax.data.digits')

@@ -177,15 +177,6 @@ def _validate_data(config) -> None:
   _choice(config, 'data.source', ('files', 'tfds'))
   _choice(config, 'data.class_balanced', (True, False))
   _number(config, 'data.shapes_seed', 0, MAX_SEED, integer=True, hi_open=False)
-  if config.data.name == 'shapes':
-    # Smaller images leave no room for the objects, and more pairs make the layout search
-    # of data/shapes.py restart forever (measured: 3 pairs at 16 px, 4 pairs at any size).
-    _number(config, 'data.image_size', 16, integer=True,
-            allowed='the shapes dataset needs images of at least 16 pixels')
-    most = 3 if config.data.image_size >= 32 else 2
-    _number(config, 'data.shapes_pairs', 1, most, integer=True, hi_open=False,
-            allowed=f'the shapes dataset fits 1 to {most} mirrored pairs per image at '
-                    f'data.image_size={config.data.image_size} (3 need at least 32 pixels)')
   check_host_memory(config)
 
 

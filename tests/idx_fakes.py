@@ -6,7 +6,7 @@ import os
 
 import numpy as np
 
-from sparsediff_jax.data import fashion_mnist
+from sparsediff_jax.data.fashion_mnist import source as fashion_mnist
 
 
 def idx_bytes(array: np.ndarray, magic: int) -> bytes:

@@ -5,7 +5,7 @@ import pytest
 import scipy.ndimage
 
 from sparsediff_jax.data.shapes import make_shapes
-from sparsediff_jax.data import consistency
+from sparsediff_jax.data.shapes import consistency
 
 PAIRS = 2
 IMAGES = make_shapes(40, 32, PAIRS, seed=5)

@@ -58,7 +58,7 @@ def test_resize_sizes_keep_the_digit(size):
 
 
 def test_loading_is_deterministic_and_cached_arrays_are_read_only():
-  from sparsediff_jax.data.digits import resize, _native
+  from sparsediff_jax.data.digits.source import resize, _native
   images, _ = digits.load_split('train', 16)
   fresh = resize(_native()[0][:1500], 16)   # recomputed, bypassing the split cache
   np.testing.assert_array_equal(images, fresh)
@@ -78,7 +78,7 @@ def test_registered_opener(tiny_config):
   config = tiny_config()
   config.data.name = 'digits'
   config.data.image_size = 16
-  source = registry.DATASETS.get('digits')(config)
+  source = registry.DATASETS.get('digits').source(config)
   assert source.available == 1500 and source.order == 'sklearn row order'
   assert source.ids(3) == ['sklearn-digits/train/0', 'sklearn-digits/train/1',
                            'sklearn-digits/train/2']

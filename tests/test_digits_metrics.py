@@ -14,7 +14,8 @@ import scipy.ndimage
 from sparsediff_jax import registry
 from sparsediff_jax.data import digits
 from sparsediff_jax.metrics import classifier as classifier_module
-from sparsediff_jax.data import digits_classifier, digits_metrics
+from sparsediff_jax.data.digits import classifier as digits_classifier
+from sparsediff_jax.data.digits import metrics as digits_metrics
 
 
 @pytest.fixture(scope='module')
@@ -197,8 +198,8 @@ def test_registered_metric(trained, train, monkeypatch, tiny_config):
   config = tiny_config()
   config.data.name = 'digits'
   config.data.image_size = 16
-  metric = registry.DATASET_METRICS.get('digits')
-  assert metric is digits_metrics.digits_sample_metrics
+  metric = registry.DATASETS.get('digits').metrics
+  assert metric.target == ('sparsediff_jax.data.digits.metrics', 'digits_sample_metrics')
   samples = digits.load_split('train', 8)[0][:128]   # any size works
   with warnings.catch_warnings():
     warnings.simplefilter('error')   # the cached classifier is used, no retraining warning

@@ -14,9 +14,10 @@ import pytest
 
 from idx_fakes import write_idx_folder
 from sparsediff_jax import registry
-from sparsediff_jax.data import fashion_mnist
+from sparsediff_jax.data.fashion_mnist import source as fashion_mnist
 from sparsediff_jax.metrics import classifier
-from sparsediff_jax.data import fashion_classifier, fashion_metrics
+from sparsediff_jax.data.fashion_mnist import classifier as fashion_classifier
+from sparsediff_jax.data.fashion_mnist import metrics as fashion_metrics
 
 SYMMETRIC = fashion_metrics.SYMMETRIC_CLASSES['fashion_mnist']
 
@@ -89,8 +90,8 @@ def test_registered_metrics_and_their_floor(fake, monkeypatch, tiny_config):
   monkeypatch.setattr(fashion_metrics, '_classifier', lambda *args: model)
   config = tiny_config()
   config.data.update(name='fashion_mnist', data_dir=data_config.data_dir, image_size=16)
-  metric = registry.DATASET_METRICS.get('fashion_mnist')
-  assert metric is fashion_metrics.sample_metrics
+  metric = registry.DATASETS.get('fashion_mnist').metrics
+  assert metric.target == (fashion_metrics.__name__, 'sample_metrics')
   train, _ = fashion_mnist.load_split(data_config, 'train', 16)
   out = metric(config, train[:60], train)
   assert {'fashion_mnist_fd', 'fashion_mnist_fd_floor', 'fashion_mnist_confidence',

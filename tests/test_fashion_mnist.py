@@ -1,4 +1,4 @@
-"""Fashion-MNIST / MNIST reader (sparsediff_jax/data/fashion_mnist.py) on small IDX files
+"""Fashion-MNIST / MNIST reader (sparsediff_jax/data/fashion_mnist/source.py) on small IDX files
 the tests write, the CLI's refusals, and (slow, when installed) the real files."""
 
 import gzip
@@ -11,7 +11,7 @@ import pytest
 import cli_runs
 from idx_fakes import idx_bytes, write_idx_folder
 from sparsediff_jax import data, errors, registry
-from sparsediff_jax.data import fashion_mnist
+from sparsediff_jax.data.fashion_mnist import source as fashion_mnist
 
 REAL_DIR = '/usr/share/datasets/fashion-mnist'
 

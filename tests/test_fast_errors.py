@@ -48,6 +48,8 @@ def test_bad_value_is_reported_without_importing_jax_or_tensorflow(tmp_path, fla
      'diffusion.edm_sigma_data=0'),
     (('--config.mask.strategy=noise_schedule', '--config.mask.ratio_at_t0=0.9999999',
       '--config.mask.ratio_at_t1=0.9999999'), 'mask.ratio_at_t0=0.9999999'),
+    (('--config.data.shapes_pairs=4',), 'data.shapes_pairs=4'),   # the datasets' own checks
+    (('--config.data.name=digits', '--config.data.image_size=4'), 'data.image_size=4'),
 ])
 def test_the_fields_of_registered_entries_are_checked_without_importing_jax(tmp_path, flags,
                                                                            field):

@@ -1,8 +1,9 @@
 """The training images of `config.data`, their stream and their record.
 
-Each dataset is a plug-in registered with registry.DATASETS in its own module (shapes.py,
-digits.py, folders.py, tfds_sources.py) that returns a `source.Source`: how many examples
-it has, their ids, how to load a range of them. This module does the rest for all of them.
+Each dataset registers one `registry.Dataset` record from its own package or module
+(shapes/, digits/, fashion_mnist/, folders.py, tfds_sources.py; data/README.md) whose
+`source` returns a `source.Source`: how many examples it has, their ids, how to load a
+range of them. This module does the rest for all of them.
 
 `make_train_iterator(config, ...)` returns an iterator of uint8 [local_batch, H, W, C]
 batches with `get_state()` / `set_state()` (JSON-serialisable) for exact resume;
@@ -36,7 +37,7 @@ __all__ = ['ArrayIterator', 'BadImageError', 'CHANNELS', 'DatasetUnavailableErro
 
 def _open_source(config) -> Source:
   """Finds the source of config.data without reading any image."""
-  return registry.DATASETS.get(config.data.name)(config)
+  return registry.DATASETS.get(config.data.name).source(config)
 
 
 def _subset_size(config, source: Source) -> int:

@@ -169,7 +169,6 @@ def _load_selected(d, names: list[str]) -> np.ndarray:
   return images
 
 
-@registry.DATASETS.register('folder')
 def open_folder(config) -> Source:
   """PNG/JPEG files under config.data.folder (a directory or a .zip), sorted by path."""
   d = config.data
@@ -183,3 +182,7 @@ def open_folder(config) -> Source:
                               + describe_resize(d, d.crop_size),
              'on_bad_image': d.on_bad_image},
       fingerprint=lambda n: fingerprint(d.folder, names[:n]))
+
+
+# Images only: no fresh images, no metrics of its own.
+registry.DATASETS.add('folder', registry.Dataset(source=open_folder))

@@ -1,8 +1,8 @@
 """What a dataset plug-in returns: where its images come from, without reading any.
 
-A dataset registers an opener with the dataset registry (sparsediff_jax/registry.py):
+A dataset names its opener in its record (sparsediff_jax/registry.py, data/README.md):
 
-    @registry.DATASETS.register('name', check=optional_config_check)
+    registry.DATASETS.add('name', registry.Dataset(source=open_name, ...))
     def open_name(config) -> Source: ...
 
 `data/__init__.py` takes the subset (config.data.num_train_examples), loads it, streams it

@@ -8,18 +8,25 @@ wrote them in; files are read in order, one at a time), so `[lo, hi)` names the 
 images on every run, device and host.
 """
 
+from __future__ import annotations
+
 import dataclasses
+import importlib
 
 import numpy as np
-import tensorflow_datasets as tfds
 
 from sparsediff_jax import errors, registry
 from sparsediff_jax.data.preprocess import crop_and_resize, describe_resize, tensorflow
 from sparsediff_jax.data.source import Source
 
-# TF only decodes and resizes here: `tensorflow()` keeps it off any GPU so it takes no
-# accelerator memory from JAX.
-tf = tensorflow()
+
+def _tfds():
+  """tensorflow_datasets, imported when a dataset is opened: registering the datasets (and
+  checking a config) imports no TensorFlow. TF only decodes and resizes here: `tensorflow()`
+  keeps it off any GPU so it takes no accelerator memory from JAX."""
+  tensorflow()
+  return importlib.import_module('tensorflow_datasets')
+
 
 # A TFDS dataset is not prepared in data_dir and was not (or could not be) downloaded.
 DatasetUnavailableError = errors.DatasetUnavailableError
@@ -59,7 +66,7 @@ def prepared_builder(name: str, data_config) -> tfds.core.DatasetBuilder:
 
   Raises DatasetUnavailableError when the data is missing and cannot be made.
   """
-  source = SOURCES[name]
+  tfds, source = _tfds(), SOURCES[name]
   builder = tfds.builder(source.tfds_name, data_dir=data_config.data_dir or None)
   if builder.is_prepared():
     return builder
@@ -97,6 +104,7 @@ def preprocess_fn(name: str, data_config):
   TFDS's own decoding is skipped (see load_range): decode_image(channels=3) also turns any
   grayscale or RGBA record into RGB.
   """
+  tf = tensorflow()
   size, crop, side = data_config.image_size, data_config.crop, crop_size(name, data_config)
 
   def fn(encoded: tf.Tensor) -> tf.Tensor:
@@ -112,7 +120,7 @@ def load_range(builder: tfds.core.DatasetBuilder, name: str, lo: int, hi: int,
   Decoding, cropping and resizing run in parallel tf.data threads; the result is written
   into one preallocated array, so peak memory is the output plus a few batches.
   """
-  source = SOURCES[name]
+  tf, tfds, source = tensorflow(), _tfds(), SOURCES[name]
   ds = builder.as_dataset(split=f'{source.split}[{lo}:{hi}]', shuffle_files=False,
                           decoders={'image': tfds.decode.SkipDecoding()},
                           read_config=tfds.ReadConfig(interleave_cycle_length=1))
@@ -151,5 +159,5 @@ def open_tfds(config) -> Source:
              'preprocessing': describe_resize(d, crop_size(d.name, d))})
 
 
-for _name in SOURCES:
-  registry.DATASETS.register(_name)(open_tfds)
+for _name in SOURCES:   # images only: no fresh images, no metrics of their own.
+  registry.DATASETS.add(_name, registry.Dataset(source=open_tfds))

@@ -2,18 +2,19 @@
 
 Inception features say little about small gray images (8x8 digits, 28x28 garments), so
 labelled datasets are scored by a domain classifier (`label_metrics.py`). One mechanism
-serves them all; a dataset adds a `Spec` (its recipe, how to read its splits) and one
-`register(name, make_spec)` line (digits: `digits_classifier.py`; Fashion-MNIST and MNIST:
-`fashion_classifier.py`). For each, the classifier is trained on the TRAIN split only,
-with a fixed seed and recipe, and must reach `spec.min_accuracy` on the held-out split or
-training raises.
+serves them all; a dataset writes a `Spec` (its recipe, how to read its splits) and names
+its maker in its registry.Dataset record, `classifier=` (digits: data/digits/classifier.py;
+Fashion-MNIST and MNIST: data/fashion_mnist/classifier.py). For each, the classifier is
+trained on the TRAIN split only, with a fixed seed and recipe, and must reach
+`spec.min_accuracy` on the held-out split or training raises.
 
 Inputs are uint8 [N, S, S, 3] at any S: the network averages the three channels to gray,
 scales to [0, 1] and resizes to spec.input_size (`jax.image.resize`, linear, antialiased
 when shrinking) itself, so samples of any size are scored by the same network.
 
 Cache: trained once, then kept in `CACHE_ROOT/<name>_classifier/` where CACHE_ROOT is the
-`cache_dir` argument, else `$SPARSEDIFF_CACHE`, else `~/.cache/sparsediff_jax`. The folder
+`cache_dir` argument, else `$SPARSEDIFF_CACHE`, else `~/.cache/sparsediff_jax`
+(runtime/caches.py). The folder
 holds `params.npz` (written byte-for-byte reproducibly: sorted names, fixed zip
 timestamps) and `classifier.json` (its SHA-256, the recipe, the held-out accuracy and the
 library versions). A later call loads the parameters only if the file's SHA-256 matches
@@ -45,7 +46,9 @@ import numpy as np
 import optax
 from flax import nnx
 
-from sparsediff_jax import errors
+from sparsediff_jax import errors, registry
+from sparsediff_jax.runtime import caches
+from sparsediff_jax.runtime.caches import sha256_file
 
 EVAL_BATCH = 256         # images per compiled forward call (the last batch is padded).
 PARAMS_FILE = 'params.npz'
@@ -68,16 +71,6 @@ class Spec:
   feature_dim: int          # width of the penultimate layer (the features of the FD).
   min_accuracy: float       # held-out accuracy below which the classifier is refused.
   num_classes: int = 10
-
-
-# name -> fn(data_config or None) -> Spec: a dataset whose files can vary (a folder of IDX
-# files, TFDS) makes its Spec from the run's config.data; None means the defaults.
-SPECS: dict[str, Callable[[object], Spec]] = {}
-
-
-def register(name: str, make_spec: Callable[[object], Spec]) -> None:
-  """Makes dataset `name`'s classifier available to load_or_train(name)."""
-  SPECS[name] = make_spec
 
 
 class ClassifierAccuracyError(errors.RunFailedError):
@@ -243,15 +236,9 @@ def _write_json(path: pathlib.Path, obj: dict) -> None:
   os.replace(tmp, path)
 
 
-def sha256_file(path) -> str:
-  with open(path, 'rb') as f:
-    return hashlib.sha256(f.read()).hexdigest()
-
-
 def cache_folder(name: str, cache_dir=None) -> pathlib.Path:
-  """CACHE_ROOT/<name>_classifier (see the module docstring for CACHE_ROOT)."""
-  root = cache_dir or os.environ.get('SPARSEDIFF_CACHE') or '~/.cache/sparsediff_jax'
-  return pathlib.Path(root).expanduser() / f'{name}_classifier'
+  """CACHE_ROOT/<name>_classifier (CACHE_ROOT: runtime/caches.py; cache_dir replaces it)."""
+  return caches.cache_root(cache_dir) / f'{name}_classifier'
 
 
 class Classifier:
@@ -406,11 +393,13 @@ def load_or_train(name: str, cache_dir=None, data_config=None, *,
 
 
 def spec_of(name: str, data_config=None) -> Spec:
-  """The Spec of dataset `name` (imports the modules that register them)."""
-  from sparsediff_jax.data import digits_classifier, fashion_classifier  # noqa: F401
-  if name not in SPECS:
-    raise ValueError(f'no classifier for dataset {name!r}; known: {sorted(SPECS)}')
-  return SPECS[name](data_config)
+  """The Spec of dataset `name`: the `classifier` of its registry.Dataset record, made
+  from the run's config.data (a dataset whose files can vary) or None (the defaults)."""
+  with_classifier = [n for n in registry.DATASETS.names()
+                     if n in registry.DATASETS and registry.DATASETS.get(n).classifier]
+  if name not in with_classifier:
+    raise ValueError(f'no classifier for dataset {name!r}; known: {sorted(with_classifier)}')
+  return registry.DATASETS.get(name).classifier(data_config)
 
 
 def main(argv=None) -> int:

@@ -15,8 +15,8 @@ Reported by --mode=research and --mode=eval through the per-dataset metric regis
   = 2.303 when every class is drawn equally often, 0 when all samples are one class.
 * `<name>_num_classes_present`: classes predicted at least once (0..10).
 
-The digits keep their module (digits_metrics.py, with its validation table); Fashion-MNIST
-adds its global-consistency measures (fashion_metrics.py).
+The digits keep their module (data/digits/metrics.py, with its validation table);
+Fashion-MNIST adds its global-consistency measures (data/fashion_mnist/metrics.py).
 """
 
 import numpy as np

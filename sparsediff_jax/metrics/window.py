@@ -25,12 +25,14 @@ backward).
 import dataclasses
 import math
 
+from sparsediff_jax import registry
+
 MEMORIZED_KEY = 'pixel_memorized_fraction'
 LEVELS = (0.1, 0.5)          # the memorized fractions q of tau_mem(q).
 # The quality metrics a window can be measured with: name -> (dataset, direction), where
-# 'le' means lower is better (reached when value <= target), 'ge' higher is better.
-QUALITY_METRICS = {'digits_fd': ('digits', 'le'), 'digits_confidence': ('digits', 'ge'),
-                   'shape_consistency': ('shapes', 'ge')}
+# 'le' means lower is better (reached when value <= target), 'ge' higher is better; each
+# dataset registers its own (registry.Dataset.quality), read at lookup.
+QUALITY_METRICS = registry.QUALITY_METRICS
 # The targets of the memorization-window experiment (docs/results/memorization_window/):
 # digits_fd at most twice its real-vs-real floor (8x8 digits: blocks of 128 real
 # training-split digits against the held-out ones score 8.42 +- 2.48 over 11 blocks,

@@ -17,6 +17,8 @@ import tempfile
 
 from absl import logging
 
+from sparsediff_jax.runtime import caches
+
 # Programs that compiled faster than this are not stored: the cache's own read costs
 # about as much (s).
 MIN_COMPILE_SECONDS = 0.5
@@ -30,9 +32,7 @@ def resolve(setting: str, environ=None) -> str | None:
   if setting == 'default':
     if environ.get('JAX_COMPILATION_CACHE_DIR'):
       return environ['JAX_COMPILATION_CACHE_DIR']
-    root = environ.get('SPARSEDIFF_CACHE') or os.path.join(os.path.expanduser('~'), '.cache',
-                                                           'sparsediff_jax')
-    return os.path.join(root, 'xla')
+    return str(caches.cache_root(environ=environ) / 'xla')
   return setting if '://' in setting else os.path.expanduser(setting)
 
 

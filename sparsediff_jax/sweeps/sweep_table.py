@@ -27,15 +27,17 @@ import os
 import numpy as np
 from etils import epath
 
+from sparsediff_jax import config_base, registry
 from sparsediff_jax.runtime import atomic_io
 from sparsediff_jax.console.images import pyplot, save_figure
 
 RUN_FILE = 'sweep_run.json'
 METRICS_FILE = 'research_metrics.json'
-# Shown in the Markdown table and the plots unless asked otherwise; the CSV has every metric.
-HEADLINE = ('consistent_fraction', 'count_exact_fraction', 'symmetry_error',
-            'partnered_fraction', 'pixel_memorized_fraction', 'pixel_nn_distance_mean',
-            'locality_radius90', 'locality_far_fraction', 'train_dense_loss')
+CONFIG_FILE = 'config.json'   # the run's resolved config (main.write_run_record)
+# Shown in the Markdown table and the plots unless asked otherwise, after the headline
+# metrics of the runs' datasets (`headline`); the CSV has every metric.
+GENERIC_HEADLINE = ('pixel_memorized_fraction', 'pixel_nn_distance_mean', 'locality_radius90',
+                    'locality_far_fraction', 'train_dense_loss')
 BOOKKEEPING = ('step', 'num_samples', 'num_train_images', 'sampling_seed', 'sampling_steps',
                'ema_index', 'ema_decay')
 TRAJECTORY_FILE = os.path.join('research', 'trajectory.json')
@@ -62,9 +64,31 @@ def newest_metrics_file(workdir: str) -> str:
   return with_suffix(os.path.join(workdir, METRICS_FILE), newest_suffix(workdir))
 
 
+def headline(datasets) -> tuple[str, ...]:
+  """The default table metrics of runs on `datasets` (data.name values, None for unknown):
+  the headline metrics each dataset registers (registry.Dataset.headline), then
+  GENERIC_HEADLINE, each once."""
+  own = [m for name in dict.fromkeys(datasets) if name in registry.DATASETS
+         for m in registry.DATASETS.get(name).headline]
+  return tuple(dict.fromkeys(own + list(GENERIC_HEADLINE)))
+
+
+def _dataset_of(workdir: str) -> str | None:
+  """data.name of the run in `workdir` from its config.json; without one (a run folder
+  made by hand), the default config's dataset; None if config.json cannot be read."""
+  text = atomic_io.read_text(os.path.join(workdir, CONFIG_FILE))
+  if text is None:
+    return config_base.get_config().data.name
+  try:
+    return json.loads(text)['data']['name']
+  except (ValueError, KeyError, TypeError):
+    return None
+
+
 def read_runs(root: str) -> list[dict]:
   """Every finished run under `root`: its sweep_run.json fields plus 'metrics' (dict, the
-  newest research_metrics*.json) and 'suffix' (that file's suffix)."""
+  newest research_metrics*.json), 'suffix' (that file's suffix) and 'dataset' (its
+  data.name, `_dataset_of`)."""
   runs = []
   for name in sorted(p.name for p in epath.Path(root).iterdir()):
     workdir = os.path.join(root, name)
@@ -74,6 +98,7 @@ def read_runs(root: str) -> list[dict]:
       run = json.loads(run_text)
       run['metrics'] = json.loads(metrics_text)
       run['suffix'] = newest_suffix(workdir)
+      run['dataset'] = _dataset_of(workdir)
       runs.append(run)
   return runs
 
@@ -145,7 +170,8 @@ def _cell(row: dict, metric: str) -> str:
   return _fmt(*row['stats'][metric], row['n']) if metric in row['stats'] else '—'
 
 
-def write_markdown(rows: list[dict], path: str, metrics=HEADLINE, title: str = '') -> str:
+def write_markdown(rows: list[dict], path: str, metrics=GENERIC_HEADLINE,
+                   title: str = '') -> str:
   metrics = _present(rows, metrics)
   lines = [f'# {title}', ''] if title else []
   lines.append('| setting | n | ' + ' | '.join(metrics) + ' |')
@@ -175,7 +201,8 @@ def write_csv(rows: list[dict], path: str) -> str:
   return path
 
 
-def plot(rows: list[dict], path: str, metrics=HEADLINE, x_label: str = 'mask ratio') -> str:
+def plot(rows: list[dict], path: str, metrics=GENERIC_HEADLINE,
+         x_label: str = 'mask ratio') -> str:
   """One panel per metric: each series against x with ±std error bars.
 
   Rows without an x (e.g. dropout) are drawn as a horizontal line at their mean with a
@@ -214,14 +241,16 @@ def plot(rows: list[dict], path: str, metrics=HEADLINE, x_label: str = 'mask rat
   return save_figure(fig, path)
 
 
-def summarize(root: str, out_dir: str | None = None, metrics=HEADLINE,
+def summarize(root: str, out_dir: str | None = None, metrics=None,
               title: str = '') -> dict[str, str]:
   """Reads the runs under `root`; writes results.md, results.csv and results.png there
-  (or in out_dir). Returns the paths; raises FileNotFoundError when no run has finished."""
+  (or in out_dir), showing `metrics` (None or empty: `headline` of the runs' datasets).
+  Returns the paths; raises FileNotFoundError when no run has finished."""
   runs = read_runs(root)
   if not runs:
     raise FileNotFoundError(f'no finished run (a folder with {RUN_FILE} and {METRICS_FILE}) '
                             f'under {root}')
+  metrics = metrics or headline(run['dataset'] for run in runs)
   rows = aggregate(runs)
   out_dir = out_dir or root
   return {'markdown': write_markdown(rows, os.path.join(out_dir, 'results.md'), metrics,

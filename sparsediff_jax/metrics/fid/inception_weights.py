@@ -20,7 +20,6 @@ Cache location: the `cache_dir` argument, else $SPARSEDIFF_CACHE, else
 from __future__ import annotations
 
 import collections
-import hashlib
 import os
 import pickle
 import struct
@@ -31,6 +30,8 @@ from typing import Any, Mapping
 
 import numpy as np
 from sparsediff_jax import errors
+from sparsediff_jax.runtime import caches
+from sparsediff_jax.runtime.caches import sha256_file
 
 __all__ = [
     "PT_INCEPTION_URL",
@@ -59,18 +60,7 @@ InceptionWeightsError = errors.InceptionWeightsError
 
 def cache_dir(path: str | os.PathLike | None = None) -> Path:
     """The cache directory: `path`, else $SPARSEDIFF_CACHE, else ~/.cache/sparsediff_jax."""
-    if path is None:
-        path = os.environ.get("SPARSEDIFF_CACHE") or Path.home() / ".cache" / "sparsediff_jax"
-    return Path(path).expanduser()
-
-
-def sha256_file(path: str | os.PathLike) -> str:
-    """Hex SHA-256 of a file, read in 1 MiB chunks."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
+    return caches.cache_root(path)
 
 
 def verify_sha256(path: str | os.PathLike, expected: str) -> str:

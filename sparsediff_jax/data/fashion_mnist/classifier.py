@@ -1,7 +1,7 @@
 """The classifiers of Fashion-MNIST and MNIST: their recipe and registration (classifier.py).
 
 Trained on the official train split (60,000 images at the native 28x28,
-`sparsediff_jax/data/fashion_mnist.py`) and checked on the 10,000 test images: at least
+`sparsediff_jax/data/fashion_mnist/source.py`) and checked on the 10,000 test images: at least
 MIN_ACCURACY['fashion_mnist'] = 0.90 (the classic small CNNs reach 0.90-0.93). The recipe
 records the SHA-256 of the training images and labels, so a cache made from other files is
 retrained. Cached in `CACHE_ROOT/fashion_mnist_classifier/` (see classifier.py).
@@ -14,7 +14,7 @@ import hashlib
 
 import ml_collections
 
-from sparsediff_jax.data import fashion_mnist
+from sparsediff_jax.data.fashion_mnist import source as fashion_mnist
 from sparsediff_jax.metrics import classifier
 
 INPUT_SIZE = 28          # the native size: samples at 16x16 are enlarged to it.
@@ -35,8 +35,6 @@ RECIPE = {
     'architecture': ('conv3x3(32) relu, avgpool2, conv3x3(64) relu, avgpool2, '
                      f'dense({FEATURE_DIM}) relu [features], dense(10)'),
 }
-
-
 
 
 @functools.lru_cache(maxsize=8)
@@ -60,7 +58,3 @@ def make_spec(name: str, data_config=None) -> classifier.Spec:
   if d is None:
     return _spec(name, '', 'files', False)
   return _spec(name, d.data_dir, d.source, bool(d.download))
-
-
-for _name in fashion_mnist.DATASETS:
-  classifier.register(_name, functools.partial(make_spec, _name))

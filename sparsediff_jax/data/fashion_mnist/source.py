@@ -37,8 +37,8 @@ import zlib
 
 import numpy as np
 
-from sparsediff_jax import errors, registry
-from sparsediff_jax.data.digits import resize
+from sparsediff_jax import errors
+from sparsediff_jax.data.digits.source import resize
 from sparsediff_jax.data.source import Source
 
 SPLITS = ('train', 'test')
@@ -212,7 +212,7 @@ def selection(labels: np.ndarray, n: int, balanced: bool) -> np.ndarray:
   return np.sort(np.concatenate(chosen))
 
 
-def _check_fields(config) -> None:
+def check_fields(config) -> None:
   size = config.data.image_size
   if not isinstance(size, (int, np.integer)) or size < MIN_SIZE:
     raise errors.ConfigError(f'config.data.image_size={size} is invalid: {config.data.name} '
@@ -222,7 +222,7 @@ def _check_fields(config) -> None:
 def open_idx(config) -> Source:
   """The train split (or its class-balanced subset) of config.data as a dataset Source."""
   d = config.data
-  _check_fields(config)
+  check_fields(config)
   images, labels = native_split(d, 'train')
   sel = selection(labels, d.num_train_examples or len(labels), bool(d.class_balanced))
   where = (f'tfds {DATASETS[d.name].tfds_name}' if d.source == 'tfds'
@@ -251,8 +251,3 @@ def fresh_idx(config, num: int, num_train: int) -> np.ndarray:
   del num_train
   images, _ = native_split(config.data, 'test')
   return resize(images[:num], config.data.image_size)
-
-
-for _name in DATASETS:
-  registry.DATASETS.register(_name, check=_check_fields)(open_idx)
-  registry.DATASET_FRESH.register(_name)(fresh_idx)

@@ -1,9 +1,9 @@
-"""Sample quality on the digits dataset, measured by its domain classifier (digits_classifier.py).
+"""Sample quality on the digits dataset, measured by its domain classifier (classifier.py).
 
 The mechanism is label_metrics.py (shared by every labelled dataset); the names are these.
 
-Reported for data.name='digits' by --mode=research and --mode=eval (the per-dataset metric
-registry, `sparsediff_jax/registry.py`), as flat floats:
+Reported for data.name='digits' by --mode=research and --mode=eval (the `metrics` of the
+digits' registry.Dataset record, data/digits/__init__.py), as flat floats:
 
 * `digits_fd`: Frechet distance between the classifier's penultimate features
   (FEATURE_DIM = 64) of the samples and of the 297 held-out digits (resized to the
@@ -34,9 +34,8 @@ import functools
 
 import numpy as np
 
-from sparsediff_jax import registry
-from sparsediff_jax.data import digits
-from sparsediff_jax.data import digits_classifier
+from sparsediff_jax.data.digits import classifier as digits_classifier
+from sparsediff_jax.data.digits import source as digits
 from sparsediff_jax.metrics import label_metrics
 from sparsediff_jax.metrics.label_metrics import (  # noqa: F401  (the digits API)
     NUM_CLASSES, class_histogram, frechet_feature_distance, histogram_entropy,
@@ -55,9 +54,9 @@ def _classifier(folder: str):
   return digits_classifier.load_or_train(folder)
 
 
-@registry.DATASET_METRICS.register('digits')
 def digits_sample_metrics(config, samples, train_images) -> dict[str, float]:
-  """Registered per-dataset metric: samples uint8 [N, S, S, 3] -> flat `digits_*` floats.
+  """The digits' own metrics (their registry.Dataset record): samples uint8 [N, S, S, 3]
+  -> flat `digits_*` floats.
 
   The classifier comes from the default cache (digits_classifier.load_or_train), trained
   there on first use. `train_images` (uint8 [K, S, S, 3], the run's training subset; None:

@@ -1,6 +1,6 @@
 """Global consistency of `shapes` images: object count, mirror symmetry, palette colours.
 
-Every training image of the embedded dataset (`sparsediff_jax/data/shapes.py`) obeys three
+Every training image of the embedded dataset (`source.py` beside this module) obeys three
 global rules: exactly 2 * pairs objects on a black background, left-right mirror symmetry,
 and flat colours from a small saturated palette. A denoiser that only looks at a
 neighbourhood can draw each object well and still break the first two rules, so these
@@ -18,8 +18,7 @@ object the dataset draws are specks of sampling noise and are ignored.
 import numpy as np
 import scipy.ndimage
 
-from sparsediff_jax import registry
-from sparsediff_jax.data.shapes import PALETTE
+from sparsediff_jax.data.shapes.source import PALETTE
 
 DEFAULT_THRESHOLD = 96   # uint8 level; the palette's brightest channel is >= 200.
 PARTNER_IOU = 0.5        # a mirrored object must overlap its partner at least this much.
@@ -137,8 +136,8 @@ def shape_consistency(images: np.ndarray, pairs: int, *, threshold: int = DEFAUL
   }
 
 
-@registry.DATASET_METRICS.register('shapes')
 def shapes_sample_metrics(config, samples: np.ndarray, train_images: np.ndarray) -> dict:
-  """The shapes dataset's per-dataset metrics: `shape_consistency` of uint8 `samples`."""
+  """The shapes dataset's own metrics (its registry.Dataset record): `shape_consistency`
+  of uint8 `samples` [N, S, S, 3]."""
   del train_images
   return shape_consistency(samples, config.data.shapes_pairs)

@@ -2,10 +2,10 @@
 a global-consistency measure on real images (left-right mirror symmetry).
 
 Reported for data.name='fashion_mnist' / 'mnist' by --mode=research and --mode=eval (the
-per-dataset metric registry) as flat floats: the `<name>_*` classifier metrics of
-label_metrics.py (FD with its real-vs-real floor, confidence, class entropy, classes
-present) and `<name>_classifier_accuracy` (its accuracy on the 10,000 test images), then
-for Fashion-MNIST:
+`metrics` of their registry.Dataset records, data/fashion_mnist/__init__.py) as flat
+floats: the `<name>_*` classifier metrics of label_metrics.py (FD with its real-vs-real
+floor, confidence, class entropy, classes present) and `<name>_classifier_accuracy` (its
+accuracy on the 10,000 test images), then for Fashion-MNIST:
 
 * `fashion_mnist_asymmetry`: mean left-right asymmetry (mean |x - mirror(x)| of the gray
   image, in [0, 1]) of the samples that the classifier assigns to a mirror-symmetric
@@ -30,8 +30,7 @@ import functools
 
 import numpy as np
 
-from sparsediff_jax import registry
-from sparsediff_jax.data import fashion_mnist
+from sparsediff_jax.data.fashion_mnist import source as fashion_mnist
 from sparsediff_jax.metrics import classifier as classifier_lib
 from sparsediff_jax.metrics import label_metrics
 
@@ -108,7 +107,8 @@ def _classifier(name: str, data_dir: str, source: str, download: bool):
 
 
 def sample_metrics(config, samples, train_images) -> dict[str, float]:
-  """Registered per-dataset metric: samples uint8 [N, S, S, 3] -> flat `<name>_*` floats.
+  """The datasets' own metrics (their registry.Dataset records): samples uint8
+  [N, S, S, 3] -> flat `<name>_*` floats.
 
   The classifier comes from the default cache (classifier.load_or_train), trained there on
   first use; the reference is the test split at the samples' size; `train_images` (the
@@ -129,7 +129,3 @@ def sample_metrics(config, samples, train_images) -> dict[str, float]:
     out.update(symmetry_consistency(model, samples, reference, SYMMETRIC_CLASSES[d.name],
                                     d.name))
   return out
-
-
-for _name in fashion_mnist.DATASETS:
-  registry.DATASET_METRICS.register(_name)(sample_metrics)

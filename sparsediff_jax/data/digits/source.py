@@ -14,7 +14,7 @@ Preprocessing, in this order:
 3. Repeat the gray channel three times (RGB), the layout of every dataset in this project.
 
 The split is fixed: rows 0..1499 of scikit-learn's order are `train` (the training set,
-and what the digits classifier of `sparsediff_jax/data/digits_classifier.py` learns
+and what the digits classifier of `sparsediff_jax/data/digits/classifier.py` learns
 from) and rows 1500..1796 are `heldout` (297 images: the classifier's accuracy check and
 the reference set of the digits metrics). A model trained on `train` never sees `heldout`.
 """
@@ -24,7 +24,7 @@ import functools
 import numpy as np
 from PIL import Image
 
-from sparsediff_jax import errors, registry
+from sparsediff_jax import errors
 from sparsediff_jax.data.source import Source
 
 NUM_TRAIN = 1500           # rows [0, 1500) of scikit-learn's order.
@@ -95,7 +95,11 @@ def load_split(split: str, image_size: int) -> tuple[np.ndarray, np.ndarray]:
   return _split(split, int(image_size))
 
 
-@registry.DATASETS.register('digits')   # fields: entry_checks.digits_fields
+def check_fields(config) -> None:
+  """data.image_size: at least the stored 8x8."""
+  _check_size(config.data.image_size)
+
+
 def open_digits(config) -> Source:
   """The train split of the digits as a dataset Source (examples in scikit-learn order)."""
   size = config.data.image_size
@@ -117,7 +121,6 @@ def open_digits(config) -> Source:
                               f'8x8 -> {size}x{size}; gray repeated to RGB'})
 
 
-@registry.DATASET_FRESH.register('digits')
 def fresh_digits(config, num: int, num_train: int) -> np.ndarray:
   """uint8 [min(num, 297), S, S, 3]: the first held-out digits (rows 1500..), which no run
   trains on whatever its subset (num_train <= 1500)."""

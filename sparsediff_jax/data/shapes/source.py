@@ -7,9 +7,11 @@ can be measured on samples. Image i depends only on (seed, i), so the dataset is
 on every machine and needs no download.
 """
 
+import numbers
+
 import numpy as np
 
-from sparsediff_jax import registry
+from sparsediff_jax import errors
 from sparsediff_jax.data.source import Source
 
 # Saturated, well-separated colours (RGB) so objects are easy to count after generation.
@@ -65,7 +67,28 @@ def make_shapes(num: int, size: int = 32, pairs: int = 2, seed: int = 0,
   return np.stack([make_image(seed, i, size, pairs) for i in range(start, start + num)])
 
 
-@registry.DATASETS.register('shapes')
+MIN_SIZE = 16   # smaller images leave no room for the objects.
+
+
+def check_fields(config) -> None:
+  """data.image_size and data.shapes_pairs: a layout of make_image must exist. More pairs
+  make its layout search restart forever (measured: 3 pairs at 16 px, 4 at any size)."""
+  d = config.data
+
+  def integer(value) -> bool:
+    return isinstance(value, numbers.Integral) and not isinstance(value, bool)
+
+  if not integer(d.image_size) or d.image_size < MIN_SIZE:
+    raise errors.ConfigError(f'config.data.image_size={d.image_size!r} is invalid: the shapes '
+                             f'dataset needs images of at least {MIN_SIZE} pixels')
+  most = 3 if d.image_size >= 32 else 2
+  if not integer(d.shapes_pairs) or not 1 <= d.shapes_pairs <= most:
+    raise errors.ConfigError(
+        f'config.data.shapes_pairs={d.shapes_pairs!r} is invalid: the shapes dataset fits 1 '
+        f'to {most} mirrored pairs per image at data.image_size={d.image_size} (3 need at '
+        'least 32 pixels)')
+
+
 def open_shapes(config) -> Source:
   """The embedded procedural dataset: image i is drawn from (shapes_seed, i) alone."""
   d = config.data
@@ -79,7 +102,6 @@ def open_shapes(config) -> Source:
              'preprocessing': f'drawn at {d.image_size}x{d.image_size}'})
 
 
-@registry.DATASET_FRESH.register('shapes')
 def fresh_shapes(config, num: int, num_train: int) -> np.ndarray:
   """uint8 [num, S, S, 3]: images num_train .. num_train + num - 1, past the training subset
   (small images repeat by chance, so a few of them may equal a training image)."""
