@@ -116,3 +116,17 @@ def test_a_lock_that_cannot_be_written_is_not_left_behind(tmp_path, monkeypatch)
     with workdir_lock.hold(str(tmp_path / 'new' / 'run')):
       pass
   assert os.listdir(tmp_path) == []
+
+
+def test_disk_full_is_found_however_it_is_wrapped():
+  def wrapped(inner):
+    try:
+      try:
+        raise inner
+      except OSError as e:
+        raise RuntimeError('Save Finalize thread failed') from e
+    except RuntimeError as e:
+      return e
+  assert atomic_io.disk_full_cause(wrapped(OSError(errno.ENOSPC, 'x'))).errno == errno.ENOSPC
+  assert atomic_io.disk_full_cause(ValueError('[Errno 28] No space left on device'))
+  assert atomic_io.disk_full_cause(wrapped(OSError(errno.EIO, 'I/O error'))) is None

@@ -2,7 +2,6 @@
 soak of asynchronous saves killed at random moments."""
 
 import errno
-import logging as pylogging
 import os
 import random
 import shutil
@@ -14,11 +13,11 @@ import jax
 import numpy as np
 import pytest
 
+from sparsediff_jax import errors
+from sparsediff_jax.runtime import checkpoints, nonfinite
+from tests.helpers import REPO
 from tests.helpers.checkpoint_soak_worker import state_of
 from tests.helpers.cli_runs import truncate_every_file
-from sparsediff_jax.runtime import checkpoints, nonfinite
-from sparsediff_jax import errors
-from tests.helpers import REPO
 
 ABSTRACT = checkpoints.abstract_like(state_of(0), jax.sharding.SingleDeviceSharding(
     jax.devices()[0]))
@@ -195,42 +194,6 @@ def test_a_full_disk_is_one_error_naming_the_write_and_the_last_intact_step(
   assert step == 3 and meta == {'data': {'position': 3}} and not os.path.exists(
       os.path.join(copy, '5'))
   np.testing.assert_array_equal(state['params']['w'], np.full((64, 32), 3, np.float32))
-
-
-def test_disk_full_is_found_however_it_is_wrapped():
-  def wrapped(inner):
-    try:
-      try:
-        raise inner
-      except OSError as e:
-        raise RuntimeError('Save Finalize thread failed') from e
-    except RuntimeError as e:
-      return e
-  assert checkpoints.disk_full_cause(wrapped(OSError(errno.ENOSPC, 'x'))).errno == errno.ENOSPC
-  assert checkpoints.disk_full_cause(ValueError('[Errno 28] No space left on device'))
-  assert checkpoints.disk_full_cause(wrapped(OSError(errno.EIO, 'I/O error'))) is None
-
-
-def test_orbax_logs_of_a_full_disk_are_dropped_and_others_kept():
-  def record(path, level, exc):
-    info = (type(exc), exc, None) if exc else None
-    return pylogging.LogRecord('absl', level, path, 1, 'background save failed', (), info)
-  enospc = OSError(errno.ENOSPC, 'No space left on device')
-  orbax_file = '/x/site-packages/orbax/checkpoint/_src/futures/future.py'
-  assert checkpoints._is_orbax_disk_full_log(record(orbax_file, pylogging.ERROR, enospc))
-  assert not checkpoints._is_orbax_disk_full_log(
-      record(orbax_file, pylogging.ERROR, OSError(errno.EIO, 'I/O')))
-  assert not checkpoints._is_orbax_disk_full_log(record('/x/train.py', pylogging.ERROR, enospc))
-
-
-def test_closed_loop_errors_are_dropped_only_after_a_full_disk(monkeypatch):
-  closed = RuntimeError('Event loop is closed')
-  record = pylogging.LogRecord('concurrent.futures', pylogging.ERROR, '/x/_base.py', 1,
-                               'exception calling callback', (), (RuntimeError, closed, None))
-  monkeypatch.setattr(checkpoints._DropOrbaxDiskFull, 'seen_disk_full', False)
-  assert checkpoints._ORBAX_FILTER.filter(record)
-  monkeypatch.setattr(checkpoints._DropOrbaxDiskFull, 'seen_disk_full', True)
-  assert not checkpoints._ORBAX_FILTER.filter(record)
 
 
 def _tree(directory) -> dict:
