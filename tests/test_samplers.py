@@ -240,7 +240,7 @@ def test_logsnr_and_uniform_time_grids():
 
 @pytest.mark.slow
 def test_a_grid_the_formulation_lacks_is_refused_before_jax(tmp_path):
-  from tests.cli.test_fast_errors import HEAVY, imported_modules
+  from tests.helpers.cli_runs import HEAVY, imported_modules
   result, names = imported_modules('--config.diffusion.formulation=edm',
                                    '--config.sampling.time_steps=uniform', cwd=tmp_path)
   errors = [l for l in result.stderr.splitlines() if l.startswith('error:')]

@@ -1,8 +1,10 @@
 """Every bad input to the CLI: one 'error:' line, exit code 2, nothing changed on disk.
 
-All of these fail before anything is compiled. The processes start together (four at a time)
-when the module's first test asks for its result. Bad inputs that need a trained run (a
-workdir holding another run, checkpoints that are all damaged) are in test_resume.py; the
+All of these fail before anything is compiled. The processes of CASES start together (four at
+a time) when the module's first test asks for its result. Elsewhere in tests/cli/: bad values
+reported before jax is imported (test_errors_before_jax.py) and a hostile workdir
+(test_errors_hostile_workdir.py); bad inputs that need a trained run (a workdir holding
+another run, checkpoints that are all damaged) are in tests/runtime/test_resume.py. The
 evaluation errors that main turns into exit code 2 are tested in-process at the end.
 """
 
@@ -14,8 +16,8 @@ import numpy as np
 import PIL.Image
 import pytest
 
+from tests.helpers import REPO
 from tests.helpers.cli_runs import TINY, assert_one_line_error, env, run
-
 
 
 def _write_folder(path) -> str:
@@ -143,6 +145,70 @@ def test_bad_input_is_one_line_exit_2_and_changes_nothing(results, name):
   line = assert_one_line_error(result)
   assert re.search(CASES[name][2], line), line
   assert after == before   # no workdir was created, nothing else appeared
+
+
+# ---- the same, one test each (each about half a second: no JAX import) ----
+
+@pytest.mark.slow   # CLI subprocesses
+@pytest.mark.parametrize('args,words', [
+    (['--config.mask.ratio=1.0'], ['mask.ratio', '1.0', '[0, 1)']),
+    (['--config.mask.ratio=-0.1'], ['mask.ratio', '-0.1']),
+    (['--config.training.batch_size=0'], ['training.batch_size', '0']),
+    (['--config.data.image_size=30', '--config.model.channel_mult=(1,2,2)'],
+     ['data.image_size', '30', 'divisible by 4']),
+    (['--config.data.name=imagenet9'], ['data.name', 'imagenet9', 'celeba']),
+    (['--config.model.name=vit'], ['model.name', 'vit', 'unet', 'dit']),
+    (['--config.diffusion.formulation=vp'], ['diffusion.formulation', 'flow_matching']),
+    (['--config=configs/nope.py'], ['configs/nope.py', 'no such file']),
+    (['--config.mask.ratio=abc'], ['mask.ratio']),
+    (['--mode=fly'], ['--mode', 'fly']),
+])
+def test_bad_input_is_one_line_exit_2_and_no_workdir(tmp_path, args, words):
+  workdir = tmp_path / 'run'
+  out = run(f'--workdir={workdir}', *args, env=env(str(tmp_path)), timeout=300)
+  assert out.returncode == 2, (out.returncode, out.stderr[-2000:])
+  lines = [l for l in out.stderr.splitlines() if l.startswith('error:')]
+  assert len(lines) == 1, out.stderr[-2000:]
+  for w in words:
+    assert w in lines[0]
+  assert not workdir.exists()
+
+
+@pytest.mark.slow
+def test_batch_not_divisible_by_devices(tmp_path):
+  workdir = tmp_path / 'run'
+  out = run(f'--workdir={workdir}', '--config.training.batch_size=6', timeout=300,
+            env=env(str(tmp_path), devices=4))
+  assert out.returncode == 2
+  assert 'training.batch_size=6' in out.stderr and '4 data shards' in out.stderr
+  assert not workdir.exists()
+
+
+# A config file that fails to load names the exception (its type and message), exit 2.
+@pytest.mark.slow   # CLI subprocesses (each about half a second: no JAX import)
+@pytest.mark.parametrize('body, expected', [
+    ('raise ValueError("the field table is broken")',
+     'ValueError: the field table is broken'),
+    ('def get_config():\n  raise KeyError("lost")', "KeyError: 'lost'"),
+    ('def get_config():\n  return 1 / 0', 'ZeroDivisionError: division by zero'),
+])
+def test_a_config_raising_at_load_names_the_exception(tmp_path, body, expected):
+  (tmp_path / 'bad.py').write_text(body + '\n')
+  result = run(f'--config={tmp_path}/bad.py', f'--workdir={tmp_path}/run', env=env(str(tmp_path)),
+               timeout=120)
+  lines = [l for l in result.stderr.splitlines() if l.strip()]
+  assert result.returncode == 2 and len(lines) == 1, result.stderr[-2000:]
+  assert lines[0].startswith('error: --config=') and expected in lines[0], lines[0]
+  assert not (tmp_path / 'run').exists()
+
+
+@pytest.mark.slow
+def test_a_config_argument_get_config_does_not_take_is_named(tmp_path):
+  result = run(f'--config={REPO}/configs/digits.py:foo', f'--workdir={tmp_path}/run',
+               env=env(str(tmp_path)), timeout=120)
+  lines = [l for l in result.stderr.splitlines() if l.strip()]
+  assert result.returncode == 2 and len(lines) == 1, result.stderr[-2000:]
+  assert 'TypeError: get_config() takes 0 positional arguments' in lines[0], lines[0]
 
 
 # ---- errors of the evaluation modes, raised inside a mode: main's handling, in-process ----

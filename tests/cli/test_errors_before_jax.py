@@ -4,25 +4,9 @@ Fails until validation runs before the heavy imports (validation importable with
 called in main before `import jax`); benchmarks/config_error_latency.py measures the time.
 """
 
-import os
-import subprocess
-import sys
-
 import pytest
 
-from tests.helpers import REPO
-
-HEAVY = ('jax', 'jaxlib', 'tensorflow', 'tensorflow_datasets', 'flax', 'orbax')
-
-
-def imported_modules(*args, cwd) -> tuple[subprocess.CompletedProcess, set[str]]:
-  """Runs the CLI under `python -X importtime`; the top-level packages it imported."""
-  result = subprocess.run([sys.executable, '-X', 'importtime', '-m', 'sparsediff_jax.main',
-                           *args], cwd=cwd, env={**os.environ, 'PYTHONPATH': REPO},
-                          capture_output=True, text=True, timeout=600)
-  names = {line.rsplit('|', 1)[-1].strip().split('.')[0]
-           for line in result.stderr.splitlines() if line.startswith('import time:')}
-  return result, names
+from tests.helpers.cli_runs import HEAVY, imported_modules
 
 
 @pytest.mark.slow

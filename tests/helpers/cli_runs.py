@@ -50,6 +50,20 @@ def start(*args, env: dict, log_path: str) -> subprocess.Popen:
                           stderr=subprocess.STDOUT)
 
 
+# The packages a CLI error must be reported without importing.
+HEAVY = ('jax', 'jaxlib', 'tensorflow', 'tensorflow_datasets', 'flax', 'orbax')
+
+
+def imported_modules(*args, cwd) -> tuple[subprocess.CompletedProcess, set[str]]:
+  """Runs the CLI under `python -X importtime`; the top-level packages it imported."""
+  result = subprocess.run([sys.executable, '-X', 'importtime', '-m', 'sparsediff_jax.main',
+                           *args], cwd=cwd, env={**os.environ, 'PYTHONPATH': REPO},
+                          capture_output=True, text=True, timeout=600)
+  names = {line.rsplit('|', 1)[-1].strip().split('.')[0]
+           for line in result.stderr.splitlines() if line.startswith('import time:')}
+  return result, names
+
+
 def error_lines(stderr: str) -> list[str]:
   return [line for line in stderr.splitlines() if line.startswith('error:')]
 
