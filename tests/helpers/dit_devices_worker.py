@@ -10,11 +10,11 @@ import jax.numpy as jnp
 from sparsediff_jax import data
 from sparsediff_jax.runtime import sharding
 from sparsediff_jax.modes import train
-from tests.models.test_dit import dit_config
+from tests.helpers.tiny import model_config
 
 runs = {}
 for fsdp in (1, 4) if jax.device_count() % 4 == 0 else (1,):
-  c = dit_config(sharding__fsdp=fsdp, model__dropout=0.1)
+  c = model_config('dit', sharding__fsdp=fsdp, model__dropout=0.1)
   mesh = sharding.make_mesh(c)
   tx, schedule = train.make_optimizer(c)
   graphdef, _ = train.abstract_model(c)

@@ -8,7 +8,8 @@ about a second on CPU) and states what it needs beyond it as overrides keyed by
     as_flags({**TINY, 'training.batch_size': 4})  # ['--config.data.image_size=16', ...]
 
 `tiny_config(mask__ratio=0.0)` (a double underscore for the dot) is accepted too.
-conftest.py exposes `tiny_config` as a fixture.
+conftest.py exposes `tiny_config` as a fixture. `model_config(name)` is TINY with the registered
+model `name` at its tiny size (MODELS; the U-Net's is TINY's own).
 """
 
 from sparsediff_jax import config_base
@@ -45,6 +46,22 @@ def tiny_config(overrides: dict | None = None, **kwargs):
       node = node[p]
     node[leaf] = value
   return c
+
+
+# Per registered model (registry.MODELS): the overrides that make it tiny on TINY's 16x16
+# images. A model not listed here is tested at its config_base defaults.
+MODELS = {
+    'unet': {},
+    # a 2-block, 32-wide DiT: 64 tokens of 2x2 pixels
+    'dit': {'model.name': 'dit', 'model.patch_size': 2, 'model.hidden_size': 32,
+            'model.depth': 2, 'model.num_heads': 2, 'model.mlp_ratio': 2.0},
+}
+
+
+def model_config(name: str, overrides: dict | None = None, **kwargs):
+  """tiny_config with the model `name` at its tiny size, then the overrides."""
+  return tiny_config({'model.name': name, **MODELS.get(name, {}), **(overrides or {})},
+                     **kwargs)
 
 
 def _flag_value(value) -> str:
