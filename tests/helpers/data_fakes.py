@@ -20,6 +20,7 @@ import tensorflow as tf  # noqa: E402
 import tensorflow_datasets as tfds  # noqa: E402
 
 from sparsediff_jax import config_base  # noqa: E402
+from tests.helpers import tiny  # noqa: E402
 
 
 def write_metadata(data_dir: str, tfds_name: str, num_train: int) -> None:
@@ -84,10 +85,10 @@ def decode_index(images: np.ndarray) -> np.ndarray:
 
 
 def make_config(name: str, batch_size: int = 8, **data):
-  """The base config with data.name = name and data fields overridden."""
-  c = config_base.get_config()
-  c.data.name = name
-  c.training.batch_size = batch_size
-  for key, value in data.items():
-    setattr(c.data, key, value)
-  return c
+  """The tiny config (tiny.py) with data.name = name and the `data` fields overridden. The
+  data fields tiny.TINY shrinks keep their config_base values unless given: these tests
+  read datasets at their own sizes."""
+  defaults = config_base.get_config().data
+  kept = {key: defaults[key.split('.')[1]] for key in tiny.TINY if key.startswith('data.')}
+  return tiny.tiny_config({**kept, 'data.name': name, 'training.batch_size': batch_size,
+                           **{f'data.{key}': value for key, value in data.items()}})
