@@ -1,4 +1,5 @@
-"""Running the real CLI in subprocesses, for the end-to-end tests, and damaging its files.
+"""Running the real CLI (and the worker scripts of tests/helpers/) in subprocesses, for the
+end-to-end tests, and damaging its files.
 
 Runs compile with XLA's cheap CPU settings, and processes that share `jax_cache` load the
 compiled step from JAX's persistent cache instead of compiling it again: every run of the
@@ -6,6 +7,7 @@ same tiny config after the first costs the Python start-up only.
 """
 
 import hashlib
+import json
 import os
 import subprocess
 import sys
@@ -62,6 +64,17 @@ def imported_modules(*args, cwd) -> tuple[subprocess.CompletedProcess, set[str]]
   names = {line.rsplit('|', 1)[-1].strip().split('.')[0]
            for line in result.stderr.splitlines() if line.startswith('import time:')}
   return result, names
+
+
+def run_worker(module: str, devices: int) -> dict:
+  """Runs `python -m tests.helpers.MODULE` on `devices` CPU devices; its last stdout line,
+  parsed as JSON."""
+  e = dict(os.environ, XLA_FLAGS=f'--xla_force_host_platform_device_count={devices}',
+           JAX_PLATFORMS='cpu')
+  out = subprocess.run([sys.executable, '-m', f'tests.helpers.{module}'], env=e,
+                       capture_output=True, text=True, timeout=600, cwd=REPO)
+  assert out.returncode == 0, out.stderr[-3000:]
+  return json.loads(out.stdout.strip().splitlines()[-1])
 
 
 def error_lines(stderr: str) -> list[str]:

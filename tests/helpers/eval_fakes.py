@@ -7,7 +7,6 @@ opcodes by hand), so the whole weights path (hash, reader, conversion, cache) ru
 seeded weights instead of the 95 MB download.
 """
 
-import importlib.util
 import json
 import struct
 import zipfile
@@ -23,6 +22,7 @@ from sparsediff_jax import formulations
 from sparsediff_jax.models import build_model
 
 from tests.helpers import tiny
+from tests.helpers.fixtures import seeded_inception
 
 FIXTURES = Path(__file__).parent / 'fixtures'
 
@@ -107,18 +107,10 @@ def write_checkpoint(config, workdir, step: int = 3, seed: int = 0):
 # ---- seeded Inception weights in torch's file format --------------------------------------
 
 
-def _load_seeded_module():
-  spec = importlib.util.spec_from_file_location('seeded_inception',
-                                                FIXTURES / 'seeded_inception.py')
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  return module
-
-
 def seeded_inception_state_dict() -> dict:
   """pytorch-fid's state_dict names and shapes, filled with seeded values."""
   spec = json.loads(str(np.load(FIXTURES / 'inception_parity.npz')['spec']))
-  return _load_seeded_module().seeded_state_dict(spec)
+  return seeded_inception.seeded_state_dict(spec)
 
 
 _STORAGE = {np.dtype(np.float32): 'FloatStorage', np.dtype(np.int64): 'LongStorage'}

@@ -3,10 +3,7 @@ the exactly-zero initial output, attention across patches, fixed positions, the 
 count of the architecture, config checks, training (with token-aligned masks), device-count
 and FSDP invariance, checkpoint resume and sampling."""
 
-import json
 import os
-import subprocess
-import sys
 
 import jax
 import jax.numpy as jnp
@@ -18,7 +15,7 @@ from sparsediff_jax.runtime import checkpoints, sharding, state
 from sparsediff_jax import data, errors, formulations, generate, masking, registry, validation
 from sparsediff_jax.modes import train
 from sparsediff_jax.models import build_model, count_params, dit
-from tests.helpers import REPO
+from tests.helpers.cli_runs import run_worker
 from tests.helpers.nets import perturbed
 from tests.helpers.tiny import model_config
 
@@ -144,18 +141,9 @@ def test_trains_on_shapes_with_token_aligned_masks():
   assert np.mean(losses[-5:]) < 0.7 * np.mean(losses[:5]), losses
 
 
-def _run_devices(n: int) -> dict:
-  env = dict(os.environ, XLA_FLAGS=f'--xla_force_host_platform_device_count={n}',
-             JAX_PLATFORMS='cpu')
-  out = subprocess.run([sys.executable, '-m', 'tests.helpers.dit_devices_worker'],
-                       env=env, capture_output=True, text=True, timeout=600, cwd=REPO)
-  assert out.returncode == 0, out.stderr[-3000:]
-  return json.loads(out.stdout.strip().splitlines()[-1])
-
-
 @pytest.mark.slow
 def test_one_and_eight_devices_and_fsdp_agree():
-  one, eight = _run_devices(1), _run_devices(8)
+  one, eight = run_worker('dit_devices_worker', 1), run_worker('dit_devices_worker', 8)
   assert one['devices'] == 1 and eight['devices'] == 8
   ref = one['runs']['fsdp1']
   for name in ('fsdp1', 'fsdp4'):

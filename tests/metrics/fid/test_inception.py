@@ -1,13 +1,12 @@
 """Inception port: parity with pytorch-fid, preprocessing, torch-free weight reading.
 
-The parity fixture (tests/fixtures/inception_parity.npz) was produced by
-tests/fixtures/make_inception_fixture.py running the real pytorch-fid on seeded weights;
+The parity fixture (tests/helpers/fixtures/inception_parity.npz) was produced by
+tests/helpers/fixtures/make_inception_fixture.py running the real pytorch-fid on seeded weights;
 here the same weights are regenerated with NumPy, so neither torch nor the network is
 needed.
 """
 
 import hashlib
-import importlib.util
 import json
 import os
 import pickle
@@ -23,19 +22,10 @@ from flax import nnx
 from sparsediff_jax.metrics.fid import fid
 from sparsediff_jax.metrics.fid import inception as inc
 from sparsediff_jax.metrics.fid import inception_weights as iw
+from tests.helpers.fixtures import seeded_inception as seeded
 
 FIXTURES = Path(__file__).parents[2] / "helpers" / "fixtures"
 REPO = Path(__file__).parents[3]
-
-
-def _load_seeded_module():
-    spec = importlib.util.spec_from_file_location("seeded_inception", FIXTURES / "seeded_inception.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-seeded = _load_seeded_module()
 
 
 @pytest.fixture(scope="module")
