@@ -31,7 +31,7 @@ from sparsediff_jax import config_base  # noqa: E402
 from sparsediff_jax.console import progress  # noqa: E402
 from sparsediff_jax.runtime import sharding  # noqa: E402
 from sparsediff_jax.modes import train  # noqa: E402
-from tests.tiny import tiny_config  # noqa: E402
+from tests.helpers.tiny import tiny_config  # noqa: E402
 
 
 def setup(config):

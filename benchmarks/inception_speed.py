@@ -2,7 +2,7 @@
 
 Each framework runs in its own subprocess, one after the other (so they never compete
 for cores), on the same uint8 batch, including preprocessing (resize to 299, scaling).
-Both networks carry the seeded stand-in weights of tests/fixtures/seeded_inception.py
+Both networks carry the seeded stand-in weights of tests/helpers/fixtures/seeded_inception.py
 (speed does not depend on the values; no download needed).
 
     python benchmarks/inception_speed.py --torch-python /path/to/venv-with-torch/bin/python
@@ -24,7 +24,7 @@ from pathlib import Path
 import numpy as np
 
 REPO = Path(__file__).resolve().parents[1]
-FIXTURES = REPO / "tests" / "fixtures"
+FIXTURES = REPO / "tests" / "helpers" / "fixtures"
 
 
 def _images(batch: int, size: int) -> np.ndarray:
@@ -45,8 +45,7 @@ def run_jax(args) -> dict:
     import jax
     from flax import nnx
 
-    sys.path.insert(0, str(FIXTURES))
-    import seeded_inception as seeded
+    from tests.helpers.fixtures import seeded_inception as seeded
 
     from sparsediff_jax.metrics.fid import inception as inc
     from sparsediff_jax.metrics.fid import inception_weights as iw
@@ -65,8 +64,7 @@ def run_jax(args) -> dict:
 def run_torch(args) -> dict:
     import torch
 
-    sys.path.insert(0, str(FIXTURES))
-    from make_inception_fixture import build_pytorch_fid_model
+    from tests.helpers.fixtures.make_inception_fixture import build_pytorch_fid_model
 
     torch.set_num_threads(os.cpu_count())
     torch.set_grad_enabled(False)

@@ -11,7 +11,7 @@ compiles. 50k-sample times are extrapolations from these rates, labelled as such
 
 The end-to-end eval (--eval_samples > 0) runs --mode=fid_stats and --mode=eval as the CLI
 does, on a checkpoint of random parameters and the `shapes` data at 64x64 (CelebA cannot
-be downloaded everywhere), with seeded FID-Inception weights written by tests/eval_fakes.py
+be downloaded everywhere), with seeded FID-Inception weights written by tests/helpers/eval_fakes.py
 (pytorch-fid's file has the same shapes, so the same speed).
 """
 
@@ -93,8 +93,7 @@ def time_sampling(nfes: list[int], batch: int, repeats: int) -> list[dict]:
 
 
 def _eval_fakes():
-  sys.path.insert(0, os.path.join(REPO, 'tests'))
-  import eval_fakes
+  from tests.helpers import eval_fakes
   return eval_fakes
 
 

@@ -4,7 +4,7 @@ processes, notebooks or soaks, or take more than about 20 s on 2 CPU cores."""
 
 import pytest
 
-import tiny
+from tests.helpers import tiny
 
 
 @pytest.fixture

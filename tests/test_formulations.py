@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from sparsediff_jax import formulations, registry, samplers
-from tiny import tiny_config
+from tests.helpers.tiny import tiny_config
 
 X0 = jax.random.uniform(jax.random.PRNGKey(0), (6, 4, 4, 3), minval=-1, maxval=1)
 ALL = [formulations.FlowMatching(), formulations.FlowMatching('logit_normal'),

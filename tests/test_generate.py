@@ -15,7 +15,7 @@ import jax
 import jax.numpy as jnp
 from jax.experimental import multihost_utils
 
-from eval_fakes import fake_params, tiny_config
+from tests.helpers.eval_fakes import fake_params, tiny_config
 from sparsediff_jax import errors, generate, main, samplers
 from sparsediff_jax.runtime import sharding
 from sparsediff_jax.metrics.fid import features
@@ -96,10 +96,10 @@ def test_samples_and_reference_features_do_not_depend_on_device_or_host_count(ba
   assert len(np.unique(images.reshape(INDICES, -1), axis=0)) == INDICES
   out, port = tmp_path / 'two_hosts.npz', _free_port()
   env = dict(os.environ, XLA_FLAGS='--xla_force_host_platform_device_count=4',
-             PYTHONPATH=os.pathsep.join([str(REPO), str(REPO / 'tests')]))
+             PYTHONPATH=str(REPO))
   procs = [subprocess.Popen(
-      [sys.executable, '-c', f'import test_generate as t; t._host_worker({i}, {port}, {str(out)!r})'],
-      env=env, cwd=REPO / 'tests', stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+      [sys.executable, '-c', f'from tests import test_generate as t; t._host_worker({i}, {port}, {str(out)!r})'],
+      env=env, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
       for i in range(2)]
   logs = [p.communicate(timeout=600)[0] for p in procs]
   assert [p.returncode for p in procs] == [0, 0], logs[0][-2000:] + logs[1][-2000:]

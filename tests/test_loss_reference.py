@@ -1,7 +1,7 @@
 """Same config, same seed -> the same per-step losses and final parameters, bit for bit.
 
-The reference (tests/fixtures/loss_reference.json) was recorded by
-tests/fixtures/make_loss_reference.py before the training code was reorganised into the
+The reference (tests/helpers/fixtures/loss_reference.json) was recorded by
+tests/helpers/fixtures/make_loss_reference.py before the training code was reorganised into the
 state module, the registries and the mask-strategy interface; this test keeps every later
 change honest about what the program computes.
 """
@@ -12,9 +12,9 @@ import os
 import numpy as np
 import pytest
 
-from fixtures import make_loss_reference
+from tests.helpers.fixtures import make_loss_reference
 
-REFERENCE = os.path.join(os.path.dirname(__file__), 'fixtures', 'loss_reference.json')
+REFERENCE = os.path.join(os.path.dirname(__file__), 'helpers', 'fixtures', 'loss_reference.json')
 
 
 def _check(name):

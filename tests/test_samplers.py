@@ -1,5 +1,5 @@
 """Samplers against closed forms: for data N(0, s^2 I) the optimal network output of every
-formulation is linear in x (tests/eval_fakes.gaussian_net), the probability-flow ODE maps
+formulation is linear in x (tests/helpers/eval_fakes.gaussian_net), the probability-flow ODE maps
 noise z to k z with k known exactly, and stochastic samplers must reproduce N(0, s^2)."""
 
 import math
@@ -9,7 +9,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from eval_fakes import gaussian_net, tiny_config
+from tests.helpers.eval_fakes import gaussian_net, tiny_config
 from sparsediff_jax import formulations as F
 from sparsediff_jax import samplers as S
 from sparsediff_jax import registry, validation
@@ -240,7 +240,7 @@ def test_logsnr_and_uniform_time_grids():
 
 @pytest.mark.slow
 def test_a_grid_the_formulation_lacks_is_refused_before_jax(tmp_path):
-  from test_fast_errors import HEAVY, imported_modules
+  from tests.helpers.cli_runs import HEAVY, imported_modules
   result, names = imported_modules('--config.diffusion.formulation=edm',
                                    '--config.sampling.time_steps=uniform', cwd=tmp_path)
   errors = [l for l in result.stderr.splitlines() if l.startswith('error:')]

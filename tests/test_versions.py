@@ -12,7 +12,8 @@ from packaging.specifiers import SpecifierSet
 from packaging.utils import canonicalize_name
 from packaging.version import Version
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+from tests.helpers import REPO
+
 PROJECT = tomllib.load(open(os.path.join(REPO, 'pyproject.toml'), 'rb'))['project']
 
 

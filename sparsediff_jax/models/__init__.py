@@ -1,8 +1,9 @@
 """Networks: `build_model(config, seed)` returns the NNX module named by config.model.name.
 
 Each network registers a builder `fn(config, seed) -> nnx.Module` with registry.MODELS in
-its own file (unet.py; see sparsediff_jax/registry.py); the module maps noisy images
-[B, H, W, 3] and noise-level conditioning [B] to an output of the images' shape.
+its own file (unet.py, dit.py; see sparsediff_jax/registry.py); the module maps noisy images
+[B, H, W, 3] and noise-level conditioning [B] to an output of the images' shape. README.md
+states the whole contract (tests/models/test_contract.py checks it).
 """
 
 import jax

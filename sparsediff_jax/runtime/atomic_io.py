@@ -49,6 +49,26 @@ def reporting_disk_full(path):
     raise
 
 
+def disk_full_cause(error: BaseException) -> BaseException | None:
+  """The ENOSPC error in `error`, its causes and contexts (and exception groups), or None.
+
+  Orbax re-raises an asynchronous writer's error wrapped in other types, sometimes keeping
+  only the message, so the text 'No space left on device' counts too.
+  """
+  stack, seen = [error], set()
+  while stack:
+    e = stack.pop()
+    if e is None or id(e) in seen:
+      continue
+    seen.add(id(e))
+    if isinstance(e, OSError) and e.errno == errno.ENOSPC:
+      return e
+    if 'No space left on device' in str(e) or 'ENOSPC' in str(e):
+      return e
+    stack += [e.__cause__, e.__context__, *getattr(e, 'exceptions', ())]
+  return None
+
+
 def make_dirs(path) -> None:
   """Creates the folder `path` and its parents (local or remote); no-op when it exists."""
   with reporting_disk_full(path):

@@ -22,16 +22,14 @@ naming the checkpoint whose write failed, the path and the newest intact checkpo
 a failed write never touches (Orbax commits a step by renaming it into place only when it is
 complete, and deletes old steps only after that). The failure of an asynchronous write is
 reported by the next `save()` or `wait()`, and Orbax's own error logs of it (several
-tracebacks, from its writer threads) are dropped from the console. WORKDIR/checkpoints
-that exists but is not a directory is refused (CheckpointError) before anything is written.
+tracebacks, from its writer threads) are dropped from the console (orbax_logs.py).
+WORKDIR/checkpoints that exists but is not a directory is refused (CheckpointError) before
+anything is written.
 """
 
 from absl import logging
 import contextlib
-import errno
-import logging as pylogging
 import os
-import sys
 import weakref
 
 from etils import epath
@@ -40,7 +38,8 @@ from jax.experimental import multihost_utils
 import orbax.checkpoint as ocp
 
 from sparsediff_jax import errors
-from sparsediff_jax.runtime import nonfinite
+from sparsediff_jax.runtime import nonfinite, orbax_logs
+from sparsediff_jax.runtime.atomic_io import disk_full_cause
 
 # Checkpoints exist but none of them can be restored, or the checkpoint folder is not one.
 CheckpointError = errors.CheckpointError
@@ -77,7 +76,7 @@ class Checkpointer:
     self.keep, self.read_only = keep, read_only
     self.failed = False      # a write failed and was reported; nothing more is waited for
     self._pending = None     # the step of the asynchronous write in flight, if any
-    _quiet_orbax_disk_full_logs()
+    orbax_logs.quiet_disk_full_logs()
     if read_only:   # each option Orbax's read_only would otherwise override with a warning
       options = ocp.CheckpointManagerOptions(read_only=True, max_to_keep=None, create=False,
                                              save_interval_steps=0,
@@ -87,7 +86,7 @@ class Checkpointer:
       options = ocp.CheckpointManagerOptions(max_to_keep=keep,
                                              enable_async_checkpointing=async_save,
                                              cleanup_tmp_directories=True)
-    with _without_read_only_notice():
+    with orbax_logs.without_read_only_notice():
       self.manager = ocp.CheckpointManager(self.directory, options=options,
                                            item_names=('state', 'meta'))
     _OPEN.add(self)
@@ -230,7 +229,7 @@ class Checkpointer:
       if cause is None:
         raise
       self.failed, self._pending = True, None
-      _DropOrbaxDiskFull.seen_disk_full = True
+      orbax_logs.note_disk_full()
       raise errors.DiskFullError(self._disk_full_message(step, cause)) from e
 
   def _disk_full_message(self, step: int | None, cause: BaseException) -> str:
@@ -246,18 +245,6 @@ class Checkpointer:
   def close(self) -> None:
     _OPEN.discard(self)
     self.manager.close()
-
-
-@contextlib.contextmanager
-def _without_read_only_notice():
-  """Drops Orbax's 'Given directory is read only' warning, logged for every reader."""
-  drop = lambda record: 'Given directory is read only' not in record.getMessage()
-  logger = pylogging.getLogger('absl')
-  logger.addFilter(drop)
-  try:
-    yield
-  finally:
-    logger.removeFilter(drop)
 
 
 def _is_shape_mismatch(error: str) -> bool:
@@ -283,26 +270,6 @@ def _check_is_directory(directory: str) -> None:
     raise CheckpointError(
         f'{directory} is {kind}, not a folder of checkpoints; move it away (training would '
         'otherwise start from scratch next to it) or choose another --workdir')
-
-
-def disk_full_cause(error: BaseException) -> BaseException | None:
-  """The ENOSPC error in `error`, its causes and contexts (and exception groups), or None.
-
-  Orbax re-raises an asynchronous writer's error wrapped in other types, sometimes keeping
-  only the message, so the text 'No space left on device' counts too.
-  """
-  stack, seen = [error], set()
-  while stack:
-    e = stack.pop()
-    if e is None or id(e) in seen:
-      continue
-    seen.add(id(e))
-    if isinstance(e, OSError) and e.errno == errno.ENOSPC:
-      return e
-    if 'No space left on device' in str(e) or 'ENOSPC' in str(e):
-      return e
-    stack += [e.__cause__, e.__context__, *getattr(e, 'exceptions', ())]
-  return None
 
 
 def _steps_on_disk(directory: str) -> list[int]:
@@ -334,78 +301,6 @@ def _free_space(directory: str) -> str:
   except OSError:
     return ''
   return f' ({st.f_bavail * st.f_frsize / 2**10:.0f} KiB free now)'
-
-
-def _is_orbax_disk_full_log(record: pylogging.LogRecord) -> bool:
-  """An error Orbax logs, with a traceback, from each thread an ENOSPC passes through."""
-  if 'orbax' not in record.pathname or record.levelno < pylogging.WARNING:
-    return False
-  if record.exc_info and record.exc_info[1] is not None:
-    if disk_full_cause(record.exc_info[1]) is not None:
-      return True
-  return 'No space left on device' in record.getMessage()
-
-
-def _is_closed_loop_aftermath(record: pylogging.LogRecord) -> bool:
-  """When a write fails, Orbax closes its event loop while other writes of the same save are
-  still running in worker threads; each of them then fails to hand back its result and
-  concurrent.futures logs 'Event loop is closed' with a traceback."""
-  error = record.exc_info[1] if record.exc_info else None
-  return (record.name == 'concurrent.futures' and isinstance(error, RuntimeError)
-          and 'Event loop is closed' in str(error))
-
-
-def _is_unretrieved_disk_full_task(record: pylogging.LogRecord) -> bool:
-  """asyncio's 'Task exception was never retrieved' for a write that hit ENOSPC, logged with
-  a traceback when the failed save's tasks are collected (often after the error line)."""
-  if record.name != 'asyncio':
-    return False
-  error = record.exc_info[1] if record.exc_info else None
-  return ((error is not None and disk_full_cause(error) is not None)
-          or 'No space left on device' in record.getMessage())
-
-
-class _DropOrbaxDiskFull(pylogging.Filter):
-  """Drops Orbax's logs of an ENOSPC, and the closed-loop errors that follow a failed write
-  once one has been seen: DiskFullError reports the failure, once."""
-
-  seen_disk_full = False
-
-  def filter(self, record):
-    if _is_orbax_disk_full_log(record) or _is_unretrieved_disk_full_task(record):
-      type(self).seen_disk_full = True
-      return False
-    return not (type(self).seen_disk_full and _is_closed_loop_aftermath(record))
-
-
-_ORBAX_FILTER = _DropOrbaxDiskFull()
-
-
-def _quiet_orbax_disk_full_logs() -> None:
-  """Installs _DropOrbaxDiskFull where those logs pass (absl's logger, for Orbax's own, and
-  absl's console handler, for concurrent.futures'), and drops the 'Event loop is closed'
-  errors that a failed write's worker threads raise where nobody can catch them (Python
-  prints those unraisable errors as bare tracebacks). Idempotent."""
-  for target in (pylogging.getLogger('absl'), pylogging.getLogger('concurrent.futures'),
-                 pylogging.getLogger('asyncio'), logging.get_absl_handler()):
-    if _ORBAX_FILTER not in target.filters:
-      target.addFilter(_ORBAX_FILTER)
-  if sys.unraisablehook is not _drop_closed_loop_unraisable:
-    global _previous_unraisablehook
-    _previous_unraisablehook = sys.unraisablehook
-    sys.unraisablehook = _drop_closed_loop_unraisable
-
-
-_previous_unraisablehook = sys.unraisablehook
-
-
-def _drop_closed_loop_unraisable(unraisable) -> None:
-  """sys.unraisablehook: passes everything on except 'Event loop is closed' RuntimeErrors
-  (the aftermath of a failed asynchronous checkpoint write, reported once as an error)."""
-  error = unraisable.exc_value
-  if isinstance(error, RuntimeError) and 'Event loop is closed' in str(error):
-    return
-  _previous_unraisablehook(unraisable)
 
 
 def abstract_like(tree, sharding):

@@ -20,7 +20,7 @@ digits' registry.Dataset record, data/digits/__init__.py), as flat floats:
   (mode collapse).
 * `digits_num_classes_present`: digits predicted at least once (0..10).
 
-Measured with 297 images at 16x16 against the held-out set (tests/test_digits_metrics.py):
+Measured with 297 images at 16x16 against the held-out set (tests/data/test_digits_metrics.py):
 
   images                                digits_fd  confidence  class entropy
   297 training images (real)                 4.3        0.90          2.30

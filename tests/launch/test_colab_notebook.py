@@ -1,0 +1,102 @@
+"""launch/colab.ipynb runs top to bottom, headless, on this checkout (so it cannot rot).
+
+The notebook sees SPARSEDIFF_NOTEBOOK_CI (a scratch folder): it installs nothing, trains a
+tiny configuration for 3 steps through the CLI, and must show the grids, the loss curves and
+the sample-mode grid it produced. CI runs it in the `lowest` environment too, Colab's
+preinstalled versions (.ci/lowest-constraints.txt), as well as with the newest.
+"""
+
+import importlib.metadata
+import os
+import re
+
+import nbclient
+import nbformat
+import pytest
+
+from tests.helpers import REPO
+
+pytestmark = pytest.mark.slow   # executes the notebook
+
+NOTEBOOK = os.path.join(REPO, 'launch', 'colab.ipynb')
+
+
+def outputs(cell, kind):
+  return [o for o in cell.get('outputs', []) if o['output_type'] == kind]
+
+
+# Run after the notebook, in its kernel: it never started a JAX backend (which would hold a
+# TPU), and use_storage() signs in and brings gcsfs for gs:// only, gcsfs only where TF and
+# it are absent.
+AFTER = """
+import sys, types
+if 'jax' in sys.modules:   # TensorBoard's reader imports TF, and TF imports jax
+    from jax._src import xla_bridge
+    print('backend started by the notebook:', xla_bridge.backends_are_initialized())
+else:
+    print('backend started by the notebook: False')
+calls = []
+colab = types.ModuleType('google.colab')
+colab.auth = types.SimpleNamespace(authenticate_user=lambda: calls.append('auth'))
+sys.modules['google.colab'] = colab
+use_storage('/content/runs/x')
+print('local:', calls)
+find_spec, run = importlib.util.find_spec, subprocess.run
+importlib.util.find_spec = lambda n: None if n in ('tensorflow', 'gcsfs') else find_spec(n)
+subprocess.run = lambda command, check: calls.append(command[-1])
+try:
+    use_storage('gs://bucket/runs/x')
+finally:
+    importlib.util.find_spec, subprocess.run = find_spec, run
+print('gs:', calls)
+"""
+
+
+def test_colab_notebook_runs_headless(tmp_path, monkeypatch):
+  monkeypatch.setenv('SPARSEDIFF_NOTEBOOK_CI', str(tmp_path))
+  monkeypatch.setenv('TMPDIR', str(tmp_path))
+  monkeypatch.setenv('JAX_PLATFORMS', 'cpu')
+  # Cheaper XLA:CPU compilation for the CLI runs the notebook starts.
+  monkeypatch.setenv('XLA_FLAGS', '--xla_backend_optimization_level=0 '
+                                  '--xla_llvm_disable_expensive_passes=true')
+  notebook = nbformat.read(NOTEBOOK, as_version=4)
+  assert not any(c.get('outputs') for c in notebook.cells if c.cell_type == 'code'), (
+      'commit the notebook without outputs')
+  notebook.cells.append(nbformat.v4.new_code_cell(AFTER))
+  nbclient.NotebookClient(notebook, timeout=300, kernel_name='python3',
+                          resources={'metadata': {'path': os.path.join(REPO, 'launch')}}).execute()
+
+  code = [c for c in notebook.cells if c.cell_type == 'code']
+  text = '\n'.join(o.get('text', '') for c in code for o in outputs(c, 'stream'))
+  assert f'code from {REPO}' in text
+  versions = ', '.join(f'{name} {importlib.metadata.version(name)}'
+                       for name in ('jax', 'flax', 'optax', 'orbax-checkpoint'))
+  assert versions in text   # the environment's own versions, untouched
+  assert 'backend started by the notebook: False' in text
+  fsspec = importlib.metadata.version('fsspec')
+  assert "local: []" in text and f"gs: ['auth', 'gcsfs=={fsspec}']" in text
+  assert re.search(r'step \d+: loss [\d.e-]+, dense loss ', text) and 'samples_0000003.png' in text
+  images = sum(len([o for o in c.outputs if 'image/png' in o.get('data', {})]) for c in code)
+  assert images == 3   # the training grid, the loss curves, the sample-mode grid
+  assert os.path.isfile(tmp_path / 'colab' / 'samples' / 'sample_mode_0000003.png')
+  assert 'modes of this version: train, sample' in text
+
+
+def test_an_unset_repository_url_is_one_error_line(tmp_path, monkeypatch):
+  """Opened outside a checkout (as on Colab) with REPO_URL left empty: the install cell stops
+  with one line naming the form field, and clones or installs nothing."""
+  monkeypatch.delenv('SPARSEDIFF_NOTEBOOK_CI', raising=False)
+  notebook = nbformat.read(NOTEBOOK, as_version=4)
+  install = next(c for c in notebook.cells if c.cell_type == 'code')
+  assert "REPO_URL = ''  # @param {type:\"string\"}" in install.source   # a Colab form field
+  notebook.cells = [install]
+  client = nbclient.NotebookClient(notebook, timeout=120, kernel_name='python3',
+                                   allow_errors=True,
+                                   resources={'metadata': {'path': str(tmp_path)}})
+  client.execute()
+  (error,) = outputs(install, 'error')
+  assert error['traceback'] == [
+      'error: set REPO_URL (the form field of this cell) to the git URL of your copy of '
+      'sparsediff_jax, e.g. https://github.com/ACCOUNT/sparsediff_jax.git, and run the cell '
+      'again']
+  assert os.listdir(tmp_path) == []

@@ -1,0 +1,260 @@
+"""The memorization window (evaluation/window.py) on synthetic trajectories, and the stop
+rule of evaluation/window_scoring.py as the training loop applies it."""
+
+import json
+import math
+import os
+import signal
+
+import jax
+import numpy as np
+import pytest
+
+from sparsediff_jax.runtime import preemption
+from sparsediff_jax.modes import train
+from sparsediff_jax.metrics import window, window_scoring
+from tests.helpers.tiny import tiny_config
+
+
+def _trajectory(steps, memorized, fd=None, confidence=None):
+  out = []
+  for i, step in enumerate(steps):
+    e = {'step': step, 'pixel_memorized_fraction': memorized[i]}
+    if fd is not None:
+      e['digits_fd'] = fd[i]
+    if confidence is not None:
+      e['digits_confidence'] = confidence[i]
+    out.append(e)
+  return out
+
+
+def test_crossings_are_interpolated_between_scored_steps():
+  steps = [100, 200, 300, 400]
+  # memorized 0 -> 0.2 -> 0.6 -> 0.9: 0.1 is crossed half way 100..200, 0.5 at 3/4 of 200..300.
+  t = _trajectory(steps, [0.0, 0.2, 0.6, 0.9], fd=[40.0, 20.0, 12.0, 10.0],
+                  confidence=[0.3, 0.7, 0.9, 0.9])
+  assert window.tau_mem(t, 0.1) == window.Crossing(150.0, False)
+  assert window.tau_mem(t, 0.5) == window.Crossing(275.0, False)
+  # digits_fd is lower-better: 16 lies half way between 20 (200) and 12 (300).
+  assert window.tau_gen(t, 'digits_fd', 16.0) == window.Crossing(250.0, False)
+  # digits_confidence is higher-better: 0.8 half way 0.7 (200) .. 0.9 (300).
+  assert window.tau_gen(t, 'digits_confidence', 0.8).step == pytest.approx(250.0)
+  s = window.summarize(t, {'digits_fd': 16.0}, levels=(0.1, 0.5))
+  assert s['window_digits_fd_0.5'] == pytest.approx(275.0 / 250.0)
+  assert s['window_digits_fd_0.1'] == pytest.approx(150.0 / 250.0)
+  assert s['window_spacing'] == 100.0 and s['window_cap'] == 400.0
+  assert s['tau_mem_0.5_censored'] == 0.0
+
+
+def test_a_threshold_met_at_the_first_scored_step_is_that_step():
+  t = _trajectory([100, 200], [0.7, 0.9])
+  mem = window.tau_mem(t, 0.5)
+  assert mem == window.Crossing(100.0, False, at_first=True) and mem.show() == '<= 100'
+  assert window.summarize(t, {})['tau_mem_0.5_at_first'] == 1.0
+
+
+def test_nan_entries_are_skipped():
+  assert window.first_crossing([1, 2, 3], [0.0, float('nan'), 1.0], 0.5) == \
+      window.Crossing(2.0, False)
+
+
+def test_censored_runs_are_marked_never_numbers():
+  # Never memorizes half its samples by the cap of 600: tau_mem(0.5) is '> 600'.
+  t = _trajectory([200, 400, 600], [0.0, 0.05, 0.2], fd=[30.0, 15.0, 12.0])
+  mem = window.tau_mem(t, 0.5)
+  assert mem.censored and mem.step == 600 and mem.show() == '> 600'
+  s = window.summarize(t, {'digits_fd': 16.0})
+  assert s['tau_mem_0.5_censored'] == 1.0 and s['tau_mem_0.1_censored'] == 0.0
+  # tau_gen is reached, tau_mem is not: the window is a lower bound.
+  value, bound = window.ratio(mem, window.tau_gen(t, 'digits_fd', 16.0))
+  assert bound == 'lower' and value == pytest.approx(600 / (200 + 200 * 14 / 15))
+  # Quality never reached: no window at all.
+  gen = window.tau_gen(t, 'digits_fd', 5.0)
+  assert gen.censored
+  assert math.isnan(window.ratio(mem, gen)[0])
+  assert math.isnan(window.summarize(t, {'digits_fd': 5.0})['window_digits_fd_0.5'])
+
+
+def test_pixels_seen_puts_masked_and_batch_matched_runs_on_one_axis():
+  pixels = 8 * 8 * 3
+  masked = window.units_per_step(16, 1.0 - 0.9, pixels)
+  matched = window.units_per_step(2, 1.0, pixels)
+  dense = window.units_per_step(16, 1.0, pixels)
+  assert masked['pixels_seen'] == pytest.approx(16 * 0.1 * 192)
+  assert matched['pixels_seen'] == 2 * 192
+  # Same supervision per step within the rounding of the matched batch (1.6 -> 2) ...
+  assert masked['pixels_seen'] / matched['pixels_seen'] == pytest.approx(0.8)
+  # ... but the masked step pushes the whole batch through the network.
+  assert masked['images_seen'] == dense['images_seen'] == 16 and matched['images_seen'] == 2
+
+
+def test_value_at_interpolates_and_is_nan_outside():
+  t = _trajectory([100, 200], [0.0, 0.4])
+  assert window.value_at(t, 'pixel_memorized_fraction', 150) == pytest.approx(0.2)
+  assert math.isnan(window.value_at(t, 'pixel_memorized_fraction', 250))
+
+
+@pytest.mark.parametrize('spec, fragment', [
+    ('fid=3', 'unknown quality metric'), ('digits_fd=nan', 'finite'),
+    ('digits_fd', 'finite'), ('digits_confidence=1.5', r'in \[0, 1\]'), ('', 'no quality')])
+def test_bad_quality_specs_name_the_problem(spec, fragment):
+  with pytest.raises(ValueError, match=fragment):
+    window.parse_quality(spec)
+
+
+@pytest.mark.parametrize('spec', ['0', '1.5', 'nan', 'x', ''])
+def test_bad_levels_are_refused(spec):
+  with pytest.raises(ValueError):
+    window.parse_levels(spec)
+
+
+def test_quality_metric_must_belong_to_the_dataset():
+  window.check_dataset({'digits_fd': 16.0}, 'digits')
+  with pytest.raises(ValueError, match="data.name='shapes'"):
+    window.check_dataset({'digits_fd': 16.0}, 'shapes')
+
+
+def test_decided_reads_only_steps_up_to_the_asked_one():
+  t = _trajectory([100, 200, 300], [0.1, 0.6, 0.9])
+  assert not window_scoring.decided(t, 100, 0.5)
+  assert window_scoring.decided(t, 200, 0.5)
+  assert not window_scoring.decided(t, 300, 0.0)   # 0: never stops
+
+
+# ---- the stop rule in the training loop ----
+
+STOP_AT = 6
+
+
+def _stop_hook(calls):
+  """An EvalHook that scores every 2 steps and has decided from step STOP_AT on."""
+  def factory(config, graphdef, mesh, workdir):
+    def score(state):
+      calls.append(int(state.step))
+      return {'scored': float(state.step)}
+    return 2, score, lambda step: step >= STOP_AT
+  return factory
+
+
+def _losses(workdir):
+  with open(workdir / 'metrics.jsonl') as f:
+    return {r['step']: r['loss'] for r in map(json.loads, f) if 'loss' in r}
+
+
+def _assert_same_state(a, b):
+  jax.tree.map(lambda x, y: np.testing.assert_array_equal(np.asarray(x), np.asarray(y)),
+               (a.params, a.ema, a.opt_state), (b.params, b.ema, b.opt_state))
+
+
+@pytest.fixture(scope='module')
+def straight(tmp_path_factory):
+  """(final state, workdir) of the run trained straight to STOP_AT, without hooks."""
+  workdir = tmp_path_factory.mktemp('straight')
+  state = train.train(tiny_config(training__num_steps=STOP_AT, training__log_every=1,
+                                  training__checkpoint_every=4), str(workdir))
+  return state, workdir
+
+
+@pytest.mark.slow   # two tiny trainings
+def test_a_stopped_run_is_the_run_trained_straight_to_that_step(tmp_path, straight):
+  straight, straight_dir = straight
+  cap = tiny_config(training__num_steps=12, training__log_every=1,
+                    training__checkpoint_every=4)
+  calls = []
+  stopped = train.train(cap, str(tmp_path / 'stopped'), hooks=(_stop_hook(calls),))
+  assert int(stopped.step) == STOP_AT and calls == [2, 4, 6]
+  _assert_same_state(stopped, straight)
+  assert _losses(tmp_path / 'stopped') == _losses(straight_dir)
+  assert sorted(_losses(tmp_path / 'stopped')) == list(range(1, STOP_AT + 1))
+  # The stop step is checkpointed though not a multiple of checkpoint_every; a rerun of the
+  # decided run trains nothing.
+  again = train.train(cap, str(tmp_path / 'stopped'), hooks=(_stop_hook(calls),))
+  assert int(again.step) == STOP_AT and calls == [2, 4, 6]
+  _assert_same_state(again, straight)
+
+
+@pytest.mark.slow   # tiny trainings, one interrupted
+def test_a_preempted_run_resumes_and_stops_at_the_same_step(tmp_path, monkeypatch, straight):
+  straight, straight_dir = straight
+  cap = tiny_config(training__num_steps=12, training__log_every=1,
+                    training__checkpoint_every=4)
+  real = preemption.StopRequest.should_stop
+
+  def sigterm_at_step_3(self, step):   # as if SIGTERM arrived during step 3
+    if step == 3:
+      self.signum = signal.SIGTERM
+    return real(self, step)
+
+  monkeypatch.setattr(preemption.StopRequest, 'should_stop', sigterm_at_step_3)
+  calls = []
+  with pytest.raises(preemption.TrainingInterrupted):
+    train.train(cap, str(tmp_path / 'run'), hooks=(_stop_hook(calls),))
+  monkeypatch.setattr(preemption.StopRequest, 'should_stop', real)
+  resumed = train.train(cap, str(tmp_path / 'run'), hooks=(_stop_hook(calls),))
+  assert int(resumed.step) == STOP_AT and calls == [2, 4, 6]
+  _assert_same_state(resumed, straight)
+  assert _losses(tmp_path / 'run') == _losses(straight_dir)
+
+
+# ---- the tables, from kept results alone ----
+
+def _kept_run(results, name, group, n, seed, ratio, batch, trajectory, x=None, dropout=0.0):
+  folder = results / name
+  folder.mkdir(parents=True)
+  config = {'data': {'name': 'digits', 'num_train_examples': n, 'image_size': 8},
+            'training': {'seed': seed, 'batch_size': batch, 'num_steps': 1000},
+            'mask': {'ratio': ratio}, 'model': {'dropout': dropout}}
+  (folder / 'config.json').write_text(json.dumps(config))
+  (folder / 'sweep_run.json').write_text(json.dumps({'group': group, 'x': x}))
+  (folder / 'window_trajectory.json').write_text(json.dumps(trajectory))
+
+
+def _synthetic_results(results):
+  """Dense: memorizes half its samples at step 10 n (tau_mem proportional to n); mask 0.9
+  never does by its cap of 1000 steps. Both reach digits_fd 16 at step 150 (18 -> 14)."""
+  for n in (16, 32, 64):
+    for seed in range(3):
+      steps = list(range(100, 1001, 100))
+      fd = [18.0 if s < 200 else 14.0 for s in steps]
+      dense = [{'step': s, 'pixel_memorized_fraction': min(1.0, 0.5 * s / (10 * n)),
+                'digits_fd': f} for s, f in zip(steps, fd)]
+      masked = [{'step': s, 'pixel_memorized_fraction': 0.0, 'digits_fd': f}
+                for s, f in zip(steps, fd)]
+      _kept_run(results, f'dense_n{n}_s{seed}', 'grid', n, seed, 0.0, 16, dense)
+      _kept_run(results, f'mask_n{n}_s{seed}', 'grid', n, seed, 0.9, 16, masked)
+
+
+def test_window_table_from_kept_results(tmp_path):
+  from sparsediff_jax.sweeps import window_table
+  _synthetic_results(tmp_path / 'runs')
+  rc = window_table.main([f'--results={tmp_path / "runs"}', '--quality=digits_fd=16',
+                          '--levels=0.5', '--planned=48'])
+  assert rc == 0
+  md = (tmp_path / 'window.md').read_text()
+  assert '18 runs of the 48 planned' in md
+  assert '| mask 0.9 | 32 | 3 | 100 | 150 ± 0 | > 1000 | >= 6.67 ± 0.00 (3 lower bounds) |' in md
+  # n=16: 0.5 memorized at step 160 (interpolated 100..200); the window is 160 / 150.
+  assert '| dense | 16 | 3 | 100 | 150 ± 0 | 160 ± 0 | 1.07 ± 0.00 |' in md
+  # tau_mem proportional to n: a slope of 1 over the nine dense runs (n=16 at step 160 is
+  # interpolated: still exactly 10 n).
+  rows = [window_table.run_row(r, {'digits_fd': 16.0}, (0.5,))
+          for r in window_table.read_results(str(tmp_path / 'runs'))]
+  slope, err, k = window_table.slopes(rows)['dense']
+  assert k == 9 and slope == pytest.approx(1.0) and err == pytest.approx(0.0, abs=1e-6)
+  assert math.isnan(window_table.slopes(rows)['mask 0.9'][0])   # all censored
+  for name in ('window.csv', 'window_vs_n.png', 'window_ratio.png', 'trajectories_n32.png'):
+    assert (tmp_path / name).stat().st_size > 0
+
+
+@pytest.mark.parametrize('flag, fragment', [
+    ('--quality=fid=3', '--quality'), ('--quality=digits_fd=nan', '--quality'),
+    ('--levels=0', '--levels'), ('--quality=shape_consistency=0.5', "data.name='digits'")])
+def test_window_table_bad_input_is_one_line_and_writes_nothing(tmp_path, capsys, flag,
+                                                               fragment):
+  from sparsediff_jax.sweeps import window_table
+  _synthetic_results(tmp_path / 'runs')
+  before = sorted(os.listdir(tmp_path))
+  assert window_table.main([f'--results={tmp_path / "runs"}', flag]) == 2
+  err = capsys.readouterr().err
+  assert err.startswith('error: ') and fragment in err and err.count('\n') == 1
+  assert sorted(os.listdir(tmp_path)) == before
