@@ -18,7 +18,7 @@ from sparsediff_jax.data.source import Source
 from sparsediff_jax.modes import research, train
 from sparsediff_jax.sweeps import sweep_table
 
-import tiny
+from tests.helpers import tiny
 
 NAME = 'toy_stripes'
 
