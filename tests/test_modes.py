@@ -1,0 +1,103 @@
+"""The --mode table (modes/__init__.py) and who may import a mode."""
+
+import ast
+import os
+import pkgutil
+import subprocess
+import sys
+
+import pytest
+
+import sparsediff_jax
+from sparsediff_jax import modes
+
+PACKAGE = os.path.dirname(sparsediff_jax.__file__)
+MODE_MODULES = {'train', 'sample', 'research', 'fid_stats', 'evaluate'}
+
+
+def package_modules(path=PACKAGE, prefix='sparsediff_jax'):
+  """(dotted name, file) of every module of the package, found without importing any."""
+  for info in pkgutil.iter_modules([path]):
+    name, where = f'{prefix}.{info.name}', os.path.join(path, info.name)
+    if info.ispkg:
+      yield name, os.path.join(where, '__init__.py')
+      yield from package_modules(where, name)
+    else:
+      yield name, where + '.py'
+
+
+def imported_names(module: str, file: str) -> set[str]:
+  """Every dotted name the module imports, `from a import b` giving both a and a.b."""
+  tree = ast.parse(open(file).read(), file)
+  package = module if file.endswith('__init__.py') else module.rsplit('.', 1)[0]
+  names = set()
+  for node in ast.walk(tree):
+    if isinstance(node, ast.Import):
+      names.update(alias.name for alias in node.names)
+    elif isinstance(node, ast.ImportFrom):
+      base = node.module or ''
+      if node.level:   # relative: resolved against the importing module's package
+        parent = package.rsplit('.', node.level - 1)[0] if node.level > 1 else package
+        base = f'{parent}.{base}' if base else parent
+      names.add(base)
+      names.update(f'{base}.{alias.name}' for alias in node.names)
+  return names
+
+
+def imports_a_mode(names: set[str]) -> list[str]:
+  return sorted(n for n in names if n == 'sparsediff_jax.modes' or (
+      n.startswith('sparsediff_jax.modes.') and n.split('.')[2] in MODE_MODULES))
+
+
+def test_the_module_walk_sees_the_whole_package():
+  found = dict(package_modules())
+  assert {'sparsediff_jax.main', 'sparsediff_jax.modes.train', 'sparsediff_jax.train_step',
+          'sparsediff_jax.metrics.fid.scoring'} <= found.keys()
+  assert all(os.path.isfile(f) for f in found.values())
+
+
+def test_the_import_parser_catches_every_form(tmp_path):
+  file = tmp_path / 'm.py'
+  file.write_text('import sparsediff_jax.modes.train\n'
+                  'from sparsediff_jax.modes import research as r\n'
+                  'from ..modes.sample import run_sample_mode\n'
+                  'from sparsediff_jax import modes\n'
+                  'from sparsediff_jax.modes.base import Mode\n'
+                  'def f():\n  from . import evaluate\n')
+  names = imported_names('sparsediff_jax.metrics.m', str(file))
+  assert imports_a_mode(names) == [
+      'sparsediff_jax.modes', 'sparsediff_jax.modes.research', 'sparsediff_jax.modes.sample',
+      'sparsediff_jax.modes.sample.run_sample_mode', 'sparsediff_jax.modes.train']
+  inside = imported_names('sparsediff_jax.modes.fid_stats', str(file))
+  assert 'sparsediff_jax.modes.evaluate' in imports_a_mode(inside)   # `from . import`
+
+
+def test_no_module_but_main_imports_a_mode():
+  offenders = {}
+  for module, file in package_modules():
+    if module == 'sparsediff_jax.main':
+      continue
+    if bad := imports_a_mode(imported_names(module, file)):
+      offenders[module] = bad
+  assert not offenders, offenders
+
+
+def test_naming_the_modes_imports_no_jax():
+  code = ('import sys; from sparsediff_jax import modes; '
+          'heavy = {"jax", "tensorflow", "flax"} & {m.split(".")[0] for m in sys.modules}; '
+          'print(modes.NAMES, sorted(heavy))')
+  out = subprocess.run([sys.executable, '-c', code], capture_output=True, text=True,
+                       check=True, env={**os.environ, 'PYTHONPATH': os.path.dirname(PACKAGE)})
+  assert out.stdout.strip() == "('train', 'sample', 'research', 'fid_stats', 'eval') []"
+
+
+def test_each_mode_is_its_modules_one_mode():
+  table = {name: modes.MODES[name] for name in modes.NAMES}
+  assert {n: (m.reads_run, m.writes_record) for n, m in table.items()} == {
+      'train': (False, True), 'sample': (True, False), 'research': (True, False),
+      'fid_stats': (False, False), 'eval': (True, False)}
+  assert all(m.name == n and callable(m.run) for n, m in table.items())
+  assert table['train'].nothing_to_do is not None
+  assert all(m.nothing_to_do is None for n, m in table.items() if n != 'train')
+  with pytest.raises(KeyError):
+    modes.MODES['evaluate_everything']
