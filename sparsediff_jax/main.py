@@ -40,8 +40,7 @@ _CONFIG = config_flags.DEFINE_config_file(
     lock_config=True)
 _WORKDIR = flags.DEFINE_string('workdir', None,
                                'Run directory (default: runs/<config name>/).')
-_MODE = flags.DEFINE_enum('mode', 'train', modes.NAMES,
-                          f'What to do: {modes.HELP}.')
+_MODE = flags.DEFINE_enum('mode', 'train', modes.NAMES, f'What to do: {modes.HELP}.')
 # Multi-process runs. Cloud TPU VMs, SLURM and Open MPI need none of these (detected).
 _COORDINATOR = flags.DEFINE_string(
     'coordinator_address', None, 'HOST:PORT of process 0, for a multi-process run that is '

@@ -1,11 +1,14 @@
-"""The --mode table (modes/__init__.py) and who may import a mode."""
+"""The --mode table (modes/__init__.py), who may import a mode, and the training loop's one
+rule for periodic work (modes/train.Periodic)."""
 
 import ast
 import os
 import pkgutil
 import subprocess
 import sys
+import types
 
+import numpy as np
 import pytest
 
 import sparsediff_jax
@@ -101,3 +104,56 @@ def test_each_mode_is_its_modules_one_mode():
   assert all(m.nothing_to_do is None for n, m in table.items() if n != 'train')
   with pytest.raises(KeyError):
     modes.MODES['evaluate_everything']
+
+
+# ---- periodic work in the training loop ------------------------------------------------
+
+def fired(action, steps, num_steps, stop_at=None):
+  from sparsediff_jax.modes.train import Periodic
+  assert isinstance(action, Periodic)
+  return [s for s in steps if action.due(s, s == num_steps, s == stop_at)]
+
+
+def test_periodic_work_is_due_at_multiples_and_at_the_last_step():
+  from sparsediff_jax.modes.train import Periodic
+  every3 = Periodic(3, print)
+  assert fired(every3, range(1, 11), 10) == [3, 6, 9, 10]
+  assert fired(Periodic(0, print), range(1, 11), 10) == [10]   # 0: the last step only
+  # steps_per_call=2: only the last step of each call is asked
+  assert fired(Periodic(3, print), range(2, 11, 2), 10) == [6, 10]
+
+
+def test_a_stop_skips_samples_keeps_scheduled_logs_and_always_checkpoints():
+  from sparsediff_jax.modes.train import Periodic
+  steps = range(1, 11)
+  assert fired(Periodic(4, print), steps, 10, stop_at=4) == [8, 10]           # skipped
+  assert fired(Periodic(4, print, 'scheduled'), steps, 10, stop_at=4) == [4, 8, 10]
+  assert fired(Periodic(4, print, 'scheduled'), steps, 10, stop_at=5) == [4, 8, 10]
+  assert fired(Periodic(4, print, 'always'), steps, 10, stop_at=5) == [4, 5, 8, 10]
+
+
+def test_the_metric_line_takes_its_rate_and_eta_from_the_progress_bar():
+  from sparsediff_jax.console import progress
+  from sparsediff_jax.modes.train import MetricWindow, Tick
+  now = [0.0]
+  bar = progress.TrainProgress(100, 0, enabled=False, clock=lambda: now[0])
+  written = []
+  writer = types.SimpleNamespace(write_scalars=lambda step, s: written.append((step, s)))
+  monitor = types.SimpleNamespace(check=lambda: None, skipped_steps=0)
+  window = MetricWindow(writer, bar, monitor, batch_size=8, unlogged=[])
+  bar.update(1)                                   # the first call (compile) is not timed
+  window.history.append({'loss': np.float32(2.0)})
+  window.log(Tick(1, None, {}))
+  assert written[-1][1] == {'loss': 2.0, 'skipped_steps': 0}   # no rate yet
+  for step in (2, 3):
+    now[0] += 0.5
+    bar.update(step)
+    window.history.append({'loss': np.float32(step)})
+  with bar.excluded():
+    now[0] += 10.0                                # a sample grid: not training time
+  window.log(Tick(3, None, {}))
+  step, scalars = written[-1]
+  assert step == 3 and scalars['loss'] == 2.5 and window.history == []
+  assert scalars['steps_per_sec'] == pytest.approx(2.0) == bar.steps_per_second()
+  assert scalars['images_per_sec'] == pytest.approx(16.0)
+  assert scalars['eta_minutes'] == pytest.approx(97 / 2.0 / 60)

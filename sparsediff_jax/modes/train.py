@@ -2,15 +2,17 @@
 
 The loop resumes exactly from the newest intact checkpoint, stops cleanly on SIGTERM/SIGINT
 (preemption.py) and writes every logged line to WORKDIR/metrics.jsonl too
-(docs/troubleshooting.md).
+(docs/troubleshooting.md). Everything it does besides training is a `Periodic` action with
+one rule for when it is due: the metric line, sample grids, the evaluation hooks its caller
+hands it (training never imports evaluation code) and checkpoints.
 """
 
-from absl import logging
+import dataclasses
 import functools
 import os
-import time
-from typing import Callable
+from typing import Callable, NamedTuple
 
+from absl import logging
 import jax
 import numpy as np
 
@@ -40,19 +42,76 @@ from sparsediff_jax.train_step import check_step_fits, compile_train_step
 EvalHook = Callable[..., tuple | None]
 
 
-def _mean_metrics(history: list[dict]) -> dict:
-  host = jax.device_get(history)
-  return {k: float(np.mean([h[k] for h in host])) for k in host[0]}
+class Tick(NamedTuple):
+  """Where the loop is when a periodic action runs."""
+  step: int          # the last step trained
+  state: TrainState  # the state after it
+  data_state: dict   # the data iterator's position after its batch
 
 
-def _write_samples(config, workdir, writer, sample_fn, params, step):
-  grid_images = sample_fn(params)
+@dataclasses.dataclass(frozen=True)
+class Periodic:
+  """Work the loop does every `every` steps (0: never by count) and at the last step.
+
+  at_stop: at a call where the run stops early (a stop signal; for the checkpoint also an
+  evaluation hook's decision): 'skip' the action, do it only when it is 'scheduled', or
+  'always' do it (the checkpoint that the resume starts from).
+  """
+  every: int
+  fn: Callable[[Tick], None]
+  at_stop: str = 'skip'
+
+  def due(self, step: int, is_last: bool, stopping: bool = False) -> bool:
+    """The one rule: a multiple of `every` (step: the last step of the call), the last
+    step, or per at_stop when the run stops there."""
+    if stopping and self.at_stop != 'scheduled':
+      return self.at_stop == 'always'
+    return is_last or (self.every > 0 and step % self.every == 0)
+
+
+class MetricWindow:
+  """The steps since the last metric line, and the line: their mean metrics, with steps/s
+  and the ETA as the progress bar counts them (training time only)."""
+
+  def __init__(self, writer, bar: progress.TrainProgress, monitor, batch_size: int,
+               unlogged: list[dict]):
+    # After a resume the window starts with the steps the checkpoint's run trained but had
+    # not logged yet, so that the line averages the whole window.
+    self.history = unlogged
+    self._writer, self._bar, self._monitor, self._batch = writer, bar, monitor, batch_size
+
+  def log(self, tick: Tick) -> None:
+    failure = self._monitor.check()
+    host = jax.device_get(self.history)
+    scalars = {k: float(np.mean([h[k] for h in host])) for k in host[0]}
+    rate, eta = self._bar.steps_per_second(), self._bar.eta_seconds()
+    if rate is not None:   # none yet on the first call (it includes compiling)
+      scalars.update(steps_per_sec=rate, images_per_sec=rate * self._batch,
+                     eta_minutes=eta / 60.0)
+    scalars['skipped_steps'] = self._monitor.skipped_steps
+    self._writer.write_scalars(tick.step, scalars)
+    self.history = []
+    if failure:
+      raise failure
+
+
+def _write_samples(config, workdir, writer, sample_fn, tick: Tick):
+  grid_images = sample_fn(tick.state.ema[0])
   if jax.process_index() == 0:
     grid = make_grid(grid_images, rows=config.sampling.grid_size)
-    path = os.path.join(workdir, 'samples', f'samples_{step:07d}.png')
+    path = os.path.join(workdir, 'samples', f'samples_{tick.step:07d}.png')
     save_png(path, grid, upscale=max(1, 256 // grid.shape[0] + 1))
-    writer.write_images(step, {'samples': grid[None]})
+    writer.write_images(tick.step, {'samples': grid[None]})
     logging.info('wrote %s', path)
+
+
+def _save_checkpoint(config, ckpt, monitor, window: MetricWindow, tick: Tick):
+  if failure := monitor.check():   # never checkpoint past a bad step under 'stop'
+    raise failure
+  ckpt.save(tick.step, tick.state, {'data': tick.data_state,
+                                    'config': run_dir.config_dict(config),
+                                    'unlogged_metrics': _history_to_meta(window.history),
+                                    **monitor.meta()})
 
 
 def train(config, workdir: str, *, hooks: tuple[EvalHook, ...] = ()) -> TrainState:
@@ -65,6 +124,8 @@ def train(config, workdir: str, *, hooks: tuple[EvalHook, ...] = ()) -> TrainSta
   errors.ConfigMismatchError when the checkpoints belong to a different config, and
   checkpoints.CheckpointError when none of them can be read.
   """
+  # --- set up: shapes, the hooks' inputs, the step compiled (refused if too big), data ----
+  tc = config.training
   mesh = sharding.make_mesh(config)
   tx, schedule = make_optimizer(config)
   graphdef, abstract_params = abstract_model(config)
@@ -75,7 +136,6 @@ def train(config, workdir: str, *, hooks: tuple[EvalHook, ...] = ()) -> TrainSta
   memory_check.check_state_fits(target)   # before the data, the checkpoints and any write
   # First, so that a hook's missing input stops the run before it writes anything.
   evaluations = [h for h in (hook(config, graphdef, mesh, workdir) for hook in hooks) if h]
-
   step_jit = compile_train_step(config, graphdef, tx, schedule, mesh)
   with progress.phase('compiling the train step and the sampler'):   # refused if too big
     check_step_fits(config, step_jit, target, mesh)
@@ -88,8 +148,10 @@ def train(config, workdir: str, *, hooks: tuple[EvalHook, ...] = ()) -> TrainSta
                                        process_count=jax.process_count())
   if jax.process_index() == 0 and not config.data.per_process_read:
     run_dir.record_loaded_examples(workdir, len(data_it.images))   # skipped bad files
+
+  # --- restore: the newest intact checkpoint, or fresh parameters -------------------------
   ckpt = checkpoints.Checkpointer(os.path.join(workdir, 'checkpoints'),
-                                  keep=config.training.keep_checkpoints)
+                                  keep=tc.keep_checkpoints)
   with progress.phase('looking for checkpoints to restore'):
     restored = restore(config, ckpt, tx, mesh, target)
   skipped_steps, unlogged = 0, []
@@ -102,7 +164,7 @@ def train(config, workdir: str, *, hooks: tuple[EvalHook, ...] = ()) -> TrainSta
     skipped_steps = meta.get('skipped_steps', 0)
     unlogged = _history_from_meta(meta.get('unlogged_metrics', []))
     logging.info('resumed from step %d', start)
-  start, k = int(state.step), config.training.steps_per_call
+  start, k = int(state.step), tc.steps_per_call
   stops = [e[2] for e in evaluations if len(e) > 2]
   decided = start > 0 and any(stop(start) for stop in stops)   # stopped there before
   if decided:
@@ -112,31 +174,39 @@ def train(config, workdir: str, *, hooks: tuple[EvalHook, ...] = ()) -> TrainSta
     raise ConfigError(
         f'the run stopped at step {start}, not a multiple of training.steps_per_call={k}; '
         'resume with a training.steps_per_call that divides it (e.g. 1)')
-  if start >= config.training.num_steps:   # a finished run: nothing to do, exit code 0
+  if start >= tc.num_steps:   # a finished run: nothing to do, exit code 0
     logging.warning('%s', _nothing_to_train(config, workdir, start))
     ckpt.close()
     return state
 
+  # --- before the loop: writers, progress, and the periodic actions, built once -----------
   writer = tb_writer.create_writer(workdir, process_index=jax.process_index(),
-                                  resume_step=start)
+                                   resume_step=start)
   if start == 0:
     writer.write_hparams({name: str(v) for name, v in _flatten(config.to_dict()).items()})
   step_fn = progress.time_first_call(step_jit, 'first train step')
   sample_fn = progress.time_first_call(generate.make_grid_sampler(config, graphdef, mesh),
-                                      'sampling a grid')
-
-  tc = config.training
+                                       'sampling a grid')
   batches = sharding.prefetch_to_mesh(data_it, mesh, steps_per_call=k)
   monitor = nonfinite.NonFiniteMonitor(tc.on_nonfinite, tc.nonfinite_patience, skipped_steps,
                                        last_checkpoint=lambda: _newest_checkpoint(ckpt))
   stop = preemption.StopRequest()
-  # ---- console progress; at most 2 calls in flight, so a stop is honoured within 2 ----
+  # Console progress; at most 2 calls in flight, so a stop is honoured within 2.
   bar = progress.TrainProgress(tc.num_steps, start, enabled=jax.process_index() == 0)
   in_flight = progress.InFlight(depth=2)
-  # ----
-  # The window of the next metric line; after a resume, it starts with the steps the
-  # checkpoint's run trained but had not logged yet (so the line averages the whole window).
-  history, t_last, step_last = unlogged, time.time(), start
+  window = MetricWindow(writer, bar, monitor, tc.batch_size, unlogged)
+  # A stop logs only at a logging step (the resume logs the rest); it skips samples and
+  # evaluations; it always checkpoints.
+  log = Periodic(tc.log_every, window.log, at_stop='scheduled')
+  extras = [Periodic(tc.sample_every,
+                     functools.partial(_write_samples, config, workdir, writer, sample_fn)),
+            *(Periodic(every, functools.partial(_write_evaluation, writer, fn))
+              for every, fn, *_ in evaluations)]
+  save = Periodic(tc.checkpoint_every,
+                  functools.partial(_save_checkpoint, config, ckpt, monitor, window),
+                  at_stop='always')
+
+  # --- loop: one call of the step, then whatever periodic work is due ---------------------
   step, stopping, is_last = start, False, start == tc.num_steps
   end = start if decided else tc.num_steps
   try:
@@ -144,44 +214,28 @@ def train(config, workdir: str, *, hooks: tuple[EvalHook, ...] = ()) -> TrainSta
       batch, data_state = next(batches)
       state, metrics = step_fn(state, batch)
       bar.update(step, loss=in_flight.push(metrics['loss']))   # console progress
-      history.append(metrics)
+      window.history.append(metrics)
       monitor.observe(step, metrics)
       stopping = stop.should_stop(step // k)   # call index: processes agree on calls
       is_last = step == tc.num_steps
-      if step % tc.log_every == 0 or is_last:   # a stop logs nothing: the resume does
-        failure = monitor.check()
-        scalars = _mean_metrics(history)
-        now = time.time()
-        steps_per_sec = (step - step_last) / max(now - t_last, 1e-9)
-        eta_seconds = bar.eta_seconds()   # training time only (console progress)
-        scalars.update(steps_per_sec=steps_per_sec,
-                       images_per_sec=steps_per_sec * tc.batch_size,
-                       eta_minutes=(eta_seconds if eta_seconds is not None else
-                                    (tc.num_steps - step) / max(steps_per_sec, 1e-9)) / 60.0,
-                       skipped_steps=monitor.skipped_steps)
-        writer.write_scalars(step, scalars)
-        history, t_last, step_last = [], now, step
-        if failure:
-          raise failure
+      tick = Tick(step, state, data_state)
+      if log.due(step, is_last, stopping):   # training time: it waits for the step
+        log.fn(tick)
       with bar.excluded():   # not training time (console progress)
-        if _due(step, tc.sample_every, is_last) and not stopping:
-          _write_samples(config, workdir, writer, sample_fn, state.ema[0], step)
-        for every, evaluation, *_ in evaluations:
-          if _due(step, every, is_last) and not stopping:
-            writer.write_scalars(step, evaluation(state))
+        for action in extras:
+          if action.due(step, is_last, stopping):
+            action.fn(tick)
         decided = not stopping and any(stop(step) for stop in stops)
-        if _due(step, tc.checkpoint_every, is_last) or stopping or decided:
-          if failure := monitor.check():   # never checkpoint past a bad step under 'stop'
-            raise failure
-          ckpt.save(step, state, {'data': data_state, 'config': run_dir.config_dict(config),
-                                  'unlogged_metrics': _history_to_meta(history),
-                                  **monitor.meta()})
+        if save.due(step, is_last, stopping or decided):
+          save.fn(tick)
       if stopping or decided:
         if decided:
           logging.info('the run decided at step %d (an evaluation hook stopped it)', step)
         break
   finally:
     bar.close()   # console progress, however the loop ended
+
+  # --- finish: the last checkpoint written, the writers flushed ---------------------------
   ckpt.wait()
   ckpt.close()
   writer.flush()
@@ -189,6 +243,10 @@ def train(config, workdir: str, *, hooks: tuple[EvalHook, ...] = ()) -> TrainSta
   if stopping and not is_last:
     raise preemption.TrainingInterrupted(step, stop.signum)
   return state
+
+
+def _write_evaluation(writer, evaluation, tick: Tick) -> None:
+  writer.write_scalars(tick.step, evaluation(tick.state))
 
 
 def _history_to_meta(history: list[dict]) -> list[dict]:
@@ -222,10 +280,6 @@ def _newest_checkpoint(ckpt: checkpoints.Checkpointer) -> int | None:
   ckpt.wait()
   steps = ckpt.all_steps()
   return steps[-1] if steps else None
-
-
-def _due(step: int, every: int, is_last: bool) -> bool:
-  return is_last or (every > 0 and step % every == 0)
 
 
 MODE = Mode(name='train',
