@@ -30,20 +30,22 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from sparsediff_jax import config_base  # noqa: E402
 from sparsediff_jax.console import progress  # noqa: E402
 from sparsediff_jax.runtime import sharding  # noqa: E402
-from sparsediff_jax.modes import train  # noqa: E402
+from sparsediff_jax import train_step  # noqa: E402
+from sparsediff_jax.runtime.state import (abstract_model, init_state,  # noqa: E402
+                                          make_optimizer)
 from tests.helpers.tiny import tiny_config  # noqa: E402
 
 
 def setup(config):
   mesh = sharding.make_mesh(config)
-  tx, schedule = train.make_optimizer(config)
-  graphdef, _ = train.abstract_model(config)
-  state = train.init_state(config, tx, mesh)
+  tx, schedule = make_optimizer(config)
+  graphdef, _ = abstract_model(config)
+  state = init_state(config, tx, mesh)
   s = config.data.image_size
   images = np.random.default_rng(0).integers(
       0, 256, (config.training.batch_size, s, s, 3), dtype=np.uint8)
   batch = sharding.global_batch(images, mesh)
-  step = train.compile_train_step(config, graphdef, tx, schedule, mesh)
+  step = train_step.compile_train_step(config, graphdef, tx, schedule, mesh)
   state, metrics = step(state, batch)   # compile
   jax.block_until_ready(metrics)
   return step, state, batch

@@ -2,8 +2,8 @@
 
     python benchmarks/mask_cost.py [--ratio=0.98] [--configs=shapes:16,cifar10:128,celeba:128]
 
-For each config and global batch, the real step (train.compile_train_step) is compiled at
-mask ratio 0, which draws no mask (the dense loss), and at --ratio, and XLA's estimates of
+For each config and global batch, the real step (train_step.compile_train_step) is compiled
+at mask ratio 0, which draws no mask (the dense loss), and at --ratio, and XLA's estimates of
 FLOPs and bytes accessed are compared. Nothing runs, so the numbers do not depend on the
 load of the machine, and a CPU gives them for every config; on an accelerator the
 compiler's estimates differ a little (other fusions) but the mask's share is of the same
@@ -22,7 +22,9 @@ sys.path[:0] = [REPO, os.path.join(REPO, 'configs')]
 
 from sparsediff_jax import config_base  # noqa: E402
 from sparsediff_jax.runtime import sharding  # noqa: E402
-from sparsediff_jax.modes import train  # noqa: E402
+from sparsediff_jax import train_step  # noqa: E402
+from sparsediff_jax.runtime.state import (abstract_model, abstract_state,  # noqa: E402
+                                          make_optimizer)
 
 
 def load(name: str):
@@ -36,13 +38,13 @@ def step_cost(config, batch: int, ratio: float) -> tuple[float, float]:
   config = config.copy_and_resolve_references()
   config.mask.ratio, config.training.batch_size = ratio, batch
   mesh = sharding.make_mesh()
-  tx, schedule = train.make_optimizer(config)
-  graphdef, _ = train.abstract_model(config)
-  step = train.compile_train_step(config, graphdef, tx, schedule, mesh)
+  tx, schedule = make_optimizer(config)
+  graphdef, _ = abstract_model(config)
+  step = train_step.compile_train_step(config, graphdef, tx, schedule, mesh)
   s = config.data.image_size
   images = jax.ShapeDtypeStruct((batch, s, s, 3), np.uint8,
                                 sharding=sharding.batch_sharding(mesh))
-  cost = step.lower(train.abstract_state(config, tx, mesh), images).compile().cost_analysis()
+  cost = step.lower(abstract_state(config, tx, mesh), images).compile().cost_analysis()
   cost = cost[0] if isinstance(cost, list) else cost
   return float(cost['flops']), float(cost.get('bytes accessed', float('nan')))
 

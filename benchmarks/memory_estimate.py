@@ -34,15 +34,17 @@ def measure(image_size: int, batch: int, channels: int) -> dict:
   import numpy as np
   from sparsediff_jax import config_base
   from sparsediff_jax.runtime import memory_check, sharding
-  from sparsediff_jax.modes import train
+  from sparsediff_jax import train_step
+  from sparsediff_jax.runtime.state import (abstract_model, abstract_state, init_state,
+                                            make_optimizer)
   config = config_base.get_config()
   config.data.image_size, config.training.batch_size = image_size, batch
   config.model.channels, config.model.attn_resolutions = channels, ()
   mesh = sharding.make_mesh(config)
-  tx, schedule = train.make_optimizer(config)
-  graphdef, _ = train.abstract_model(config)
-  target = train.abstract_state(config, tx, mesh)
-  step = train.compile_train_step(config, graphdef, tx, schedule, mesh)
+  tx, schedule = make_optimizer(config)
+  graphdef, _ = abstract_model(config)
+  target = abstract_state(config, tx, mesh)
+  step = train_step.compile_train_step(config, graphdef, tx, schedule, mesh)
   shape = (batch, image_size, image_size, 3)
   compiled = step.lower(target, jax.ShapeDtypeStruct(
       shape, np.uint8, sharding=sharding.batch_sharding(mesh))).compile()
@@ -50,7 +52,7 @@ def measure(image_size: int, batch: int, channels: int) -> dict:
   before = _status_kib('VmRSS')
   with open('/proc/self/clear_refs', 'w') as f:
     f.write('5')   # the peak-RSS mark restarts from the current RSS
-  state = train.init_state(config, tx, mesh)
+  state = init_state(config, tx, mesh)
   images = sharding.global_batch(np.zeros(shape, np.uint8), mesh)
   for _ in range(3):
     state, metrics = step(state, images)

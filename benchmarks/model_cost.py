@@ -3,7 +3,7 @@
     python benchmarks/model_cost.py [--configs=celeba,celeba_dit] [--batch=128]
         [--set=celeba_dit:model.patch_size=2,model.remat=True]
 
-For each config (a file in configs/) the real step (train.compile_train_step: forward,
+For each config (a file in configs/) the real step (train_step.compile_train_step: forward,
 backward, AdamW, EMA) is compiled for one global batch and XLA's estimate of its FLOPs is
 read; nothing runs, so the numbers do not depend on the load of the machine. `--set` adds
 a variant of a config with the listed fields changed (repeatable). The forward pass alone
@@ -27,7 +27,9 @@ sys.path[:0] = [REPO, os.path.join(REPO, 'configs')]
 
 from sparsediff_jax import config_base  # noqa: E402
 from sparsediff_jax.runtime import sharding  # noqa: E402
-from sparsediff_jax.modes import train  # noqa: E402
+from sparsediff_jax import train_step  # noqa: E402
+from sparsediff_jax.runtime.state import (abstract_model, abstract_state,  # noqa: E402
+                                          make_optimizer)
 from sparsediff_jax.models import count_params  # noqa: E402
 
 
@@ -56,13 +58,13 @@ def model_cost(config, batch: int) -> dict:
   config = config.copy_and_resolve_references()
   config.training.batch_size = batch
   mesh = sharding.make_mesh()
-  tx, schedule = train.make_optimizer(config)
-  graphdef, abstract_params = train.abstract_model(config)
+  tx, schedule = make_optimizer(config)
+  graphdef, abstract_params = abstract_model(config)
   s, ch = config.data.image_size, 3
   images = jax.ShapeDtypeStruct((batch, s, s, ch), np.uint8,
                                 sharding=sharding.batch_sharding(mesh))
-  step = train.compile_train_step(config, graphdef, tx, schedule, mesh)
-  compiled = step.lower(train.abstract_state(config, tx, mesh), images).compile()
+  step = train_step.compile_train_step(config, graphdef, tx, schedule, mesh)
+  compiled = step.lower(abstract_state(config, tx, mesh), images).compile()
   step_flops, temp = _flops(compiled), _temp_gib(compiled)
   forward = jax.jit(lambda p, x, t: nnx.merge(graphdef, p)(x, t))
   x = jax.ShapeDtypeStruct((batch, s, s, ch), np.float32)

@@ -32,7 +32,8 @@ import numpy as np
 
 from sparsediff_jax import config_base
 from sparsediff_jax.runtime import nonfinite, sharding
-from sparsediff_jax.modes import train
+from sparsediff_jax import train_step
+from sparsediff_jax.runtime.state import abstract_model, init_state, make_optimizer
 
 VARIANTS = ('none', 'guard')
 
@@ -56,13 +57,13 @@ def _variant(name):
 
 def compile_variant(config, mesh, name):
   """(compiled step, state, batch, compile seconds) of a variant."""
-  tx, schedule = train.make_optimizer(config)
-  graphdef, _ = train.abstract_model(config)
+  tx, schedule = make_optimizer(config)
+  graphdef, _ = abstract_model(config)
   shipped = nonfinite.all_finite, nonfinite.keep_if
   nonfinite.all_finite, nonfinite.keep_if = _variant(name)
   try:
-    step_fn = train.compile_train_step(config, graphdef, tx, schedule, mesh)
-    state = train.init_state(config, tx, mesh)
+    step_fn = train_step.compile_train_step(config, graphdef, tx, schedule, mesh)
+    state = init_state(config, tx, mesh)
     size = config.data.image_size
     batch = sharding.global_batch(np.random.default_rng(0).integers(
         0, 256, (config.training.batch_size, size, size, 3), dtype=np.uint8), mesh)

@@ -35,7 +35,9 @@ from ml_collections import config_flags
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from sparsediff_jax.runtime import checkpoints, sharding  # noqa: E402
 from sparsediff_jax import config_base, data  # noqa: E402
-from sparsediff_jax.modes import train  # noqa: E402
+from sparsediff_jax import train_step  # noqa: E402
+from sparsediff_jax.runtime.state import (abstract_model, init_state,  # noqa: E402
+                                          make_optimizer)
 
 _CONFIG = config_flags.DEFINE_config_file('config', config_base.__file__, 'Config file.')
 _BATCH = flags.DEFINE_integer('batch', 0, 'Global batch (0: the config\'s).')
@@ -62,10 +64,10 @@ class Variant:
 
   def __init__(self, config, mesh, *, donate=True, fetch_every=None, prefetch=2):
     self.config, self.fetch_every = config, fetch_every or _FETCH.value
-    tx, schedule = train.make_optimizer(config)
-    graphdef, _ = train.abstract_model(config)
-    self.step = train.compile_train_step(config, graphdef, tx, schedule, mesh, donate=donate)
-    self.state = train.init_state(config, tx, mesh)
+    tx, schedule = make_optimizer(config)
+    graphdef, _ = abstract_model(config)
+    self.step = train_step.compile_train_step(config, graphdef, tx, schedule, mesh, donate=donate)
+    self.state = init_state(config, tx, mesh)
     self.k = config.training.steps_per_call
     self.batches = sharding.prefetch_to_mesh(data.make_train_iterator(config), mesh,
                                              size=prefetch, steps_per_call=self.k)
@@ -118,8 +120,8 @@ def memory_row(name, before, after):
 
 def checkpoint_row(config, mesh):
   """Time until save() returns, synchronous vs asynchronous Orbax, the same state."""
-  tx, _ = train.make_optimizer(config)
-  state = train.init_state(config, tx, mesh)
+  tx, _ = make_optimizer(config)
+  state = init_state(config, tx, mesh)
   times = {False: [], True: []}
   with tempfile.TemporaryDirectory() as root:
     ckpts = {a: checkpoints.Checkpointer(os.path.join(root, str(a)), keep=2, async_save=a)

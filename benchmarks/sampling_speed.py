@@ -131,7 +131,7 @@ def time_fid(num: int = 4096) -> dict:
 def time_eval(num_samples: int, batch: int) -> dict:
   """--mode=fid_stats then --mode=eval (35 NFE) as the CLI runs them, in a temp workdir."""
   eval_fakes = _eval_fakes()
-  from sparsediff_jax.modes import evaluate
+  from sparsediff_jax.modes import evaluate, fid_stats
   from sparsediff_jax.metrics.fid import inception_weights
   with tempfile.TemporaryDirectory() as tmp:
     os.environ['SPARSEDIFF_CACHE'] = os.path.join(tmp, 'cache')
@@ -144,7 +144,7 @@ def time_eval(num_samples: int, batch: int) -> dict:
                        inception_sha256=inception_weights.sha256_file(weights))
     eval_fakes.write_checkpoint(config, tmp, step=1)
     start = time.perf_counter()
-    evaluate.run_fid_stats_mode(config, tmp)
+    fid_stats.run_fid_stats_mode(config, tmp)
     stats_s = time.perf_counter() - start
     start = time.perf_counter()
     metrics = evaluate.run_eval_mode(config, tmp)

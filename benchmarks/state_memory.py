@@ -32,7 +32,7 @@ def main():
   sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
   import jax
   from sparsediff_jax.runtime import sharding
-  from sparsediff_jax.modes import train
+  from sparsediff_jax.runtime.state import abstract_state, make_optimizer, memory_per_device
   from sparsediff_jax.models import count_params
 
   print(f'{args.config} on {jax.device_count()} devices')
@@ -40,12 +40,12 @@ def main():
     config = load_config(args.config)
     config.sharding.fsdp = fsdp
     mesh = sharding.make_mesh(config)
-    tx, _ = train.make_optimizer(config)
-    abstract = train.abstract_state(config, tx, mesh)
+    tx, _ = make_optimizer(config)
+    abstract = abstract_state(config, tx, mesh)
     if fsdp == 1:
       print(f'{count_params(abstract.params) / 1e6:.2f}M parameters, '
             f'{len(config.optim.ema_decays)} EMA copies')
-    print(f'fsdp={fsdp} mesh {dict(mesh.shape)}: {train.memory_per_device(abstract)}')
+    print(f'fsdp={fsdp} mesh {dict(mesh.shape)}: {memory_per_device(abstract)}')
 
 
 if __name__ == '__main__':

@@ -4,7 +4,7 @@ Usage:
   python benchmarks/train_step.py --config=configs/celeba.py --batch_sizes=8,32 \
       --ratios=0,0.98 [--steps=10] [--peak_tflops=N] [--config.model.dtype=float32]
 
-For each batch size and mask ratio it compiles the real jitted step (train.compile_train_step)
+For each batch size and mask ratio it compiles the real jitted step (train_step.compile_train_step)
 on all local devices and times `--rounds` rounds of `--steps` steps, the settings
 interleaved in a new order each round; the best round is shown (on a shared machine other
 load only adds time), as a Markdown table. FLOPs per step
@@ -27,7 +27,8 @@ from ml_collections import config_flags
 
 from sparsediff_jax import config_base
 from sparsediff_jax.runtime import sharding
-from sparsediff_jax.modes import train
+from sparsediff_jax import train_step
+from sparsediff_jax.runtime.state import abstract_model, init_state, make_optimizer
 
 _CONFIG = config_flags.DEFINE_config_file('config', config_base.__file__, 'Config file.')
 _BATCHES = flags.DEFINE_list('batch_sizes', ['8'], 'Global batch sizes to time.')
@@ -49,14 +50,14 @@ class Setting:
     config = config.copy_and_resolve_references()
     config.training.batch_size, config.mask.ratio = batch, ratio
     mesh = sharding.make_mesh()
-    tx, schedule = train.make_optimizer(config)
-    graphdef, _ = train.abstract_model(config)
-    self.state = train.init_state(config, tx, mesh)
+    tx, schedule = make_optimizer(config)
+    graphdef, _ = abstract_model(config)
+    self.state = init_state(config, tx, mesh)
     s = config.data.image_size
     images = np.random.default_rng(0).integers(
         0, 256, (batch, s, s, 3), dtype=np.uint8)
     self.x = sharding.global_batch(images, mesh)
-    step = train.compile_train_step(config, graphdef, tx, schedule, mesh)
+    step = train_step.compile_train_step(config, graphdef, tx, schedule, mesh)
     self.compiled = step.lower(self.state, self.x).compile()
     cost = self.compiled.cost_analysis()
     self.flops = float((cost[0] if isinstance(cost, list) else cost).get('flops', 0.0))

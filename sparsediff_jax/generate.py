@@ -1,4 +1,4 @@
-"""Sharded image generation from parameters: sample grids, N-sample streams, `--mode=sample`.
+"""Sharded image generation from parameters: sample grids and N-sample streams.
 
 Images are generated in global batches split over the mesh's `data` axis (every device of
 every host). Image i's initial noise and the noise a stochastic sampler injects into it
@@ -8,8 +8,6 @@ size, device count or host count.
 
 from absl import logging
 import functools
-import os
-import time
 
 import jax
 import jax.numpy as jnp
@@ -20,9 +18,8 @@ from tqdm import tqdm
 
 from sparsediff_jax.runtime import atomic_io, sharding
 from sparsediff_jax import formulations, samplers
-from sparsediff_jax.console import progress
 from sparsediff_jax.data.source import CHANNELS
-from sparsediff_jax.errors import ConfigError, NonFiniteSamplesError
+from sparsediff_jax.errors import NonFiniteSamplesError
 from sparsediff_jax.console.images import make_grid, save_png
 
 
@@ -178,43 +175,3 @@ def write_images(config, keeper: ImageKeeper, prefix: str, meta: dict) -> list[s
     for path in paths:
       logging.info('wrote %s', path)
   return paths
-
-
-def run_sample_mode(config, workdir: str) -> list[str]:
-  """Writes a grid (and with sampling.save_npz all images as .npz) of
-  sampling.num_samples images (0: one grid) from the newest checkpoint; returns the paths."""
-  from sparsediff_jax.runtime import state  # its model and checkpoint imports are not needed above
-  s = config.sampling
-  if s.save_npz and not s.num_samples:
-    raise ConfigError('config.sampling.save_npz=True needs config.sampling.num_samples > 0 '
-                      '(the number of images to save); 0 writes one grid only')
-  run = state.restore_run(config, workdir)
-  step, params, graphdef, mesh = run.step, run.params(config), run.graphdef, run.mesh
-  n = s.num_samples or s.grid_size ** 2
-  nfe = samplers.num_evaluations(formulations.get_formulation(config.diffusion), s.sampler,
-                                 s.num_steps)
-  batch = -(-min(config.eval.batch_size, n) // mesh.devices.size) * mesh.devices.size
-  with progress.phase('compiling the sampler'):   # and refused if it cannot fit
-    check_sampler_fits(config, graphdef, mesh, params, batch)
-  keeper = ImageKeeper(s.grid_size ** 2, keep_all=s.save_npz)
-  start = time.time()
-  for images, indices in sample_batches(make_batch_sampler(config, graphdef, mesh), params,
-                                        n, batch, desc=f'sampling ({s.sampler}, {nfe} NFE)'):
-    keeper.add(images, indices)
-  logging.info('%d samples in %.1f s (%s sampler, %d NFE)', n, time.time() - start,
-               s.sampler, nfe)
-  meta = dict(step=step, seed=s.seed, sampler=s.sampler, nfe=nfe, ema_index=s.ema_index)
-  return write_images(config, keeper, unused_prefix(os.path.join(
-      workdir, 'samples', f'sample_mode_{step:07d}')), meta)
-
-
-def unused_prefix(prefix: str, also=()) -> str:
-  """PREFIX, or PREFIX-2, PREFIX-3, ... the first for which no PREFIX.png/.npz (and no
-  A.json, A-2.json, ... for each prefix A in `also`) exists: a rerun with other sampling
-  settings never overwrites an earlier output."""
-  suffix, k = '', 1
-  while (any(atomic_io.exists(prefix + suffix + ext) for ext in ('.png', '.npz'))
-         or any(atomic_io.exists(a + suffix + '.json') for a in also)):
-    k += 1
-    suffix = f'-{k}'
-  return prefix + suffix

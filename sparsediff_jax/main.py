@@ -20,13 +20,14 @@ import contextlib
 import json
 import logging as pylogging
 import os
+import re
 import sys
 import time
 
 from absl import app, flags, logging
 from ml_collections import config_flags
 
-from sparsediff_jax import config_base, errors, validation
+from sparsediff_jax import config_base, errors, modes, validation
 
 # The embedded default is config_base.py itself, so overrides such as
 # --config.training.num_steps=100 work without a --config file too. parse_flags supplies it:
@@ -39,8 +40,7 @@ _CONFIG = config_flags.DEFINE_config_file(
     lock_config=True)
 _WORKDIR = flags.DEFINE_string('workdir', None,
                                'Run directory (default: runs/<config name>/).')
-_MODE = flags.DEFINE_string('mode', 'train', 'What to do: ' + ', '.join(
-    ('train', 'sample', 'research', 'fid_stats', 'eval')) + '.')
+_MODE = flags.DEFINE_enum('mode', 'train', modes.NAMES, f'What to do: {modes.HELP}.')
 # Multi-process runs. Cloud TPU VMs, SLURM and Open MPI need none of these (detected).
 _COORDINATOR = flags.DEFINE_string(
     'coordinator_address', None, 'HOST:PORT of process 0, for a multi-process run that is '
@@ -59,40 +59,7 @@ _INIT_TIMEOUT = flags.DEFINE_integer(
     'Seconds to wait for every process of a multi-process run to connect.')
 
 EXIT_USAGE = 2
-
-
-def _train(config, workdir):
-  from sparsediff_jax.modes import evaluate, train  # evaluation enters training only as a hook
-  from sparsediff_jax.metrics import window_scoring
-  return train.train(config, workdir, hooks=(evaluate.train_fid_hook, window_scoring.hook))
-
-
-def _sample(config, workdir):
-  from sparsediff_jax import generate
-  return generate.run_sample_mode(config, workdir)
-
-
-def _research(config, workdir):
-  from sparsediff_jax.modes import research
-  return research.evaluate_run(config, workdir)
-
-
-def _fid_stats(config, workdir):
-  from sparsediff_jax.modes import evaluate
-  return evaluate.run_fid_stats_mode(config, workdir)
-
-
-def _eval(config, workdir):
-  from sparsediff_jax.modes import evaluate
-  return evaluate.run_eval_mode(config, workdir)
-
-
-# --mode -> fn(config, workdir), returning what summary.lines describes.
-MODES = {'train': _train, 'sample': _sample, 'research': _research,
-         'fid_stats': _fid_stats, 'eval': _eval}
-
-# Modes that read a trained run: they take its run-defining fields (run_dir.bind_to_run).
-READS_RUN = ('sample', 'research', 'eval')
+_BAD_MODE = re.compile(r'flag --mode=(.*): value should be one of ')   # absl's enum error
 
 
 def usage_error(message: str):
@@ -141,6 +108,8 @@ def parse_flags(argv):
   try:
     parsed = flags.FLAGS(argv)
   except flags.Error as e:
+    if bad_mode := _BAD_MODE.match(str(e)):
+      usage_error(f'--mode={bad_mode[1]!r} is unknown; choose one of {", ".join(modes.NAMES)}')
     cause = _config_load_cause(str(e))
     usage_error(f'--config={path}: cannot load it ({cause}); it must define get_config()'
                 if cause else str(e).splitlines()[0])
@@ -221,8 +190,6 @@ def main(argv):
   if len(argv) > 1:
     usage_error(f'unexpected arguments {argv[1:]}; flags are --config, --workdir, --mode '
                 '(and --coordinator_address, --num_processes, --process_id for several processes)')
-  if _MODE.value not in MODES:
-    usage_error(f'--mode={_MODE.value!r} is unknown; choose one of {", ".join(MODES)}')
   config, name = _CONFIG.value, config_name(_config_path(sys.argv))
   workdir = _WORKDIR.value or os.path.join('runs', name)
   if '://' not in workdir:   # 'a/b/../c' would leave an empty a/b behind when created
@@ -241,27 +208,27 @@ def main(argv):
     usage_error(str(e))
   from sparsediff_jax.runtime import compile_cache  # before the first compile
   compile_cache.enable(config.training.compilation_cache)
-  training = _MODE.value == 'train'
+  mode = modes.MODES[_MODE.value]   # imports its module (and the libraries it needs)
   started = time.monotonic()
-  writes_record = training and jax.process_index() == 0
+  writes_record = mode.writes_record and jax.process_index() == 0
   try:
-    if _MODE.value in READS_RUN:
+    if mode.reads_run:
       run_dir.bind_to_run(config, workdir, config_overrides(sys.argv))
     validation.validate_for_devices(config, jax.device_count())
     validation.validate_entries(config)
-    if not training and _START_OVER.value:
-      usage_error(f'--start_over is for --mode=train only (this is --mode={_MODE.value})')
-    if training:   # before anything is written
+    if not mode.writes_record and _START_OVER.value:
+      usage_error(f'--start_over is for --mode=train only (this is --mode={mode.name})')
+    if mode.writes_record:   # before anything is written
       run_dir.check_writable(workdir)
       if not _START_OVER.value:   # else the run there is moved aside
         run_dir.check_can_resume(config, workdir)
         run_dir.check_one_run(config, workdir)
         checkpoints.check_checkpoint_dir(workdir)   # a file named checkpoints
-        from sparsediff_jax.modes import train
-        if finished := train.finished_run_message(config, workdir):   # before any write
-          logging.warning('%s', finished)
-          return
-    logging.info('mode %s, workdir %s', _MODE.value, workdir)
+    if mode.nothing_to_do and not _START_OVER.value:
+      if message := mode.nothing_to_do(config, workdir):   # before any write
+        logging.warning('%s', message)
+        return
+    logging.info('mode %s, workdir %s', mode.name, workdir)
     # One run per workdir, taken before anything is written (workdir_lock.py).
     with (workdir_lock.hold(workdir, before_release=checkpoints.wait_for_saves)
           if writes_record else contextlib.nullcontext()):
@@ -269,10 +236,10 @@ def main(argv):
             else contextlib.nullcontext()):
         if writes_record:
           write_run_record(config, workdir, start_over=_START_OVER.value)
-        result = MODES[_MODE.value](config, workdir)
+        result = mode.run(config, workdir)
     if jax.process_index() == 0:   # what was done, where, and what to run next
       from sparsediff_jax.console import summary
-      for line in summary.lines(_MODE.value, result, workdir, time.monotonic() - started,
+      for line in summary.lines(mode.name, result, workdir, time.monotonic() - started,
                                 _config_path(sys.argv)):
         logging.info('%s', line)
   except preemption.TrainingInterrupted as e:

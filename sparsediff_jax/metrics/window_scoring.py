@@ -1,6 +1,6 @@
 """Scoring checkpoints WHILE a run trains, and stopping it once memorization has decided.
 
-With research.window_every = k > 0 the training loop (train.train) calls `hook` every k
+With research.window_every = k > 0 the training loop (modes/train.py) calls `hook` every k
 steps: it generates research.num_samples images from the parameters sampling.ema_index
 names (sample i's noise from (sampling.seed, i): the same noise at every step), and records
 their pixel memorization (d1/d2 < 1/3 against the training set) and the dataset's quality
@@ -26,8 +26,7 @@ import numpy as np
 
 from sparsediff_jax.runtime import atomic_io
 from sparsediff_jax import data
-from sparsediff_jax.modes import evaluate
-from sparsediff_jax.metrics import memorization, window
+from sparsediff_jax.metrics import memorization, sample_scores, window
 
 TRAJECTORY_FILE = os.path.join('research', 'window_trajectory.json')
 SAMPLES_DIR = os.path.join('research', 'window_samples')
@@ -52,14 +51,14 @@ def samples_path(workdir: str, step: int) -> str:
 
 
 def hook(config, graphdef, mesh, workdir: str):
-  """train.EvalHook: (research.window_every, score, stop), or None when the every is 0.
+  """The training loop's hook (EvalHook in modes/train.py): (research.window_every, score,
+  stop), or None when the every is 0.
 
   score(state) -> {'window/<metric>': value} records the step's entry (replacing an older
   entry of the same step); stop(step) -> bool says whether the run has decided by `step`.
   """
   import jax
   from sparsediff_jax import generate
-  from sparsediff_jax.modes import research
   from sparsediff_jax.runtime.state import inference_params
   r = config.research
   if not r.window_every:
@@ -70,10 +69,11 @@ def hook(config, graphdef, mesh, workdir: str):
 
   def score(state) -> dict:
     step = int(state.step)
-    samples = research.generate_samples(config, graphdef, inference_params(config, state),
-                                        mesh, r.num_samples, gen=gen)
+    samples = sample_scores.generate_samples(config, graphdef,
+                                             inference_params(config, state), mesh,
+                                             r.num_samples, gen=gen)
     mem, _ = memorization.memorization_report(samples, train_images)
-    quality = evaluate.dataset_metrics(config, samples, train_images)
+    quality = sample_scores.dataset_metrics(config, samples, train_images)
     entry = {'step': step, **mem, **quality}
     entries[step] = entry
     if jax.process_index() == 0:

@@ -41,122 +41,30 @@ override that contradicts them is refused.
 from absl import logging
 import json
 import os
-import time
 
 import jax
 import numpy as np
-from etils import epath
 from flax import nnx
 
-from sparsediff_jax.runtime import atomic_io, checkpoints, run_dir, state
-from sparsediff_jax import data, errors, formulations, generate, registry
-from sparsediff_jax.modes import evaluate
+from sparsediff_jax import data, errors, formulations, generate
+from sparsediff_jax.console.images import make_grid, save_png
 from sparsediff_jax.metrics import locality, memorization, window_scoring
+from sparsediff_jax.metrics.sample_scores import (dataset_metrics, generate_samples,
+                                                  memorization_floor)
+from sparsediff_jax.metrics.trajectory import (TRAJECTORY_FILE, last_logged, logged_at,
+                                               logged_series, memorization_onset_step,
+                                               save_trajectory_plot, trajectory_entry,
+                                               write_trajectory)
+from sparsediff_jax.modes.base import Mode
+from sparsediff_jax.runtime import atomic_io, checkpoints, run_dir, state
 from sparsediff_jax.sweeps import sweep_table
-from sparsediff_jax.console.images import make_grid, pyplot, save_figure, save_png
 
 METRICS_FILE = 'research_metrics.json'
-TRAJECTORY_FILE = 'trajectory.json'
-ONSET_FRACTION = 0.5   # memorization_onset_step: at least half the samples memorized.
-
-
-def generate_samples(config, graphdef, params, mesh, num: int, gen=None) -> np.ndarray:
-  """uint8 [num, H, W, C]: images 0..num-1 in batches of config.research.batch_size.
-
-  gen: a generate.make_generator function to reuse (its compiled sampler), or None.
-  """
-  gen = gen if gen is not None else generate.make_generator(config, graphdef, mesh)
-  batch, out, start = config.research.batch_size, [], time.time()
-  for lo in range(0, num, batch):
-    # Always a full batch (one compilation); the surplus of the last one is dropped.
-    out.append(gen(params, np.arange(lo, lo + batch))[:num - lo])
-    done = lo + len(out[-1])
-    logging.info('generated %d/%d images (%.1f images/s)', done, num,
-                 done / max(time.time() - start, 1e-9))
-  return np.concatenate(out)
 
 
 def locality_times(formulation, n: int) -> np.ndarray:
   """The first n times of the sampler's n-step grid: from pure noise towards the data."""
   return np.asarray(formulation.time_grid(n))[:n]
-
-
-def logged_series(workdir: str, tags=('loss', 'dense_loss')) -> dict[str, dict[int, float]]:
-  """{tag: {step: value}} of every logged value of each tag in WORKDIR's TensorBoard event
-  files (a step logged twice, e.g. by a resumed run, keeps the later file's value)."""
-  from tensorboard.backend.event_processing import event_accumulator
-  series: dict[str, dict[int, float]] = {}
-  for path in sorted(map(str, epath.Path(workdir).glob('events.out.tfevents.*'))):
-    acc = event_accumulator.EventAccumulator(path, size_guidance={'tensors': 0, 'scalars': 0})
-    acc.Reload()
-    for tag in tags:
-      events = []
-      if tag in acc.Tags().get('tensors', []):
-        events = [(e.step, float(np.asarray(_tensor_value(e.tensor_proto))))
-                  for e in acc.Tensors(tag)]
-      elif tag in acc.Tags().get('scalars', []):
-        events = [(e.step, float(e.value)) for e in acc.Scalars(tag)]
-      for step, value in events:
-        series.setdefault(tag, {})[int(step)] = value
-  return series
-
-
-def logged_at(series: dict[str, dict[int, float]], step: int | None = None) -> dict[str, float]:
-  """{'train_<tag>': the value logged at the newest step <= `step` (None: the newest)};
-  tags with nothing logged by then are left out."""
-  out = {}
-  for tag, values in series.items():
-    steps = [s for s in values if step is None or s <= step]
-    if steps:
-      out[f'train_{tag}'] = values[max(steps)]
-  return out
-
-
-def last_logged(workdir: str, tags=('loss', 'dense_loss')) -> dict[str, float]:
-  """The newest logged value of each tag in WORKDIR's TensorBoard event files, as train_*."""
-  return logged_at(logged_series(workdir, tags))
-
-
-def _tensor_value(proto):
-  from tensorboard.util import tensor_util
-  return tensor_util.make_ndarray(proto)
-
-
-def memorization_floor(config, num: int, train_images: np.ndarray) -> dict[str, float]:
-  """'reference_pixel_*': the memorization measure of fresh real images of the dataset
-  (registry.DATASET_FRESH: images outside the training subset, which no model has seen;
-  small images repeat by chance) against train_images. {} when the dataset registers none
-  or gives no image."""
-  if config.data.name not in registry.DATASET_FRESH:
-    return {}
-  fresh = registry.DATASET_FRESH.get(config.data.name)(config, num, len(train_images))
-  if len(fresh) == 0:
-    return {}
-  f1, f2, _ = memorization.nearest_two(np.asarray(fresh), train_images)
-  return memorization.memorization_stats(f1, f2, 'reference_pixel_')
-
-
-def memorization_onset_step(steps, fractions, threshold: float = ONSET_FRACTION) -> float:
-  """The first of `steps` (ascending) whose memorized fraction is >= threshold; NaN if none.
-
-  Args:
-    steps: int [T], the scored checkpoint steps, ascending.
-    fractions: float [T] in [0, 1], the memorized fraction of the samples at each step.
-  """
-  for step, fraction in zip(steps, fractions):
-    if fraction >= threshold:
-      return float(step)
-  return float('nan')
-
-
-def trajectory_entry(step: int, metrics: dict, dataset_keys, logged: dict) -> dict:
-  """One point of the trajectory: the step, the pixel_* memorization stats, the dataset's
-  metrics and the losses logged at or before `step`."""
-  entry = {'step': int(step)}
-  entry.update({k: v for k, v in metrics.items() if k.startswith('pixel_')})
-  entry.update({k: metrics[k] for k in dataset_keys if k in metrics})
-  entry.update(logged)
-  return entry
 
 
 def checkpoint_steps(workdir: str) -> list[int]:
@@ -192,41 +100,11 @@ def evaluate_trajectory(config, workdir: str, gen, mesh, train_images: np.ndarra
     samples = generate_samples(config, run.graphdef, run.params(config), mesh,
                                config.research.num_samples, gen=gen)
     mem, _ = memorization.memorization_report(samples, train_images)
-    dataset = evaluate.dataset_metrics(config, samples, train_images)
+    dataset = dataset_metrics(config, samples, train_images)
     out.append(trajectory_entry(step, {**mem, **dataset}, dataset, logged_at(series, step)))
     logging.info('trajectory: step %d: memorized fraction %.3f', step,
                  mem['pixel_memorized_fraction'])
   return out
-
-
-def save_trajectory_plot(path: str, trajectory: list[dict], floor: float | None = None,
-                         title: str = '') -> str:
-  """PNG: memorized fraction (left) and mean nearest-neighbour distance (right) vs step."""
-  plt = pyplot()
-  steps = [e['step'] for e in trajectory]
-  fig, axes = plt.subplots(1, 2, figsize=(8.4, 3.2))
-  axes[0].plot(steps, [e['pixel_memorized_fraction'] for e in trajectory], 'o-',
-               label='samples')
-  axes[0].axhline(ONSET_FRACTION, color='grey', ls=':', label='onset threshold')
-  if floor is not None:
-    axes[0].axhline(floor, color='black', ls='--', label='fresh real images')
-  axes[0].set_ylim(-0.02, 1.02)
-  axes[0].set_ylabel('memorized fraction (d1/d2 < 1/3)', fontsize=8)
-  axes[0].legend(fontsize=7)
-  axes[1].plot(steps, [e['pixel_nn_distance_mean'] for e in trajectory], 'o-')
-  axes[1].set_ylabel('mean L2 to nearest training image', fontsize=8)
-  for ax in axes:
-    ax.set_xlabel('training step', fontsize=8)
-    ax.tick_params(labelsize=7)
-  fig.suptitle(title, fontsize=9)
-  return save_figure(fig, path)
-
-
-def write_trajectory(workdir: str, trajectory: list[dict], suffix: str = '') -> str:
-  """WORKDIR/research/trajectory{suffix}.json, written whole or not at all."""
-  path = sweep_table.with_suffix(os.path.join(workdir, 'research', TRAJECTORY_FILE), suffix)
-  atomic_io.write_json(path, trajectory)
-  return path
 
 
 def evaluate_run(config, workdir: str) -> dict:
@@ -247,7 +125,7 @@ def evaluate_run(config, workdir: str) -> dict:
   samples = generate_samples(config, graphdef, params, mesh, r.num_samples, gen=gen)
   train_images = data.load_train_images(config)
   metrics['num_train_images'] = len(train_images)
-  dataset = evaluate.dataset_metrics(config, samples, train_images)
+  dataset = dataset_metrics(config, samples, train_images)
   metrics.update(dataset)
 
   mem, neighbours = memorization.memorization_report(samples, train_images)
@@ -298,7 +176,7 @@ def output_suffix(workdir: str) -> str:
   """'' for the first research run of WORKDIR, then '-2', '-3', ...: the first suffix with
   no research_metrics, research/samples or research/trajectory output yet."""
   base = os.path.join(workdir, 'research', 'samples')
-  prefix = generate.unused_prefix(base, also=(
+  prefix = atomic_io.unused_prefix(base, also=(
       os.path.join(workdir, os.path.splitext(METRICS_FILE)[0]),
       os.path.join(workdir, 'research', os.path.splitext(TRAJECTORY_FILE)[0])))
   return prefix[len(base):]
@@ -321,3 +199,6 @@ def write_metrics(workdir: str, metrics: dict, suffix: str = '') -> str:
   path = sweep_table.with_suffix(os.path.join(workdir, METRICS_FILE), suffix)
   atomic_io.write_json(path, metrics, sort_keys=True)
   return path
+
+
+MODE = Mode(name='research', run=evaluate_run, reads_run=True)

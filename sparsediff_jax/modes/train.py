@@ -1,35 +1,36 @@
-"""Training state, the jitted sharded train step, and the training loop.
+"""`--mode=train`: the training loop around train_step.py's compiled step.
 
-The hot step is one compiled function of the split NNX state: it turns uint8 images into a
-training pair of the formulation, runs the network, takes the sparse-mask loss
-(`masking.masked_mse`), and applies gradients and EMA updates, all over the mesh; a step
-with a NaN/inf loss or gradient applies nothing (nonfinite.py). The loop resumes exactly
-from the newest intact checkpoint, stops cleanly on SIGTERM/SIGINT (preemption.py) and
-writes every logged line to WORKDIR/metrics.jsonl too (docs/troubleshooting.md).
+The loop resumes exactly from the newest intact checkpoint, stops cleanly on SIGTERM/SIGINT
+(preemption.py) and writes every logged line to WORKDIR/metrics.jsonl too
+(docs/troubleshooting.md). Everything it does besides training is a `Periodic` action with
+one rule for when it is due: the metric line, sample grids, the evaluation hooks its caller
+hands it (training never imports evaluation code) and checkpoints.
 """
 
-from absl import logging
+import dataclasses
+import functools
 import os
-import time
-from typing import Callable
+from typing import Callable, NamedTuple
 
+from absl import logging
 import jax
-import jax.numpy as jnp
 import numpy as np
-import optax
-from flax import nnx
 
-from sparsediff_jax.runtime import checkpoints, memory_check, nonfinite, preemption, run_dir, sharding
-from sparsediff_jax import data, formulations, generate, masking
-from sparsediff_jax.errors import ConfigError
-from sparsediff_jax.console.images import make_grid, save_png
+from sparsediff_jax import data, generate
 from sparsediff_jax.console import progress, tb_writer  # console: phases, progress bar, writers
+from sparsediff_jax.console.images import make_grid, save_png
+from sparsediff_jax.errors import ConfigError
+from sparsediff_jax.metrics import window_scoring
+from sparsediff_jax.metrics.fid import scoring
 from sparsediff_jax.models import count_params
-from sparsediff_jax.runtime import run_dir
+from sparsediff_jax.modes.base import Mode
+from sparsediff_jax.runtime import (checkpoints, memory_check, nonfinite, preemption, run_dir,
+                                    sharding)
 from sparsediff_jax.runtime.run_dir import flatten as _flatten
-from sparsediff_jax.runtime.state import (TrainState, abstract_model, abstract_state, init_state,
-                                  make_optimizer, memory_per_device, restore,
-                                  state_shardings)
+from sparsediff_jax.runtime.state import (TrainState, abstract_model, abstract_state,
+                                          init_state, make_optimizer, memory_per_device,
+                                          restore)
+from sparsediff_jax.train_step import check_step_fits, compile_train_step
 
 # A periodic evaluation handed to the loop by its caller (training never imports the
 # evaluation code): factory(config, graphdef, mesh, workdir) -> None (off) or
@@ -41,127 +42,90 @@ from sparsediff_jax.runtime.state import (TrainState, abstract_model, abstract_s
 EvalHook = Callable[..., tuple | None]
 
 
-def ema_decay(decay: float, step: jax.Array) -> jax.Array:
-  """The decay used at `step`: warmed up as (1 + step) / (10 + step) early in training.
+class Tick(NamedTuple):
+  """Where the loop is when a periodic action runs."""
+  step: int          # the last step trained
+  state: TrainState  # the state after it
+  data_state: dict   # the data iterator's position after its batch
 
-  Without the warm-up a 0.9999 average would still be mostly the initial parameters after
-  thousands of steps, and short runs would sample from an untrained network.
+
+@dataclasses.dataclass(frozen=True)
+class Periodic:
+  """Work the loop does every `every` steps (0: never by count) and at the last step.
+
+  at_stop: at a call where the run stops early (a stop signal; for the checkpoint also an
+  evaluation hook's decision): 'skip' the action, do it only when it is 'scheduled', or
+  'always' do it (the checkpoint that the resume starts from).
   """
-  return jnp.minimum(decay, (1.0 + step) / (10.0 + step))
+  every: int
+  fn: Callable[[Tick], None]
+  at_stop: str = 'skip'
+
+  def due(self, step: int, is_last: bool, stopping: bool = False) -> bool:
+    """The one rule: a multiple of `every` (step: the last step of the call), the last
+    step, or per at_stop when the run stops there."""
+    if stopping and self.at_stop != 'scheduled':
+      return self.at_stop == 'always'
+    return is_last or (self.every > 0 and step % self.every == 0)
 
 
-def make_train_step(config, graphdef, tx, schedule, *, return_mask: bool = False):
-  """The pure step (state, uint8 images [B, H, W, C]) -> (state, metrics).
+class MetricWindow:
+  """The steps since the last metric line, and the line: their mean metrics, with steps/s
+  and the ETA as the progress bar counts them (training time only)."""
 
-  return_mask: also return the keep-mask the step drew, as metrics['mask'] [B, H, W, C]
-  (for tests of what the compiled step does; it costs a copy of the mask).
-  """
-  formulation = formulations.get_formulation(config.diffusion)
-  mask_fn = masking.get_mask_strategy(config.mask)
-  mask_cfg, decays = config.mask, tuple(config.optim.ema_decays)
-  use_dropout = config.model.dropout > 0
+  def __init__(self, writer, bar: progress.TrainProgress, monitor, batch_size: int,
+               unlogged: list[dict]):
+    # After a resume the window starts with the steps the checkpoint's run trained but had
+    # not logged yet, so that the line averages the whole window.
+    self.history = unlogged
+    self._writer, self._bar, self._monitor, self._batch = writer, bar, monitor, batch_size
 
-  def step_fn(state: TrainState, images: jax.Array):
-    x0 = images.astype(jnp.float32) / 127.5 - 1.0
-    k_pair, k_mask, k_drop = jax.random.split(jax.random.fold_in(state.rng, state.step), 3)
-    pair = formulation.training_pair(k_pair, x0)
-    mask = mask_fn(k_mask, x0.shape, pair.level, state.step)
-
-    def loss_fn(params):
-      net = nnx.merge(graphdef, params)
-      pred = net(pair.net_input, pair.cond,
-                 rngs=nnx.Rngs(dropout=k_drop) if use_dropout else None)
-      loss = masking.masked_mse(pred, pair.target, mask, pair.weight, mask_cfg.normalize)
-      # The ordinary dense loss on the same batch, for comparison across mask ratios.
-      dense = masking.masked_mse(jax.lax.stop_gradient(pred), pair.target,
-                                 jnp.ones_like(mask), pair.weight)
-      return loss, dense
-
-    (loss, dense), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
-    updates, opt_state = tx.update(grads, state.opt_state, state.params)
-    params = optax.apply_updates(state.params, updates)
-    ema = tuple(jax.tree.map(lambda e, p, d=ema_decay(d, state.step): d * e + (1.0 - d) * p,
-                             e, params)
-                for d, e in zip(decays, state.ema))
-    grad_norm = optax.global_norm(grads)
-    # NaN/inf: keep the old state (see nonfinite.py); the host reads `skipped` lazily.
-    finite = nonfinite.all_finite(loss, grad_norm, optax.global_norm(updates))
-    params, ema, opt_state = nonfinite.keep_if(finite, (params, ema, opt_state),
-                                               (state.params, state.ema, state.opt_state))
-    metrics = {'loss': loss, 'dense_loss': dense, 'grad_norm': grad_norm,
-               'learning_rate': schedule(state.step), 'kept_fraction': jnp.mean(mask),
-               'skipped': 1.0 - finite.astype(jnp.float32)}
-    if return_mask:
-      metrics['mask'] = mask
-    return state.replace(step=state.step + 1, params=params, ema=ema,
-                         opt_state=opt_state), metrics
-
-  return step_fn
+  def log(self, tick: Tick) -> None:
+    failure = self._monitor.check()
+    host = jax.device_get(self.history)
+    scalars = {k: float(np.mean([h[k] for h in host])) for k in host[0]}
+    rate, eta = self._bar.steps_per_second(), self._bar.eta_seconds()
+    if rate is not None:   # none yet on the first call (it includes compiling)
+      scalars.update(steps_per_sec=rate, images_per_sec=rate * self._batch,
+                     eta_minutes=eta / 60.0)
+    scalars['skipped_steps'] = self._monitor.skipped_steps
+    self._writer.write_scalars(tick.step, scalars)
+    self.history = []
+    if failure:
+      raise failure
 
 
-def make_multi_step(step_fn, steps: int, unroll: bool = True):
-  """`steps` training steps in one call, as a lax.scan: images [steps, batch, H, W, C] in,
-  metrics stacked along a leading [steps] axis out. The same numbers as `steps` calls.
-  `unroll`: the steps laid out one after another (no loop in the program) or a rolled loop."""
-  if steps == 1:
-    return step_fn
-  return lambda state, images: jax.lax.scan(step_fn, state, images, unroll=unroll)
-
-
-def compile_train_step(config, graphdef, tx, schedule, mesh, *, donate: bool = True,
-                       return_mask: bool = False):
-  """jit with the batch split over the mesh, the state in its shardings and donated (its
-  buffers reused for the new state: one copy of the state in memory, not two).
-
-  With config.training.steps_per_call = k > 1 one call runs k steps on [k, batch, ...].
-  """
-  rep, state_sh = sharding.replicated(mesh), state_shardings(config, tx, mesh)
-  k = config.training.steps_per_call
-  step_fn = make_train_step(config, graphdef, tx, schedule, return_mask=return_mask)
-  return jax.jit(make_multi_step(step_fn, k,
-                                 config.training.unroll_steps),
-                 in_shardings=(state_sh, sharding.batch_sharding(mesh, stacked=k > 1)),
-                 out_shardings=(state_sh, rep), donate_argnums=0 if donate else ())
-
-
-def check_step_fits(config, step_jit, target: TrainState, mesh) -> None:
-  """errors.ConfigError unless the compiled train step fits in device memory (compiles it
-  from shapes; the first call then reuses the executable)."""
-  t, d = config.training, config.data
-  shape = (t.batch_size, d.image_size, d.image_size, 3)
-  k = t.steps_per_call
-  batch = jax.ShapeDtypeStruct((k, *shape) if k > 1 else shape, jnp.uint8,
-                               sharding=sharding.batch_sharding(mesh, stacked=k > 1))
-  memory_check.check_compiled_fits(step_jit.lower(target, batch).compile(),
-                                   f'the train step (batch {t.batch_size} of '
-                                   f'{d.image_size}x{d.image_size})')
-
-
-def _mean_metrics(history: list[dict]) -> dict:
-  host = jax.device_get(history)
-  return {k: float(np.mean([h[k] for h in host])) for k in host[0]}
-
-
-def _write_samples(config, workdir, writer, sample_fn, params, step):
-  grid_images = sample_fn(params)
+def _write_samples(config, workdir, writer, sample_fn, tick: Tick):
+  grid_images = sample_fn(tick.state.ema[0])
   if jax.process_index() == 0:
     grid = make_grid(grid_images, rows=config.sampling.grid_size)
-    path = os.path.join(workdir, 'samples', f'samples_{step:07d}.png')
+    path = os.path.join(workdir, 'samples', f'samples_{tick.step:07d}.png')
     save_png(path, grid, upscale=max(1, 256 // grid.shape[0] + 1))
-    writer.write_images(step, {'samples': grid[None]})
+    writer.write_images(tick.step, {'samples': grid[None]})
     logging.info('wrote %s', path)
+
+
+def _save_checkpoint(config, ckpt, monitor, window: MetricWindow, tick: Tick):
+  if failure := monitor.check():   # never checkpoint past a bad step under 'stop'
+    raise failure
+  ckpt.save(tick.step, tick.state, {'data': tick.data_state,
+                                    'config': run_dir.config_dict(config),
+                                    'unlogged_metrics': _history_to_meta(window.history),
+                                    **monitor.meta()})
 
 
 def train(config, workdir: str, *, hooks: tuple[EvalHook, ...] = ()) -> TrainState:
   """Trains (resuming from WORKDIR/checkpoints when present) and returns the final state.
 
-  hooks: periodic evaluations (see EvalHook), e.g. evaluate.train_fid_hook.
+  hooks: periodic evaluations (see EvalHook), e.g. scoring.train_fid_hook.
 
   Raises preemption.TrainingInterrupted after checkpointing the current step when stopped
   by a signal, nonfinite.NonFiniteError per config.training.on_nonfinite,
   errors.ConfigMismatchError when the checkpoints belong to a different config, and
   checkpoints.CheckpointError when none of them can be read.
   """
+  # --- set up: shapes, the hooks' inputs, the step compiled (refused if too big), data ----
+  tc = config.training
   mesh = sharding.make_mesh(config)
   tx, schedule = make_optimizer(config)
   graphdef, abstract_params = abstract_model(config)
@@ -172,7 +136,6 @@ def train(config, workdir: str, *, hooks: tuple[EvalHook, ...] = ()) -> TrainSta
   memory_check.check_state_fits(target)   # before the data, the checkpoints and any write
   # First, so that a hook's missing input stops the run before it writes anything.
   evaluations = [h for h in (hook(config, graphdef, mesh, workdir) for hook in hooks) if h]
-
   step_jit = compile_train_step(config, graphdef, tx, schedule, mesh)
   with progress.phase('compiling the train step and the sampler'):   # refused if too big
     check_step_fits(config, step_jit, target, mesh)
@@ -185,8 +148,10 @@ def train(config, workdir: str, *, hooks: tuple[EvalHook, ...] = ()) -> TrainSta
                                        process_count=jax.process_count())
   if jax.process_index() == 0 and not config.data.per_process_read:
     run_dir.record_loaded_examples(workdir, len(data_it.images))   # skipped bad files
+
+  # --- restore: the newest intact checkpoint, or fresh parameters -------------------------
   ckpt = checkpoints.Checkpointer(os.path.join(workdir, 'checkpoints'),
-                                  keep=config.training.keep_checkpoints)
+                                  keep=tc.keep_checkpoints)
   with progress.phase('looking for checkpoints to restore'):
     restored = restore(config, ckpt, tx, mesh, target)
   skipped_steps, unlogged = 0, []
@@ -199,7 +164,7 @@ def train(config, workdir: str, *, hooks: tuple[EvalHook, ...] = ()) -> TrainSta
     skipped_steps = meta.get('skipped_steps', 0)
     unlogged = _history_from_meta(meta.get('unlogged_metrics', []))
     logging.info('resumed from step %d', start)
-  start, k = int(state.step), config.training.steps_per_call
+  start, k = int(state.step), tc.steps_per_call
   stops = [e[2] for e in evaluations if len(e) > 2]
   decided = start > 0 and any(stop(start) for stop in stops)   # stopped there before
   if decided:
@@ -209,31 +174,39 @@ def train(config, workdir: str, *, hooks: tuple[EvalHook, ...] = ()) -> TrainSta
     raise ConfigError(
         f'the run stopped at step {start}, not a multiple of training.steps_per_call={k}; '
         'resume with a training.steps_per_call that divides it (e.g. 1)')
-  if start >= config.training.num_steps:   # a finished run: nothing to do, exit code 0
+  if start >= tc.num_steps:   # a finished run: nothing to do, exit code 0
     logging.warning('%s', _nothing_to_train(config, workdir, start))
     ckpt.close()
     return state
 
+  # --- before the loop: writers, progress, and the periodic actions, built once -----------
   writer = tb_writer.create_writer(workdir, process_index=jax.process_index(),
-                                  resume_step=start)
+                                   resume_step=start)
   if start == 0:
     writer.write_hparams({name: str(v) for name, v in _flatten(config.to_dict()).items()})
   step_fn = progress.time_first_call(step_jit, 'first train step')
   sample_fn = progress.time_first_call(generate.make_grid_sampler(config, graphdef, mesh),
-                                      'sampling a grid')
-
-  tc = config.training
+                                       'sampling a grid')
   batches = sharding.prefetch_to_mesh(data_it, mesh, steps_per_call=k)
   monitor = nonfinite.NonFiniteMonitor(tc.on_nonfinite, tc.nonfinite_patience, skipped_steps,
                                        last_checkpoint=lambda: _newest_checkpoint(ckpt))
   stop = preemption.StopRequest()
-  # ---- console progress; at most 2 calls in flight, so a stop is honoured within 2 ----
+  # Console progress; at most 2 calls in flight, so a stop is honoured within 2.
   bar = progress.TrainProgress(tc.num_steps, start, enabled=jax.process_index() == 0)
   in_flight = progress.InFlight(depth=2)
-  # ----
-  # The window of the next metric line; after a resume, it starts with the steps the
-  # checkpoint's run trained but had not logged yet (so the line averages the whole window).
-  history, t_last, step_last = unlogged, time.time(), start
+  window = MetricWindow(writer, bar, monitor, tc.batch_size, unlogged)
+  # A stop logs only at a logging step (the resume logs the rest); it skips samples and
+  # evaluations; it always checkpoints.
+  log = Periodic(tc.log_every, window.log, at_stop='scheduled')
+  extras = [Periodic(tc.sample_every,
+                     functools.partial(_write_samples, config, workdir, writer, sample_fn)),
+            *(Periodic(every, functools.partial(_write_evaluation, writer, fn))
+              for every, fn, *_ in evaluations)]
+  save = Periodic(tc.checkpoint_every,
+                  functools.partial(_save_checkpoint, config, ckpt, monitor, window),
+                  at_stop='always')
+
+  # --- loop: one call of the step, then whatever periodic work is due ---------------------
   step, stopping, is_last = start, False, start == tc.num_steps
   end = start if decided else tc.num_steps
   try:
@@ -241,44 +214,28 @@ def train(config, workdir: str, *, hooks: tuple[EvalHook, ...] = ()) -> TrainSta
       batch, data_state = next(batches)
       state, metrics = step_fn(state, batch)
       bar.update(step, loss=in_flight.push(metrics['loss']))   # console progress
-      history.append(metrics)
+      window.history.append(metrics)
       monitor.observe(step, metrics)
       stopping = stop.should_stop(step // k)   # call index: processes agree on calls
       is_last = step == tc.num_steps
-      if step % tc.log_every == 0 or is_last:   # a stop logs nothing: the resume does
-        failure = monitor.check()
-        scalars = _mean_metrics(history)
-        now = time.time()
-        steps_per_sec = (step - step_last) / max(now - t_last, 1e-9)
-        eta_seconds = bar.eta_seconds()   # training time only (console progress)
-        scalars.update(steps_per_sec=steps_per_sec,
-                       images_per_sec=steps_per_sec * tc.batch_size,
-                       eta_minutes=(eta_seconds if eta_seconds is not None else
-                                    (tc.num_steps - step) / max(steps_per_sec, 1e-9)) / 60.0,
-                       skipped_steps=monitor.skipped_steps)
-        writer.write_scalars(step, scalars)
-        history, t_last, step_last = [], now, step
-        if failure:
-          raise failure
+      tick = Tick(step, state, data_state)
+      if log.due(step, is_last, stopping):   # training time: it waits for the step
+        log.fn(tick)
       with bar.excluded():   # not training time (console progress)
-        if _due(step, tc.sample_every, is_last) and not stopping:
-          _write_samples(config, workdir, writer, sample_fn, state.ema[0], step)
-        for every, evaluation, *_ in evaluations:
-          if _due(step, every, is_last) and not stopping:
-            writer.write_scalars(step, evaluation(state))
+        for action in extras:
+          if action.due(step, is_last, stopping):
+            action.fn(tick)
         decided = not stopping and any(stop(step) for stop in stops)
-        if _due(step, tc.checkpoint_every, is_last) or stopping or decided:
-          if failure := monitor.check():   # never checkpoint past a bad step under 'stop'
-            raise failure
-          ckpt.save(step, state, {'data': data_state, 'config': run_dir.config_dict(config),
-                                  'unlogged_metrics': _history_to_meta(history),
-                                  **monitor.meta()})
+        if save.due(step, is_last, stopping or decided):
+          save.fn(tick)
       if stopping or decided:
         if decided:
           logging.info('the run decided at step %d (an evaluation hook stopped it)', step)
         break
   finally:
     bar.close()   # console progress, however the loop ended
+
+  # --- finish: the last checkpoint written, the writers flushed ---------------------------
   ckpt.wait()
   ckpt.close()
   writer.flush()
@@ -286,6 +243,10 @@ def train(config, workdir: str, *, hooks: tuple[EvalHook, ...] = ()) -> TrainSta
   if stopping and not is_last:
     raise preemption.TrainingInterrupted(step, stop.signum)
   return state
+
+
+def _write_evaluation(writer, evaluation, tick: Tick) -> None:
+  writer.write_scalars(tick.step, evaluation(tick.state))
 
 
 def _history_to_meta(history: list[dict]) -> list[dict]:
@@ -321,6 +282,6 @@ def _newest_checkpoint(ckpt: checkpoints.Checkpointer) -> int | None:
   return steps[-1] if steps else None
 
 
-def _due(step: int, every: int, is_last: bool) -> bool:
-  return is_last or (every > 0 and step % every == 0)
-
+MODE = Mode(name='train',
+            run=functools.partial(train, hooks=(scoring.train_fid_hook, window_scoring.hook)),
+            writes_record=True, nothing_to_do=finished_run_message)

@@ -169,3 +169,14 @@ def read_text(path, *, missing=None) -> str | None:
 def exists(path) -> bool:
   return epath.Path(path).exists()
 
+
+def unused_prefix(prefix: str, also=()) -> str:
+  """PREFIX, or PREFIX-2, PREFIX-3, ... the first for which no PREFIX.png/.npz (and no
+  A.json, A-2.json, ... for each prefix A in `also`) exists: a rerun with other sampling
+  settings never overwrites an earlier output."""
+  suffix, k = '', 1
+  while (any(exists(prefix + suffix + ext) for ext in ('.png', '.npz'))
+         or any(exists(a + suffix + '.json') for a in also)):
+    k += 1
+    suffix = f'-{k}'
+  return prefix + suffix

@@ -9,6 +9,7 @@ evaluation errors that main turns into exit code 2 are tested in-process at the 
 """
 
 import concurrent.futures
+import dataclasses
 import os
 import re
 
@@ -217,14 +218,15 @@ def test_a_config_argument_get_config_does_not_take_is_named(tmp_path):
 def main_with_mode(monkeypatch, tmp_path):
   """main.main with --mode=sample replaced by a function raising a given error."""
   from absl import flags
-  from sparsediff_jax import main, validation
+  from sparsediff_jax import main, modes, validation
   monkeypatch.setattr(validation, 'validate_config', lambda config, devices: None)
   main.parse_flags(['prog', '--mode=sample', f'--workdir={tmp_path}/run'])
 
   def call(error):
     def mode(config, workdir):
       raise error
-    monkeypatch.setitem(main.MODES, 'sample', mode)
+    monkeypatch.setitem(modes.MODES, 'sample', dataclasses.replace(modes.MODES['sample'],
+                                                                   run=mode))
     with pytest.raises(SystemExit) as exit_info:
       main.main(['prog'])
     return exit_info.value.code

@@ -9,17 +9,18 @@ import jax.numpy as jnp
 
 from sparsediff_jax import data
 from sparsediff_jax.runtime import sharding
-from sparsediff_jax.modes import train
+from sparsediff_jax import train_step
+from sparsediff_jax.runtime.state import abstract_model, init_state, make_optimizer
 from tests.helpers.tiny import model_config
 
 runs = {}
 for fsdp in (1, 4) if jax.device_count() % 4 == 0 else (1,):
   c = model_config('dit', sharding__fsdp=fsdp, model__dropout=0.1)
   mesh = sharding.make_mesh(c)
-  tx, schedule = train.make_optimizer(c)
-  graphdef, _ = train.abstract_model(c)
-  step = train.compile_train_step(c, graphdef, tx, schedule, mesh)
-  state = train.init_state(c, tx, mesh)
+  tx, schedule = make_optimizer(c)
+  graphdef, _ = abstract_model(c)
+  step = train_step.compile_train_step(c, graphdef, tx, schedule, mesh)
+  state = init_state(c, tx, mesh)
   it = data.make_train_iterator(c)
   losses = []
   for _ in range(3):

@@ -91,9 +91,9 @@ def write_checkpoint(config, workdir, step: int = 3, seed: int = 0):
   The EMA copies get different values from the raw parameters, so choosing one matters.
   """
   from sparsediff_jax.runtime import checkpoints, sharding
-  from sparsediff_jax.modes import train  # train imports TensorFlow
-  tx, _ = train.make_optimizer(config)
-  abstract = jax.eval_shape(lambda: train.init_state(config, tx, sharding.make_mesh()))
+  from sparsediff_jax.runtime.state import init_state, make_optimizer
+  tx, _ = make_optimizer(config)
+  abstract = jax.eval_shape(lambda: init_state(config, tx, sharding.make_mesh()))
   state = _filled(abstract, seed).replace(
       step=np.int32(step), ema=tuple(_filled(abstract.params, seed + 1 + i)
                                      for i in range(len(abstract.ema))))

@@ -14,9 +14,9 @@ import sys
 
 import jax
 
-from sparsediff_jax import config_base, generate
+from sparsediff_jax import config_base
 from sparsediff_jax.runtime import sharding
-from sparsediff_jax.modes import train
+from sparsediff_jax.modes import sample, train
 
 
 def config_with(overrides: list[str]):
@@ -47,7 +47,7 @@ def main(root: str, overrides: list[str]):
         'bytes_per_device': sharding.bytes_per_device((state.params, state.ema,
                                                        state.opt_state)),
     }
-  generate.run_sample_mode(config, os.path.join(root, 'fsdp8'))
+  sample.run_sample_mode(config, os.path.join(root, 'fsdp8'))
   with open(os.path.join(root, 'result.json'), 'w') as f:
     json.dump(result, f)
 

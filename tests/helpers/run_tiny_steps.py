@@ -13,15 +13,16 @@ import numpy as np
 
 from sparsediff_jax import data
 from sparsediff_jax.runtime import sharding
-from sparsediff_jax.modes import train
+from sparsediff_jax import train_step
+from sparsediff_jax.runtime.state import abstract_model, init_state, make_optimizer
 from tests.helpers.tiny import tiny_config
 
 c = tiny_config()
 mesh = sharding.make_mesh()
-tx, schedule = train.make_optimizer(c)
-graphdef, _ = train.abstract_model(c)
-step = train.compile_train_step(c, graphdef, tx, schedule, mesh, return_mask=True)
-state = train.init_state(c, tx, mesh)
+tx, schedule = make_optimizer(c)
+graphdef, _ = abstract_model(c)
+step = train_step.compile_train_step(c, graphdef, tx, schedule, mesh, return_mask=True)
+state = init_state(c, tx, mesh)
 it = data.make_train_iterator(c)
 losses, masks = [], []
 for _ in range(3):

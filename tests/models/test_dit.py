@@ -12,8 +12,10 @@ import pytest
 from flax import nnx
 
 from sparsediff_jax.runtime import checkpoints, sharding, state
-from sparsediff_jax import data, errors, formulations, generate, masking, registry, validation
-from sparsediff_jax.modes import train
+from sparsediff_jax import data, errors, formulations, masking, registry, validation
+from sparsediff_jax import train_step
+from sparsediff_jax.runtime.state import abstract_model, init_state, make_optimizer
+from sparsediff_jax.modes import sample, train
 from sparsediff_jax.models import build_model, count_params, dit
 from tests.helpers.cli_runs import run_worker
 from tests.helpers.nets import perturbed
@@ -30,9 +32,9 @@ def test_output_shape_dtype_and_zero_init_for_each_formulation(formulation):
   formulation's own training pair: the output has the target's shape, float32, all zero."""
   c = dit_config(diffusion__formulation=formulation)
   mesh = sharding.make_mesh()
-  tx, _ = train.make_optimizer(c)
-  graphdef, _ = train.abstract_model(c)
-  state = train.init_state(c, tx, mesh)
+  tx, _ = make_optimizer(c)
+  graphdef, _ = abstract_model(c)
+  state = init_state(c, tx, mesh)
   x0 = jnp.asarray(data.load_train_images(c)[:4], jnp.float32) / 127.5 - 1.0
   pair = formulations.get_formulation(c.diffusion).training_pair(jax.random.PRNGKey(0), x0)
   y = nnx.merge(graphdef, state.params)(pair.net_input, pair.cond)
@@ -127,10 +129,10 @@ def test_trains_on_shapes_with_token_aligned_masks():
   c = dit_config(mask__patch_size=2, mask__ratio=0.5, optim__learning_rate=2e-3,
                  optim__warmup_steps=5)
   mesh = sharding.make_mesh()
-  tx, schedule = train.make_optimizer(c)
-  graphdef, _ = train.abstract_model(c)
-  step = train.compile_train_step(c, graphdef, tx, schedule, mesh)
-  state = train.init_state(c, tx, mesh)
+  tx, schedule = make_optimizer(c)
+  graphdef, _ = abstract_model(c)
+  step = train_step.compile_train_step(c, graphdef, tx, schedule, mesh)
+  state = init_state(c, tx, mesh)
   batch = sharding.global_batch(data.load_train_images(c)[:8], mesh)
   losses = []
   for _ in range(40):
@@ -175,5 +177,5 @@ def test_checkpoint_resume_and_sampling(tmp_path):
   assert step == 4
   jax.tree.map(lambda x, y: np.testing.assert_array_equal(np.asarray(x), np.asarray(y)),
                params, resumed.ema[0])
-  paths = generate.run_sample_mode(c, str(tmp_path / 'resumed'))
+  paths = sample.run_sample_mode(c, str(tmp_path / 'resumed'))
   assert paths and all(os.path.getsize(p) > 0 for p in paths)

@@ -19,8 +19,11 @@ import numpy as np
 import pytest
 
 from tests.helpers.eval_fakes import seeded_inception_state_dict, tiny_config, write_checkpoint, write_torch_zip
-from sparsediff_jax import data, errors, generate, main, samplers
-from sparsediff_jax.modes import evaluate, train
+from sparsediff_jax import data, errors, main, samplers
+from sparsediff_jax.metrics import sample_scores
+from sparsediff_jax.metrics.fid import scoring
+from sparsediff_jax.modes import evaluate, fid_stats, sample, train
+from sparsediff_jax.runtime.state import abstract_model
 from sparsediff_jax.runtime import sharding
 from sparsediff_jax import formulations, validation
 from sparsediff_jax.metrics.fid import features, fid, inception_weights
@@ -69,10 +72,10 @@ def run(tmp_path_factory, weights):
   with pytest.MonkeyPatch.context() as mp:
     mp.setenv('SPARSEDIFF_CACHE', str(root / 'cache'))
     mp.setattr(fid, 'fid_from_stats', recording_fid)
-    reference = evaluate.run_fid_stats_mode(config, workdir)
+    reference = fid_stats.run_fid_stats_mode(config, workdir)
     metrics = evaluate.run_eval_mode(config, workdir)
-    graphdef, _ = train.abstract_model(config)
-    train_fid = evaluate.make_train_fid(config, graphdef, mesh, workdir)
+    graphdef, _ = abstract_model(config)
+    train_fid = scoring.make_train_fid(config, graphdef, mesh, workdir)
     train_fid_out = train_fid(state)
   return dict(config=config, workdir=workdir, reference=reference, metrics=metrics,
               recorded=recorded, train_fid=train_fid_out, state=state, root=root)
@@ -151,16 +154,16 @@ def test_sample_metrics_on_small_features():
   """The metric set on D = 16 features, where the matrix square root is cheap."""
   rng = np.random.default_rng(0)
   real, fake = rng.normal(size=(40, 16)), rng.normal(size=(30, 16)) + 0.5
-  out = evaluate.sample_metrics(fid.feature_stats(fake), fake[:20], fid.feature_stats(real),
-                                real[:25])
+  out = scoring.sample_metrics(fid.feature_stats(fake), fake[:20], fid.feature_stats(real),
+                               real[:25])
   want = fid.frechet_distance(fake.mean(0), np.cov(fake, rowvar=False), real.mean(0),
                               np.cov(real, rowvar=False))
   assert out['fid'] == pytest.approx(want) and 'fid_note' not in out
   assert (out['kid'], out['kid_std']) == fid.kernel_inception_distance(
       fake[:20], real[:25], num_subsets=100, subset_size=1000)
   assert (out['precision'], out['recall']) == fid.precision_recall(real[:25], fake[:20], k=3)
-  few = evaluate.sample_metrics(fid.feature_stats(fake[:10]), fake[:3],
-                                fid.feature_stats(real), None)
+  few = scoring.sample_metrics(fid.feature_stats(fake[:10]), fake[:3],
+                               fid.feature_stats(real), None)
   assert 'fewer than feature dimension' in few['fid_note']
   assert few['kid'] is few['precision'] is few['recall'] is None
 
@@ -170,7 +173,7 @@ def test_sample_mode_writes_grid_and_npz(run):
   config = tiny_config(**_overrides(run['config'].eval.inception_weights,
                                     run['config'].eval.inception_sha256))
   config.sampling.num_samples = 5
-  paths = generate.run_sample_mode(config, run['workdir'])
+  paths = sample.run_sample_mode(config, run['workdir'])
   assert paths[0].endswith(f'samples/sample_mode_{STEP:07d}.png') and os.path.isfile(paths[0])
   with np.load(paths[1]) as f, np.load(run['metrics']['samples'][1]) as e:
     np.testing.assert_array_equal(f['images'], e['images'][:5])
@@ -189,7 +192,7 @@ def test_reference_of_another_resolution_or_weights_is_refused(run, tmp_path):
   config.eval.reference_stats = run['reference']
   config.data.image_size = 32
   with pytest.raises(fid.StatsMismatchError, match=r"field 'resolution' differs \(16 vs 32\)"):
-    evaluate.load_reference(config, run['workdir'])
+    scoring.load_reference(config, run['workdir'])
   assert sorted(os.listdir(os.path.join(run['workdir'], 'eval'))) == [
       f'memorization_{STEP}.png', f'metrics_{STEP}.json', f'samples_{STEP}.npz',
       f'samples_{STEP}.png']
@@ -240,11 +243,11 @@ def test_missing_reference_and_too_few_samples_are_user_errors(run, tmp_path):
     evaluate.run_eval_mode(config, run['workdir'])
   # Training with a training FID needs the reference too, and says so before it starts.
   with pytest.raises(errors.EvalInputError, match='--mode=fid_stats'):
-    train.train(config, str(tmp_path / 'new_run'), hooks=(evaluate.train_fid_hook,))
+    train.train(config, str(tmp_path / 'new_run'), hooks=(scoring.train_fid_hook,))
   assert not (tmp_path / 'new_run').exists()
   config.data.num_train_examples = 1
   with pytest.raises(errors.EvalInputError, match='need at least 2'):
-    evaluate.run_fid_stats_mode(config, str(tmp_path))
+    fid_stats.run_fid_stats_mode(config, str(tmp_path))
   assert not (tmp_path / 'fid_stats').exists()
   config.eval.num_samples = 1
   with pytest.raises(validation.ConfigError, match=r'eval\.num_samples=1.*at least 2'):
@@ -280,8 +283,8 @@ def test_eval_research_metrics_find_copies_of_training_images(run, weights, tmp_
   copies = data.load_train_images(config)[:4]
   batches = [(sharding.global_batch(copies, mesh), np.arange(4))]
   _, copy_features = features.collect(featurizer, batches, keep=lambda idx: idx >= 0)
-  out = evaluate.research_metrics(config, featurizer, mesh, copies, copy_features,
-                                  str(tmp_path), step=7)
+  out = sample_scores.research_metrics(config, featurizer, mesh, copies, copy_features,
+                                       str(tmp_path), step=7)
   assert out['memorization_pixel_memorized_fraction'] == 1.0
   assert out['memorization_feature_memorized_fraction'] == 1.0
   assert out['memorization_pixel_nn_distance_mean'] < 1e-6

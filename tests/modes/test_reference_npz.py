@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from sparsediff_jax import errors, main
-from sparsediff_jax.modes import evaluate
+from sparsediff_jax.metrics.fid import scoring
 from sparsediff_jax.metrics.fid import fid
 
 
@@ -25,11 +25,11 @@ def _stats_file(path) -> str:
 def test_a_truncated_reference_is_an_eval_input_error(tiny_config, tmp_path, keep):
   path = _stats_file(tmp_path / 'ref.npz')
   config = tiny_config({'eval.reference_stats': path})
-  evaluate.load_reference(config, str(tmp_path))   # intact: readable (the check is sound)
+  scoring.load_reference(config, str(tmp_path))   # intact: readable (the check is sound)
   data = open(path, 'rb').read()
   with open(path, 'wb') as f:
     f.write(data[:int(len(data) * keep)])
   with pytest.raises(errors.EvalInputError, match='not readable as reference statistics') as e:
-    evaluate.load_reference(config, str(tmp_path))
+    scoring.load_reference(config, str(tmp_path))
   assert main.is_bad_input(e.value) and path in str(e.value)
   assert os.path.getsize(path) == int(len(data) * keep)   # left as it was

@@ -11,7 +11,7 @@ from clu import metric_writers
 
 from sparsediff_jax.runtime import checkpoints, sharding
 from sparsediff_jax import errors, main
-from sparsediff_jax.modes import train
+from sparsediff_jax.runtime.state import init_state, make_optimizer
 from sparsediff_jax.modes import research
 from sparsediff_jax.sweeps import sweep_table
 
@@ -31,8 +31,8 @@ def run_dir(tmp_path_factory):
   """A workdir as training leaves it: checkpoint at step 7, config.json, logged losses."""
   config = tiny_config()
   workdir = str(tmp_path_factory.mktemp('run'))
-  tx, _ = train.make_optimizer(config)
-  state = train.init_state(config, tx, sharding.make_mesh())
+  tx, _ = make_optimizer(config)
+  state = init_state(config, tx, sharding.make_mesh())
   # A fresh U-Net's output layer is zero (it would generate plain noise and have no
   # sensitivity at all): perturb every parameter of the EMA that is evaluated.
   leaves, tree = jax.tree.flatten(state.ema[0])

@@ -12,8 +12,9 @@ from clu import metric_writers
 
 from sparsediff_jax.runtime import checkpoints, sharding, state
 from sparsediff_jax import errors, main, registry
-from sparsediff_jax.modes import train
+from sparsediff_jax.runtime.state import init_state, make_optimizer
 from sparsediff_jax.data import digits, shapes
+from sparsediff_jax.metrics import sample_scores, trajectory
 from sparsediff_jax.modes import research
 
 from tests.helpers import tiny
@@ -43,8 +44,8 @@ def run_dir(tmp_path_factory):
   """A workdir with checkpoints at STEPS (each a differently perturbed EMA) and logged losses."""
   config = trajectory_config()
   workdir = str(tmp_path_factory.mktemp('run'))
-  tx, _ = train.make_optimizer(config)
-  initial = train.init_state(config, tx, sharding.make_mesh())
+  tx, _ = make_optimizer(config)
+  initial = init_state(config, tx, sharding.make_mesh())
   ckpt = checkpoints.Checkpointer(os.path.join(workdir, 'checkpoints'), keep=10)
   for step in STEPS:
     ckpt.save(step, _perturbed(initial, step), {'data': {}})
@@ -106,7 +107,7 @@ def test_restore_run_takes_the_given_step(run_dir, evaluated):
 
 
 def test_onset_is_the_first_step_with_half_the_samples_memorized():
-  onset = research.memorization_onset_step
+  onset = trajectory.memorization_onset_step
   assert onset([100, 200, 300], [0.1, 0.5, 0.9]) == 200.0
   assert onset([100, 200, 300], [0.6, 0.2, 0.9]) == 100.0      # the first, not a later one
   assert onset([100, 200], [0.49, 0.499]) != onset([100, 200], [0.49, 0.499])   # NaN
@@ -116,10 +117,10 @@ def test_onset_is_the_first_step_with_half_the_samples_memorized():
 
 def test_logged_at_takes_the_newest_value_up_to_the_step():
   series = {'dense_loss': {10: 1.0, 20: 0.5}, 'loss': {20: 2.0}}
-  assert research.logged_at(series, 15) == {'train_dense_loss': 1.0}
-  assert research.logged_at(series, 20) == {'train_dense_loss': 0.5, 'train_loss': 2.0}
-  assert research.logged_at(series) == {'train_dense_loss': 0.5, 'train_loss': 2.0}
-  assert research.logged_at(series, 5) == {}
+  assert trajectory.logged_at(series, 15) == {'train_dense_loss': 1.0}
+  assert trajectory.logged_at(series, 20) == {'train_dense_loss': 0.5, 'train_loss': 2.0}
+  assert trajectory.logged_at(series) == {'train_dense_loss': 0.5, 'train_loss': 2.0}
+  assert trajectory.logged_at(series, 5) == {}
 
 
 def test_fresh_shapes_are_the_images_past_the_training_subset(tiny_config):
@@ -136,14 +137,14 @@ def test_digits_floor_uses_the_heldout_rows(tiny_config):
   np.testing.assert_array_equal(fresh, digits.load_split('heldout', 8)[0][:10])
   assert len(registry.DATASET_FRESH.get('digits')(config, 10_000, 32)) == digits.NUM_HELDOUT
   train_images = digits.load_split('train', 8)[0][:32]
-  floor = research.memorization_floor(config, 50, train_images)
+  floor = sample_scores.memorization_floor(config, 50, train_images)
   assert set(floor) == {'reference_pixel_memorized_fraction',
                         'reference_pixel_nn_distance_mean', 'reference_pixel_nn_ratio_mean'}
   assert 0.0 <= floor['reference_pixel_memorized_fraction'] < 0.5
   assert floor['reference_pixel_nn_distance_mean'] > 0.1    # no held-out digit is a copy
   # Against a training set that holds the fresh images themselves, every one is memorized.
   with_copies = np.concatenate([train_images, fresh])
-  copied = research.memorization_floor(config, 10, with_copies)
+  copied = sample_scores.memorization_floor(config, 10, with_copies)
   assert copied['reference_pixel_memorized_fraction'] == 1.0
   assert copied['reference_pixel_nn_distance_mean'] == pytest.approx(0.0, abs=1e-5)
 
@@ -151,7 +152,7 @@ def test_digits_floor_uses_the_heldout_rows(tiny_config):
 def test_a_dataset_without_fresh_images_has_no_floor(tiny_config):
   config = tiny_config({'data.name': 'folder'})
   assert 'folder' not in registry.DATASET_FRESH
-  assert research.memorization_floor(config, 10, np.zeros((4, 16, 16, 3), np.uint8)) == {}
+  assert sample_scores.memorization_floor(config, 10, np.zeros((4, 16, 16, 3), np.uint8)) == {}
 
 
 def test_trajectory_field_must_be_a_bool(tiny_config):

@@ -12,6 +12,8 @@ import pytest
 
 from sparsediff_jax.runtime import checkpoints, sharding
 from sparsediff_jax import data
+from sparsediff_jax import train_step
+from sparsediff_jax.runtime.state import abstract_model, init_state, make_optimizer
 from sparsediff_jax.modes import train
 from tests.helpers import REPO
 from tests.helpers.tiny import tiny_config
@@ -22,16 +24,16 @@ from tests.helpers.tiny import tiny_config
 def setup():
   c = tiny_config()
   mesh = sharding.make_mesh()
-  tx, schedule = train.make_optimizer(c)
-  graphdef, _ = train.abstract_model(c)
-  step = train.compile_train_step(c, graphdef, tx, schedule, mesh)
+  tx, schedule = make_optimizer(c)
+  graphdef, _ = abstract_model(c)
+  step = train_step.compile_train_step(c, graphdef, tx, schedule, mesh)
   batch = data.load_train_images(c)[:8]
   return c, mesh, tx, step, batch
 
 
 def test_step_reduces_loss_on_a_fixed_batch(setup):
   c, mesh, tx, step, batch = setup
-  state = train.init_state(c, tx, mesh)
+  state = init_state(c, tx, mesh)
   b = sharding.global_batch(batch, mesh)
   losses = []
   for _ in range(30):
@@ -43,7 +45,7 @@ def test_step_reduces_loss_on_a_fixed_batch(setup):
 
 def test_metrics_and_ema(setup):
   c, mesh, tx, step, batch = setup
-  state = train.init_state(c, tx, mesh)
+  state = init_state(c, tx, mesh)
   before = jax.device_get(state.params)
   state, m = step(state, sharding.global_batch(batch, mesh))
   assert set(m) >= {'loss', 'dense_loss', 'grad_norm', 'learning_rate', 'kept_fraction'}
@@ -58,10 +60,10 @@ def test_metrics_and_ema(setup):
 def test_ratio_zero_loss_is_the_dense_loss():
   c = tiny_config(mask__ratio=0.0)
   mesh = sharding.make_mesh()
-  tx, schedule = train.make_optimizer(c)
-  graphdef, _ = train.abstract_model(c)
-  fn = jax.jit(train.make_train_step(c, graphdef, tx, schedule))
-  _, m = fn(train.init_state(c, tx, mesh), jnp.asarray(data.load_train_images(c)[:8]))
+  tx, schedule = make_optimizer(c)
+  graphdef, _ = abstract_model(c)
+  fn = jax.jit(train_step.make_train_step(c, graphdef, tx, schedule))
+  _, m = fn(init_state(c, tx, mesh), jnp.asarray(data.load_train_images(c)[:8]))
   assert float(m['kept_fraction']) == 1.0
   np.testing.assert_allclose(m['loss'], m['dense_loss'], rtol=1e-6)
 
@@ -97,10 +99,10 @@ def test_compiled_step_draws_the_mask_of_its_strategy(tiny_config):
                                           'mask.ratio_at_t0': 0.0, 'mask.ratio_at_t1': 0.98})):
     c = tiny_config({**extra, 'training.batch_size': 64, 'data.num_train_examples': 64,
                      'model.channel_mult': (1,), 'model.attn_resolutions': ()})
-    tx, schedule = train.make_optimizer(c)
-    graphdef, _ = train.abstract_model(c)
-    step = train.compile_train_step(c, graphdef, tx, schedule, mesh, return_mask=True)
-    _, m = step(train.init_state(c, tx, mesh),
+    tx, schedule = make_optimizer(c)
+    graphdef, _ = abstract_model(c)
+    step = train_step.compile_train_step(c, graphdef, tx, schedule, mesh, return_mask=True)
+    _, m = step(init_state(c, tx, mesh),
                 sharding.global_batch(data.load_train_images(c), mesh))
     mask = np.asarray(m['mask'])
     assert set(np.unique(mask)) <= {0.0, 1.0} and mask.shape == (64, 16, 16, 3)
@@ -161,15 +163,15 @@ def test_steps_per_call_must_divide_the_schedule():
 @pytest.mark.slow   # several compilations of the step
 def test_rolled_and_unrolled_multi_step_agree(setup):
   c, mesh, tx, _, batch = setup
-  graphdef, _ = train.abstract_model(c)
-  fn = train.make_train_step(c, graphdef, tx, train.make_optimizer(c)[1])
+  graphdef, _ = abstract_model(c)
+  fn = train_step.make_train_step(c, graphdef, tx, make_optimizer(c)[1])
   stacked = np.stack([batch, batch[::-1]])
-  out = [jax.jit(train.make_multi_step(fn, 2, unroll))(train.init_state(c, tx, mesh), stacked)
+  out = [jax.jit(train_step.make_multi_step(fn, 2, unroll))(init_state(c, tx, mesh), stacked)
          for unroll in (True, False)]
   assert out[0][1]['loss'].shape == (2,)
   jax.tree.map(lambda x, y: np.testing.assert_allclose(np.asarray(y), np.asarray(x),
                                                        rtol=1e-5, atol=1e-7), out[0], out[1])
   single = jax.jit(fn)
-  state, m1 = single(train.init_state(c, tx, mesh), batch)
+  state, m1 = single(init_state(c, tx, mesh), batch)
   _, m2 = single(state, batch[::-1])
   np.testing.assert_allclose(out[0][1]['loss'], [m1['loss'], m2['loss']], rtol=1e-5)

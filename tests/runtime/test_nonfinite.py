@@ -13,7 +13,7 @@ from sparsediff_jax.runtime import nonfinite
 
 
 def _adam_step():
-  """A jitted step built like train.make_train_step: Adam on a quadratic, guarded."""
+  """A jitted step built like train_step.make_train_step: Adam on a quadratic, guarded."""
   tx = optax.adam(0.1)
 
   @jax.jit
@@ -152,14 +152,15 @@ def test_an_infinite_update_from_finite_gradients_is_skipped(tiny_config):
   step keeps the old parameters and reports the step skipped."""
   from sparsediff_jax import data
   from sparsediff_jax.runtime import sharding
-  from sparsediff_jax.modes import train
+  from sparsediff_jax import train_step
+  from sparsediff_jax.runtime.state import abstract_model, init_state, make_optimizer
   c = tiny_config({'optim.learning_rate': float('inf'), 'optim.warmup_steps': 0,
                    'optim.grad_clip': 0.0})
   mesh = sharding.make_mesh()
-  tx, schedule = train.make_optimizer(c)
-  graphdef, _ = train.abstract_model(c)
-  step = train.compile_train_step(c, graphdef, tx, schedule, mesh, donate=False)
-  state = train.init_state(c, tx, mesh)
+  tx, schedule = make_optimizer(c)
+  graphdef, _ = abstract_model(c)
+  step = train_step.compile_train_step(c, graphdef, tx, schedule, mesh, donate=False)
+  state = init_state(c, tx, mesh)
   new, m = step(state, sharding.global_batch(data.load_train_images(c)[:8], mesh))
   assert np.isfinite(float(m['loss'])) and np.isfinite(float(m['grad_norm']))
   assert float(m['skipped']) == 1.0

@@ -5,6 +5,7 @@ main.main runs in-process (default config) with the training replaced by a stand
 that no step is compiled.
 """
 
+import dataclasses
 import json
 import os
 import re
@@ -14,7 +15,7 @@ import types
 import pytest
 from absl import flags
 
-from sparsediff_jax import config_base, errors, main
+from sparsediff_jax import config_base, errors, main, modes
 from sparsediff_jax.runtime import run_dir
 from tests.helpers import tiny
 
@@ -50,8 +51,8 @@ def _old_run(workdir, config, last_step=1000):
 def train_main(monkeypatch, tmp_path):
   """call(*flags) -> exit code of main.main in --mode=train (0: it returned)."""
   trained = []
-  monkeypatch.setitem(main.MODES, 'train', lambda config, workdir: trained.append(workdir)
-                      or types.SimpleNamespace(step=0))
+  fake = lambda config, workdir: trained.append(workdir) or types.SimpleNamespace(step=0)
+  monkeypatch.setitem(modes.MODES, 'train', dataclasses.replace(modes.MODES['train'], run=fake))
 
   def call(*extra):
     main.parse_flags(['prog', '--mode=train', f'--workdir={tmp_path}/run', *extra])

@@ -1,0 +1,114 @@
+"""A run's course over training: its logged losses and its checkpoints' memorization.
+
+- `logged_series`, `logged_at`, `last_logged`: the losses a run logged (its TensorBoard
+  event files), at or before a step.
+- `trajectory_entry`, `memorization_onset_step`: one scored checkpoint, and the first step
+  at which at least ONSET_FRACTION of the samples are memorized.
+- `write_trajectory`, `save_trajectory_plot`: WORKDIR/research/trajectory.json and its plot.
+"""
+
+import os
+
+import numpy as np
+from etils import epath
+
+from sparsediff_jax.console.images import pyplot, save_figure
+from sparsediff_jax.runtime import atomic_io
+from sparsediff_jax.sweeps import sweep_table
+
+TRAJECTORY_FILE = 'trajectory.json'
+ONSET_FRACTION = 0.5   # memorization_onset_step: at least half the samples memorized.
+
+
+def logged_series(workdir: str, tags=('loss', 'dense_loss')) -> dict[str, dict[int, float]]:
+  """{tag: {step: value}} of every logged value of each tag in WORKDIR's TensorBoard event
+  files (a step logged twice, e.g. by a resumed run, keeps the later file's value)."""
+  from tensorboard.backend.event_processing import event_accumulator
+  series: dict[str, dict[int, float]] = {}
+  for path in sorted(map(str, epath.Path(workdir).glob('events.out.tfevents.*'))):
+    acc = event_accumulator.EventAccumulator(path, size_guidance={'tensors': 0, 'scalars': 0})
+    acc.Reload()
+    for tag in tags:
+      events = []
+      if tag in acc.Tags().get('tensors', []):
+        events = [(e.step, float(np.asarray(_tensor_value(e.tensor_proto))))
+                  for e in acc.Tensors(tag)]
+      elif tag in acc.Tags().get('scalars', []):
+        events = [(e.step, float(e.value)) for e in acc.Scalars(tag)]
+      for step, value in events:
+        series.setdefault(tag, {})[int(step)] = value
+  return series
+
+
+def logged_at(series: dict[str, dict[int, float]], step: int | None = None) -> dict[str, float]:
+  """{'train_<tag>': the value logged at the newest step <= `step` (None: the newest)};
+  tags with nothing logged by then are left out."""
+  out = {}
+  for tag, values in series.items():
+    steps = [s for s in values if step is None or s <= step]
+    if steps:
+      out[f'train_{tag}'] = values[max(steps)]
+  return out
+
+
+def last_logged(workdir: str, tags=('loss', 'dense_loss')) -> dict[str, float]:
+  """The newest logged value of each tag in WORKDIR's TensorBoard event files, as train_*."""
+  return logged_at(logged_series(workdir, tags))
+
+
+def _tensor_value(proto):
+  from tensorboard.util import tensor_util
+  return tensor_util.make_ndarray(proto)
+
+
+def memorization_onset_step(steps, fractions, threshold: float = ONSET_FRACTION) -> float:
+  """The first of `steps` (ascending) whose memorized fraction is >= threshold; NaN if none.
+
+  Args:
+    steps: int [T], the scored checkpoint steps, ascending.
+    fractions: float [T] in [0, 1], the memorized fraction of the samples at each step.
+  """
+  for step, fraction in zip(steps, fractions):
+    if fraction >= threshold:
+      return float(step)
+  return float('nan')
+
+
+def trajectory_entry(step: int, metrics: dict, dataset_keys, logged: dict) -> dict:
+  """One point of the trajectory: the step, the pixel_* memorization stats, the dataset's
+  metrics and the losses logged at or before `step`."""
+  entry = {'step': int(step)}
+  entry.update({k: v for k, v in metrics.items() if k.startswith('pixel_')})
+  entry.update({k: metrics[k] for k in dataset_keys if k in metrics})
+  entry.update(logged)
+  return entry
+
+
+def save_trajectory_plot(path: str, trajectory: list[dict], floor: float | None = None,
+                         title: str = '') -> str:
+  """PNG: memorized fraction (left) and mean nearest-neighbour distance (right) vs step."""
+  plt = pyplot()
+  steps = [e['step'] for e in trajectory]
+  fig, axes = plt.subplots(1, 2, figsize=(8.4, 3.2))
+  axes[0].plot(steps, [e['pixel_memorized_fraction'] for e in trajectory], 'o-',
+               label='samples')
+  axes[0].axhline(ONSET_FRACTION, color='grey', ls=':', label='onset threshold')
+  if floor is not None:
+    axes[0].axhline(floor, color='black', ls='--', label='fresh real images')
+  axes[0].set_ylim(-0.02, 1.02)
+  axes[0].set_ylabel('memorized fraction (d1/d2 < 1/3)', fontsize=8)
+  axes[0].legend(fontsize=7)
+  axes[1].plot(steps, [e['pixel_nn_distance_mean'] for e in trajectory], 'o-')
+  axes[1].set_ylabel('mean L2 to nearest training image', fontsize=8)
+  for ax in axes:
+    ax.set_xlabel('training step', fontsize=8)
+    ax.tick_params(labelsize=7)
+  fig.suptitle(title, fontsize=9)
+  return save_figure(fig, path)
+
+
+def write_trajectory(workdir: str, trajectory: list[dict], suffix: str = '') -> str:
+  """WORKDIR/research/trajectory{suffix}.json, written whole or not at all."""
+  path = sweep_table.with_suffix(os.path.join(workdir, 'research', TRAJECTORY_FILE), suffix)
+  atomic_io.write_json(path, trajectory)
+  return path

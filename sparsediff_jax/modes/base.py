@@ -1,0 +1,25 @@
+"""The Mode record: what main.py needs to know to run one `--mode` (modes/README.md)."""
+
+import dataclasses
+from typing import Any, Callable
+
+
+@dataclasses.dataclass(frozen=True)
+class Mode:
+  """One value of --mode.
+
+  name: the --mode value.
+  run: fn(config, workdir) -> result; the result is what console/summary.lines describes.
+  reads_run: works on a trained run: the run-defining config fields come from
+    WORKDIR/config.json (run_dir.bind_to_run), and overrides may not contradict them.
+  writes_record: starts or continues a run in the workdir: the workdir is checked and
+    locked, config.json and dataset.json are written by process 0 (and undone if the run
+    ends on bad input before any other write), and --start_over is allowed.
+  nothing_to_do: fn(config, workdir) -> a message when there is nothing to do (asked
+    before anything is written; main logs it and exits 0), else None.
+  """
+  name: str
+  run: Callable[[Any, str], Any]
+  reads_run: bool = False
+  writes_record: bool = False
+  nothing_to_do: Callable[[Any, str], str | None] | None = None

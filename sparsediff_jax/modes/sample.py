@@ -1,0 +1,47 @@
+"""`--mode=sample`: images from the newest checkpoint of a run (docs/evaluation.md).
+
+A grid of the first sampling.grid_size**2 images, and with sampling.save_npz all
+sampling.num_samples images as .npz, under WORKDIR/samples/sample_mode_<step>[-N].{png,npz}
+(a rerun with other settings never overwrites an earlier output).
+"""
+
+from absl import logging
+import os
+import time
+
+from sparsediff_jax import formulations, generate, samplers
+from sparsediff_jax.console import progress
+from sparsediff_jax.errors import ConfigError
+from sparsediff_jax.modes.base import Mode
+from sparsediff_jax.runtime import atomic_io, state
+
+
+def run_sample_mode(config, workdir: str) -> list[str]:
+  """Writes a grid (and with sampling.save_npz all images as .npz) of
+  sampling.num_samples images (0: one grid) from the newest checkpoint; returns the paths."""
+  s = config.sampling
+  if s.save_npz and not s.num_samples:
+    raise ConfigError('config.sampling.save_npz=True needs config.sampling.num_samples > 0 '
+                      '(the number of images to save); 0 writes one grid only')
+  run = state.restore_run(config, workdir)
+  step, params, graphdef, mesh = run.step, run.params(config), run.graphdef, run.mesh
+  n = s.num_samples or s.grid_size ** 2
+  nfe = samplers.num_evaluations(formulations.get_formulation(config.diffusion), s.sampler,
+                                 s.num_steps)
+  batch = -(-min(config.eval.batch_size, n) // mesh.devices.size) * mesh.devices.size
+  with progress.phase('compiling the sampler'):   # and refused if it cannot fit
+    generate.check_sampler_fits(config, graphdef, mesh, params, batch)
+  keeper = generate.ImageKeeper(s.grid_size ** 2, keep_all=s.save_npz)
+  start = time.time()
+  sample_batch = generate.make_batch_sampler(config, graphdef, mesh)
+  for images, indices in generate.sample_batches(sample_batch, params, n, batch,
+                                                 desc=f'sampling ({s.sampler}, {nfe} NFE)'):
+    keeper.add(images, indices)
+  logging.info('%d samples in %.1f s (%s sampler, %d NFE)', n, time.time() - start,
+               s.sampler, nfe)
+  meta = dict(step=step, seed=s.seed, sampler=s.sampler, nfe=nfe, ema_index=s.ema_index)
+  return generate.write_images(config, keeper, atomic_io.unused_prefix(os.path.join(
+      workdir, 'samples', f'sample_mode_{step:07d}')), meta)
+
+
+MODE = Mode(name='sample', run=run_sample_mode, reads_run=True)
