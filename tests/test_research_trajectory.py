@@ -103,6 +103,12 @@ def test_restore_run_takes_the_given_step(run_dir, evaluated):
   assert any(not np.array_equal(x, y) for x, y in zip(a, b))
   with pytest.raises(errors.CheckpointError, match='checkpoint 5 is not in'):
     state.restore_run(config, workdir, step=5)
+  # Restored against another step's arrays (as a trajectory does): the same state.
+  like = state.restore_run(config, workdir, step=4, like=newest)
+  assert like.step == 4 and like.graphdef == at4.graphdef
+  for x, y in zip(jax.tree.leaves(like.state), jax.tree.leaves(at4.state)):
+    np.testing.assert_array_equal(x, y)
+    assert x.sharding == y.sharding
 
 
 def test_onset_is_the_first_step_with_half_the_samples_memorized():
