@@ -1,6 +1,7 @@
 """Sample quality per network evaluation (NFE) of every sampler x time grid on trained models.
 
-    nice -n 10 python benchmarks/sampler_nfe.py [--cache=DIR] [--samples=128]
+    nice -n 10 python benchmarks/sampler_nfe.py [--cache=DIR] [--samples=128] [--only=MODELS]
+        [--combos=SAMPLER/GRID,...] [--nfe=4,6,...]
 
 Trains (once; reused from --cache, default $SPARSEDIFF_CACHE/sampler_nfe or
 ~/.cache/sparsediff_jax/sampler_nfe) three small flow-matching models with the CLI:
@@ -18,7 +19,8 @@ It records:
 - the RMS distance (images in [-1, 1]) of each sample to its own reference sample.
 Heun spends 2 NFE per step (2 n - 1 for n steps): its NFE is the largest odd count not
 above the target. Writes OUT/sampler_nfe.{json,csv,md} and one curve png per model
-(--out, default docs/results/sampler_nfe).
+(--out, default docs/results/sampler_nfe); --only measures some models (the rows of the
+others already in OUT stay), --combos some sampler/grid pairs of them.
 """
 
 import argparse
@@ -115,7 +117,8 @@ def config_from_flags(flags: list[str]):
   return config
 
 
-def measure(name: str, workdir: str, flags: list[str], samples: int, reference_nfe: int):
+def measure(name: str, workdir: str, flags: list[str], samples: int, reference_nfe: int,
+            only: list[tuple[str, str]] | None = None):
   import jax
   import jax.numpy as jnp
   import numpy as np
@@ -145,7 +148,7 @@ def measure(name: str, workdir: str, flags: list[str], samples: int, reference_n
   ref, _ = images(*REFERENCE, reference_nfe)
   ref_metrics = metric(config, ref, train_images)
   rows = []
-  for sampler, grid in combos(formulation.name):
+  for sampler, grid in only or combos(formulation.name):
     for nfe in NFES:
       out, seconds = images(sampler, grid, nfe)
       m = metric(config, out, train_images)
@@ -248,17 +251,25 @@ def main():
   p.add_argument('--digits_steps', type=int, default=1500)
   p.add_argument('--shapes_steps', type=int, default=600)
   p.add_argument('--only', default='', help='comma-separated model names (default: all)')
+  p.add_argument('--combos', default='', help='comma-separated sampler/grid pairs to measure '
+                 'instead of all (e.g. dpmpp_3m/uniform,heun/uniform)')
   p.add_argument('--nfe', default=','.join(map(str, NFES_DEFAULT)), help='comma-separated NFEs')
   args = p.parse_args()
   global NFES
   NFES = tuple(int(n) for n in args.nfe.split(','))
-  rows = []
+  names = [n for n in models(args.digits_steps, args.shapes_steps)
+           if not args.only or n in args.only.split(',')]
+  # The rows of models not measured now stay (a model can be measured in its own run).
+  kept = os.path.join(args.out, 'sampler_nfe.json')
+  rows = [r for r in json.load(open(kept)) if r['model'] not in names] if os.path.exists(
+      kept) else []
   for name, flags in models(args.digits_steps, args.shapes_steps).items():
-    if args.only and name not in args.only.split(','):
+    if name not in names:
       continue
     workdir = os.path.join(args.cache, f'{name}_{args.digits_steps}_{args.shapes_steps}')
     train(workdir, flags)
-    rows += measure(name, workdir, flags, args.samples, args.reference_nfe)
+    only = [tuple(c.split('/')) for c in args.combos.split(',')] if args.combos else None
+    rows += measure(name, workdir, flags, args.samples, args.reference_nfe, only)
     write(rows, args.out)   # after each model: a partial run leaves its results
 
 

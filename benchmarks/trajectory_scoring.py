@@ -65,6 +65,7 @@ def child(spawned: float, argv: list[str]) -> None:
   from sparsediff_jax import main
   from sparsediff_jax.modes import research
   seconds = dict.fromkeys(PHASES, 0.0)
+  calls = {phase: [] for phase in PHASES}   # seconds of each outermost call
   depth = [0]   # a timed call inside another timed call counts once, for the outer one
 
   def timed(phase, fn):
@@ -76,7 +77,8 @@ def child(spawned: float, argv: list[str]) -> None:
       finally:
         depth[0] -= 1
         if not depth[0]:
-          seconds[phase] += time.perf_counter() - start
+          calls[phase].append(time.perf_counter() - start)
+          seconds[phase] += calls[phase][-1]
     return wrapper
 
   for phase, sites in PHASES.items():
@@ -99,6 +101,8 @@ def child(spawned: float, argv: list[str]) -> None:
       raise
   seconds['start-up'] = began[0] - spawned
   seconds['in-process imports'] = began[0] - entered   # part of start-up
+  seconds['sampling per checkpoint'] = calls['sampling']
+  seconds['restore per checkpoint'] = calls['restore']
   print(MARK + json.dumps(seconds), flush=True)
 
 
@@ -121,6 +125,10 @@ def score(workdir: str, flags: list[str], sampling: dict, num_samples: int) -> d
   seconds = json.loads(line[len(MARK):])
   timed = seconds['start-up'] + sum(seconds[p] for p in PHASES)
   return {**seconds, 'other': whole - timed, 'whole': whole}
+
+
+def rounded(value):
+  return [round(v, 1) for v in value] if isinstance(value, list) else round(value, 1)
 
 
 def main():
@@ -147,10 +155,10 @@ def main():
   for _ in range(args.repeats):
     for name, sampling in settings().items():
       runs[name].append(score(workdir, flags, sampling, args.num_samples))
-      print(json.dumps(dict(setting=name, **{k: round(v, 1) for k, v in runs[name][-1].items()})),
+      print(json.dumps(dict(setting=name, **{k: rounded(v) for k, v in runs[name][-1].items()})),
             flush=True)
-  median = {name: {k: float(np.median([r[k] for r in rs])) for k in rs[0]}
-            for name, rs in runs.items()}
+  median = {name: {k: float(np.median([r[k] for r in rs])) for k in rs[0]
+                   if not isinstance(rs[0][k], list)} for name, rs in runs.items()}
   for name, sampling in settings().items():
     nfe = samplers.num_evaluations(fm, sampling['sampler'], sampling['num_steps'])
     print(json.dumps(dict(setting=name, **sampling, nfe=nfe, repeats=args.repeats,
