@@ -128,6 +128,21 @@ def test_logged_at_takes_the_newest_value_up_to_the_step():
   assert research.logged_at(series, 5) == {}
 
 
+def test_logged_series_reads_metrics_jsonl_as_the_event_files(tmp_path):
+  from sparsediff_jax.console import tb_writer
+  writer = tb_writer.create_writer(str(tmp_path), process_index=0)
+  for step, value in ((10, 0.123456789), (20, 0.5)):
+    writer.write_scalars(step, {'loss': np.float32(value), 'dense_loss': np.float32(2 * value),
+                                'grad_norm': np.float32(1.0)})
+  writer.close()
+  from_jsonl = research.logged_series(str(tmp_path))
+  os.remove(tmp_path / 'metrics.jsonl')
+  from_events = research.logged_series(str(tmp_path))
+  assert from_jsonl == from_events == {'loss': {10: float(np.float32(0.123456789)), 20: 0.5},
+                                       'dense_loss': {10: float(np.float32(0.246913578)),
+                                                      20: 1.0}}
+
+
 def test_fresh_shapes_are_the_images_past_the_training_subset(tiny_config):
   config = tiny_config()
   fresh = registry.DATASET_FRESH.get('shapes')(config, 5, 64)

@@ -54,6 +54,7 @@ from sparsediff_jax.modes import evaluate
 from sparsediff_jax.metrics import locality, memorization, window_scoring
 from sparsediff_jax.sweeps import sweep_table
 from sparsediff_jax.console.images import make_grid, pyplot, save_figure, save_png
+from sparsediff_jax.console import metrics_jsonl
 
 METRICS_FILE = 'research_metrics.json'
 TRAJECTORY_FILE = 'trajectory.json'
@@ -82,8 +83,16 @@ def locality_times(formulation, n: int) -> np.ndarray:
 
 
 def logged_series(workdir: str, tags=('loss', 'dense_loss')) -> dict[str, dict[int, float]]:
-  """{tag: {step: value}} of every logged value of each tag in WORKDIR's TensorBoard event
-  files (a step logged twice, e.g. by a resumed run, keeps the later file's value)."""
+  """{tag: {step: value}} of every logged value of each tag: from WORKDIR/metrics.jsonl
+  (the same float32 scalars as TensorBoard, read without importing TensorFlow, which the
+  event reader does: about 40 s on a loaded 2-core machine, benchmarks/trajectory_scoring.py)
+  or, for a run without that file, from the TensorBoard event files (a step logged twice,
+  e.g. by a resumed run, keeps the later file's value)."""
+  jsonl = os.path.join(workdir, 'metrics.jsonl')
+  if atomic_io.exists(jsonl):
+    records = metrics_jsonl.read(jsonl)
+    return {tag: {int(r['step']): float(r[tag]) for r in records if tag in r}
+            for tag in tags if any(tag in r for r in records)}
   from tensorboard.backend.event_processing import event_accumulator
   series: dict[str, dict[int, float]] = {}
   for path in sorted(map(str, epath.Path(workdir).glob('events.out.tfevents.*'))):
