@@ -169,6 +169,13 @@ HEADLINE = {'digits': 'digits_fd', 'shapes': 'consistent_fraction'}
 EXTRA = {'digits': (), 'shapes': ('symmetry_error',)}   # printed between headline and RMS
 
 
+def within(row: dict, key: str) -> bool:
+  ref = row['reference_' + key]
+  if key.endswith('_fraction'):
+    return abs(row[key] - ref) <= 0.05
+  return abs(row[key] - ref) <= 0.05 * abs(ref)
+
+
 def cheapest_within(rows: list[dict], key: str) -> int | None:
   """The smallest NFE from which `key` stays within 5% of the reference at every larger
   NFE measured (rows of one sampler and grid, NFE ascending); None if none."""
