@@ -220,6 +220,11 @@ def write(rows: list[dict], out: str) -> None:
       for ax, k in zip(axes, (key, 'rms_to_reference')):
         ax.plot([r['nfe'] for r in rs], [r[k] for r in rs], style, marker='o', ms=3,
                 label=f'{sampler}, {grid}')
+    measured = {(r['sampler'], r['grid']) for r in mine}
+    for sampler, grid in combos(mine[0]['formulation']):
+      if (sampler, grid) not in measured:
+        lines.append(f'| {sampler} | {grid} | not measured in this run (--combos) |'
+                     + ' |' * len(NFES))
     for sampler, why in not_measured(mine[0]['formulation']):
       lines.append(f'| {sampler} | - | not measured: {why} |' + ' |' * len(NFES))
     goal.append(f'- {model}: ' + (f'{best[1]} on the {best[2]} grid from {best[0]} NFE; goal '
