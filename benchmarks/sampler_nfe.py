@@ -165,8 +165,8 @@ def measure(name: str, workdir: str, flags: list[str], samples: int, reference_n
   return rows
 
 
-HEADLINE = {'digits': 'digits_fd', 'shapes': 'consistent_fraction'}
-EXTRA = {'digits': (), 'shapes': ('symmetry_error',)}   # printed between headline and RMS
+HEADLINE = {'digits': 'digits_fd', 'shapes': 'symmetry_error'}
+EXTRA = {'digits': (), 'shapes': ('consistent_fraction',)}   # printed between headline and RMS
 
 
 def within(row: dict, key: str) -> bool:
@@ -207,7 +207,7 @@ def write(rows: list[dict], out: str) -> None:
               '|---|---|' + '---|' * (len(NFES) + 1)]
     fig, axes = plt.subplots(1, 2, figsize=(11, 4))
     best = None
-    for sampler, grid in dict.fromkeys((r['sampler'], r['grid']) for r in mine):
+    for k, (sampler, grid) in enumerate(dict.fromkeys((r['sampler'], r['grid']) for r in mine)):
       rs = [r for r in mine if r['sampler'] == sampler and r['grid'] == grid]
       cheapest = cheapest_within(rs, key)
       if cheapest is not None and (best is None or cheapest < best[0]):
@@ -217,9 +217,9 @@ def write(rows: list[dict], out: str) -> None:
       shown = cheapest if cheapest is not None else f'> {rs[-1]["nfe"]}'
       lines.append(f'| {sampler} | {grid} | ' + ' | '.join(cells) + f' | {shown} |')
       style = '-' if sampler.startswith('dpmpp') else '--'
-      for ax, k in zip(axes, (key, 'rms_to_reference')):
-        ax.plot([r['nfe'] for r in rs], [r[k] for r in rs], style, marker='o', ms=3,
-                label=f'{sampler}, {grid}')
+      for ax, key_ in zip(axes, (key, 'rms_to_reference')):
+        ax.plot([r['nfe'] for r in rs], [r[key_] for r in rs], style, marker='o', ms=3,
+                color=plt.cm.tab20(k % 20), label=f'{sampler}, {grid}')
     measured = {(r['sampler'], r['grid']) for r in mine}
     for sampler, grid in combos(mine[0]['formulation']):
       if (sampler, grid) not in measured:
@@ -243,6 +243,18 @@ def write(rows: list[dict], out: str) -> None:
     fig.savefig(os.path.join(out, f'{model}.png'), dpi=90)
     plt.close(fig)
     lines.append('')
+  worst = {}   # (sampler, grid) -> NFE from which it is within 5% on every model
+  model_names = list(dict.fromkeys(r['model'] for r in rows))
+  for c in dict.fromkeys((r['sampler'], r['grid']) for r in rows):
+    per = [cheapest_within([r for r in rows if r['model'] == m
+                            and (r['sampler'], r['grid']) == c], HEADLINE[
+                                'digits' if m.startswith('digits') else 'shapes'])
+           for m in model_names]
+    if all(n is not None for n in per):
+      worst[c] = max(per)
+  if worst:
+    c = min(worst, key=worst.get)
+    goal.append(f'- every model: {c[0]} on the {c[1]} grid from {worst[c]} NFE')
   with open(os.path.join(out, 'sampler_nfe.md'), 'w') as f:
     f.write('Each cell: metric(s) / RMS distance to the same sample at the reference NFE.\n'
             f'"Cheapest within 5%": the smallest NFE whose headline metric is within 5% of the '
