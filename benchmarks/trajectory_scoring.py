@@ -14,10 +14,10 @@ summed over checkpoints): start-up (interpreter, imports, config, up to the mode
 restoring checkpoints, compiling the sampler (the memory check compiles it once),
 sampling, loading the training images, the dataset metrics (digits: the classifier),
 the memorization search (and its floor on fresh real images), locality, reading the
-logged losses from the event files, the window report, plots and files; 'other' is the
-rest (listing checkpoints, the process's exit).
-The settings alternate --repeats times so a change of machine load hits both alike; the
-median of each phase is reported with the ratio old / new of sampling and of the whole.
+logged losses (metrics.jsonl, or the event files of older runs), the window report, plots
+and files; 'other' is the rest (listing checkpoints, the process's exit). The settings
+alternate --repeats times so a change of machine load hits both alike; the median of each
+phase is reported with the ratio old / new of sampling and of the whole.
 """
 
 import argparse
@@ -43,7 +43,7 @@ PHASES = {'restore': [('sparsediff_jax.runtime.state', 'restore_run')],
           'dataset metrics (classifier)': [('sparsediff_jax.modes.evaluate', 'dataset_metrics')],
           'memorization search': [(_M, 'memorization_report'), (_R, 'memorization_floor')],
           'locality': [('sparsediff_jax.metrics.locality', 'measure_locality')],
-          'logged losses (event files)': [(_R, 'logged_series'), (_R, 'last_logged')],
+          'logged losses': [(_R, 'logged_series'), (_R, 'last_logged')],
           'window report': [('sparsediff_jax.metrics.window_scoring', 'report')],
           'plots and files': [(_R, 'save_trajectory_plot'), (_R, 'save_png'),
                               (_M, 'save_memorization_grid'),
