@@ -19,8 +19,8 @@ It records:
 - the RMS distance (images in [-1, 1]) of each sample to its own reference sample.
 Heun spends 2 NFE per step (2 n - 1 for n steps): its NFE is the largest odd count not
 above the target. Writes OUT/sampler_nfe.{json,csv,md} and one curve png per model
-(--out, default docs/results/sampler_nfe); --only measures some models (the rows of the
-others already in OUT stay), --combos some sampler/grid pairs of them.
+(--out, default docs/results/sampler_nfe); --only measures some models and --combos some
+sampler/grid pairs of them (the rows already in OUT that are not measured again stay).
 """
 
 import argparse
@@ -283,16 +283,16 @@ def main():
   NFES = tuple(int(n) for n in args.nfe.split(','))
   names = [n for n in models(args.digits_steps, args.shapes_steps)
            if not args.only or n in args.only.split(',')]
-  # The rows of models not measured now stay (a model can be measured in its own run).
+  only = [tuple(c.split('/')) for c in args.combos.split(',')] if args.combos else None
+  # The rows this run does not measure again stay (models and pairs in runs of their own).
+  again = lambda r: r['model'] in names and (not only or (r['sampler'], r['grid']) in only)
   kept = os.path.join(args.out, 'sampler_nfe.json')
-  rows = [r for r in json.load(open(kept)) if r['model'] not in names] if os.path.exists(
-      kept) else []
+  rows = [r for r in json.load(open(kept)) if not again(r)] if os.path.exists(kept) else []
   for name, flags in models(args.digits_steps, args.shapes_steps).items():
     if name not in names:
       continue
     workdir = os.path.join(args.cache, f'{name}_{args.digits_steps}_{args.shapes_steps}')
     train(workdir, flags)
-    only = [tuple(c.split('/')) for c in args.combos.split(',')] if args.combos else None
     rows += measure(name, workdir, flags, args.samples, args.reference_nfe, only)
     write(rows, args.out)   # after each model: a partial run leaves its results
 
