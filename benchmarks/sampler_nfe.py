@@ -1,21 +1,26 @@
 """Sample quality per network evaluation (NFE) of every sampler x time grid on trained models.
 
-    nice -n 10 python benchmarks/sampler_nfe.py [--cache=DIR] [--samples=128]
+    nice -n 10 python benchmarks/sampler_nfe.py [--cache=DIR] [--samples=128] [--only=MODELS]
+        [--combos=SAMPLER/GRID,...] [--nfe=4,6,...]
 
 Trains (once; reused from --cache, default $SPARSEDIFF_CACHE/sampler_nfe or
 ~/.cache/sparsediff_jax/sampler_nfe) three small flow-matching models with the CLI:
 digits 8x8 dense (mask.ratio 0) and mask.ratio 0.9 with the recipe of
 launch/experiments/digits_memorization.sh (32 training digits, U-Net 32 channels (1, 2),
-batch 16, EMA 0.995; --digits_steps of them), and a 16x16 shapes model. For each model,
-sampler and grid (COMBOS) it draws --samples images of the same noise at every NFE of
---nfe, and once the reference: the same noise through REFERENCE at --reference_nfe. It
-records:
+batch 16, EMA 0.995; --digits_steps of them, 1500 as the experiment), and a 16x16 shapes
+model with mask 0.9 (--shapes_steps; 600 train in about 5 minutes on 2 shared cores). For
+each model, every deterministic sampler that runs with its formulation x every grid of
+GRIDS (`combos`), it draws --samples images of the same noise at every NFE of --nfe, and
+once the reference: the same noise through REFERENCE at --reference_nfe. The samplers
+left out (stochastic ones, or ones for another formulation) are listed with the reason.
+It records:
 - the dataset metric (digits: classifier FD `digits_fd`; shapes: the consistency
   metrics) next to the reference's;
 - the RMS distance (images in [-1, 1]) of each sample to its own reference sample.
 Heun spends 2 NFE per step (2 n - 1 for n steps): its NFE is the largest odd count not
 above the target. Writes OUT/sampler_nfe.{json,csv,md} and one curve png per model
-(--out, default docs/results/sampler_nfe).
+(--out, default docs/results/sampler_nfe); --only measures some models and --combos some
+sampler/grid pairs of them (the rows already in OUT that are not measured again stay).
 """
 
 import argparse
@@ -30,12 +35,7 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path[:0] = [REPO]
 
 NFES = NFES_DEFAULT = (4, 6, 8, 10, 12, 16, 24, 35, 64, 128)
-# (sampler, grid): flow matching's 'default' grid is 'uniform'; heun/uniform at 35 NFE was
-# the default before this measurement. A subset of sampler x grid (the budget of a shared
-# 2-core machine): Euler and Heun on their usual grids, each multistep solver on two.
-COMBOS = (('euler', 'uniform'), ('heun', 'uniform'), ('heun', 'edm'),
-          ('dpmpp_2m', 'edm'), ('dpmpp_2m', 'logsnr'),
-          ('dpmpp_3m', 'uniform'), ('dpmpp_3m', 'logsnr'))
+GRIDS = ('edm', 'logsnr', 'uniform')   # flow matching's 'default' grid is 'uniform'
 REFERENCE = ('dpmpp_3m', 'logsnr')   # the reference samples: this solver at --reference_nfe
 DIGITS = ['--config=configs/digits.py', '--config.data.image_size=8',
           '--config.data.num_train_examples=32', '--config.model.channels=32',
@@ -62,9 +62,32 @@ def models(digits_steps: int, shapes_steps: int) -> dict[str, list[str]]:
   }
 
 
+def combos(formulation_name: str) -> list[tuple[str, str]]:
+  """Every deterministic sampler that runs with the formulation x every grid of GRIDS."""
+  from sparsediff_jax import registry, samplers
+  return [(name, grid) for name in registry.SAMPLERS.names() for grid in GRIDS
+          if not registry.SAMPLERS.get(name).stochastic
+          and samplers.sampler_mismatch(formulation_name, name) is None]
+
+
+def not_measured(formulation_name: str) -> list[tuple[str, str]]:
+  """(sampler, why) for every registered sampler left out of `combos`."""
+  from sparsediff_jax import registry, samplers
+  rows = []
+  for name in registry.SAMPLERS.names():
+    why = samplers.sampler_mismatch(formulation_name, name)
+    if why:
+      rows.append((name, why.split(';')[0]))
+    elif registry.SAMPLERS.get(name).stochastic:
+      rows.append((name, 'stochastic: its samples do not follow the reference\'s noise, '
+                   'so only the metric would be measured (RMS is meaningless)'))
+  return rows
+
+
 def num_steps_for(sampler: str, nfe: int) -> int:
   """Steps whose NFE (flow matching: no final denoising call) is at most `nfe`."""
-  return (nfe + 1) // 2 if sampler == 'heun' else nfe
+  from sparsediff_jax import registry
+  return (nfe + 1) // 2 if registry.SAMPLERS.get(sampler).evals_per_step == 2 else nfe
 
 
 def train(workdir: str, flags: list[str]) -> None:
@@ -94,7 +117,8 @@ def config_from_flags(flags: list[str]):
   return config
 
 
-def measure(name: str, workdir: str, flags: list[str], samples: int, reference_nfe: int):
+def measure(name: str, workdir: str, flags: list[str], samples: int, reference_nfe: int,
+            only: list[tuple[str, str]] | None = None):
   import jax
   import jax.numpy as jnp
   import numpy as np
@@ -124,7 +148,7 @@ def measure(name: str, workdir: str, flags: list[str], samples: int, reference_n
   ref, _ = images(*REFERENCE, reference_nfe)
   ref_metrics = metric(config, ref, train_images)
   rows = []
-  for sampler, grid in COMBOS:
+  for sampler, grid in only or combos(formulation.name):
     for nfe in NFES:
       out, seconds = images(sampler, grid, nfe)
       m = metric(config, out, train_images)
@@ -132,6 +156,7 @@ def measure(name: str, workdir: str, flags: list[str], samples: int, reference_n
       rms = np.sqrt(np.mean(diff ** 2, axis=(1, 2, 3)))
       row = dict(model=name, sampler=sampler, grid=grid, nfe=samplers.num_evaluations(
           formulation, sampler, num_steps_for(sampler, nfe)),
+          formulation=formulation.name,
           num_steps=num_steps_for(sampler, nfe), rms_to_reference=float(rms.mean()),
           seconds=seconds, **{k: v for k, v in m.items()},
           **{f'reference_{k}': v for k, v in ref_metrics.items()})
@@ -140,10 +165,25 @@ def measure(name: str, workdir: str, flags: list[str], samples: int, reference_n
   return rows
 
 
+HEADLINE = {'digits': 'digits_fd', 'shapes': 'symmetry_error'}
+EXTRA = {'digits': (), 'shapes': ('consistent_fraction',)}   # printed between headline and RMS
+
+
+def within(row: dict, key: str) -> bool:
+  ref = row['reference_' + key]
+  if key.endswith('_fraction'):
+    return abs(row[key] - ref) <= 0.05
+  return abs(row[key] - ref) <= 0.05 * abs(ref)
+
+
+def cheapest_within(rows: list[dict], key: str) -> int | None:
+  """The smallest NFE from which `key` stays within 5% of the reference at every larger
+  NFE measured (rows of one sampler and grid, NFE ascending); None if none."""
+  ok = [r['nfe'] for k, r in enumerate(rows) if all(within(q, key) for q in rows[k:])]
+  return min(ok) if ok else None
 
 
 def write(rows: list[dict], out: str) -> None:
-  from sparsediff_jax import registry
   import matplotlib
   matplotlib.use('Agg')
   import matplotlib.pyplot as plt
@@ -155,29 +195,41 @@ def write(rows: list[dict], out: str) -> None:
     w = csv.DictWriter(f, keys)
     w.writeheader()
     w.writerows(rows)
-  lines = []
+  lines, goal = [], []
   for model in dict.fromkeys(r['model'] for r in rows):
-    # The first headline metric the dataset registers (registry.Dataset.headline).
-    dataset = 'digits' if model.startswith('digits') else 'shapes'
-    key = registry.DATASETS.get(dataset).headline[0]
+    kind = 'digits' if model.startswith('digits') else 'shapes'
+    key, extra = HEADLINE[kind], EXTRA[kind]
     mine = [r for r in rows if r['model'] == model]
-    lines += [f'### {model}: {key} (reference {mine[0]["reference_" + key]:.3g}) / '
-              'RMS to the reference sample', '',
+    ref = ', '.join(f'{k} {mine[0]["reference_" + k]:.3g}' for k in (key, *extra))
+    lines += [f'### {model} (reference: {ref}): ' + ' / '.join((key, *extra))
+              + ' / RMS to the reference sample', '',
               '| sampler | grid | ' + ' | '.join(str(n) for n in NFES) + ' | cheapest within 5% |',
               '|---|---|' + '---|' * (len(NFES) + 1)]
     fig, axes = plt.subplots(1, 2, figsize=(11, 4))
-    for sampler, grid in COMBOS:
-        rs = [r for r in mine if r['sampler'] == sampler and r['grid'] == grid]
-        if not rs:
-          continue
-        ok = [r['nfe'] for k, r in enumerate(rs) if all(within(q, key) for q in rs[k:])]
-        cells = [f'{r[key]:.3g} / {r["rms_to_reference"]:.3f}' for r in rs]
-        lines.append(f'| {sampler} | {grid} | ' + ' | '.join(cells)
-                     + f' | {min(ok) if ok else "> 128"} |')
-        label = f'{sampler}, {grid}'
-        axes[0].plot([r['nfe'] for r in rs], [r[key] for r in rs], marker='o', label=label)
-        axes[1].plot([r['nfe'] for r in rs], [r['rms_to_reference'] for r in rs],
-                     marker='o', label=label)
+    best = None
+    for k, (sampler, grid) in enumerate(dict.fromkeys((r['sampler'], r['grid']) for r in mine)):
+      rs = [r for r in mine if r['sampler'] == sampler and r['grid'] == grid]
+      cheapest = cheapest_within(rs, key)
+      if cheapest is not None and (best is None or cheapest < best[0]):
+        best = (cheapest, sampler, grid)
+      cells = [' / '.join(f'{r[k]:.3g}' for k in (key, *extra))
+               + f' / {r["rms_to_reference"]:.3f}' for r in rs]
+      shown = cheapest if cheapest is not None else f'> {rs[-1]["nfe"]}'
+      lines.append(f'| {sampler} | {grid} | ' + ' | '.join(cells) + f' | {shown} |')
+      style = '-' if sampler.startswith('dpmpp') else '--'
+      for ax, key_ in zip(axes, (key, 'rms_to_reference')):
+        ax.plot([r['nfe'] for r in rs], [r[key_] for r in rs], style, marker='o', ms=3,
+                color=plt.cm.tab20(k % 20), label=f'{sampler}, {grid}')
+    measured = {(r['sampler'], r['grid']) for r in mine}
+    for sampler, grid in combos(mine[0]['formulation']):
+      if (sampler, grid) not in measured:
+        lines.append(f'| {sampler} | {grid} | not measured in this run (--combos) |'
+                     + ' |' * len(NFES))
+    for sampler, why in not_measured(mine[0]['formulation']):
+      lines.append(f'| {sampler} | - | not measured: {why} |' + ' |' * len(NFES))
+    goal.append(f'- {model}: ' + (f'{best[1]} on the {best[2]} grid from {best[0]} NFE; goal '
+                                  f'(<= 10 NFE) {"met" if best[0] <= 10 else "NOT met"}'
+                                  if best else 'no setting within 5%'))
     axes[0].axhline(mine[0]['reference_' + key], color='k', ls=':', lw=1)
     for ax, ylabel in zip(axes, (key, 'RMS to the reference sample')):
       ax.set_xscale('log')
@@ -191,20 +243,25 @@ def write(rows: list[dict], out: str) -> None:
     fig.savefig(os.path.join(out, f'{model}.png'), dpi=90)
     plt.close(fig)
     lines.append('')
+  worst = {}   # (sampler, grid) -> NFE from which it is within 5% on every model
+  model_names = list(dict.fromkeys(r['model'] for r in rows))
+  for c in dict.fromkeys((r['sampler'], r['grid']) for r in rows):
+    per = [cheapest_within([r for r in rows if r['model'] == m
+                            and (r['sampler'], r['grid']) == c], HEADLINE[
+                                'digits' if m.startswith('digits') else 'shapes'])
+           for m in model_names]
+    if all(n is not None for n in per):
+      worst[c] = max(per)
+  if worst:
+    c = min(worst, key=worst.get)
+    goal.append(f'- every model: {c[0]} on the {c[1]} grid from {worst[c]} NFE')
   with open(os.path.join(out, 'sampler_nfe.md'), 'w') as f:
-    f.write('Each cell: metric / RMS distance to the same sample at the reference NFE.\n'
-            f'"Cheapest within 5%": the smallest NFE whose metric is within 5% of the '
+    f.write('Each cell: metric(s) / RMS distance to the same sample at the reference NFE.\n'
+            f'"Cheapest within 5%": the smallest NFE whose headline metric is within 5% of the '
             f'reference ({REFERENCE[0]}, {REFERENCE[1]} grid, same noise) and stays so at '
             'every larger NFE measured (fractions: within 0.05 absolute). Columns: the target '
             'NFE (Heun: the largest odd count not above it).\n\n'
-            + '\n'.join(lines))
-
-
-def within(row: dict, key: str) -> bool:
-  ref = row['reference_' + key]
-  if key.endswith('_fraction'):
-    return abs(row[key] - ref) <= 0.05
-  return abs(row[key] - ref) <= 0.05 * abs(ref)
+            'Cheapest setting per model:\n' + '\n'.join(goal) + '\n\n' + '\n'.join(lines))
 
 
 def main():
@@ -216,19 +273,27 @@ def main():
   p.add_argument('--samples', type=int, default=128)
   p.add_argument('--reference_nfe', type=int, default=256)
   p.add_argument('--digits_steps', type=int, default=1500)
-  p.add_argument('--shapes_steps', type=int, default=1000)
+  p.add_argument('--shapes_steps', type=int, default=600)
   p.add_argument('--only', default='', help='comma-separated model names (default: all)')
+  p.add_argument('--combos', default='', help='comma-separated sampler/grid pairs to measure '
+                 'instead of all (e.g. dpmpp_3m/uniform,heun/uniform)')
   p.add_argument('--nfe', default=','.join(map(str, NFES_DEFAULT)), help='comma-separated NFEs')
   args = p.parse_args()
   global NFES
   NFES = tuple(int(n) for n in args.nfe.split(','))
-  rows = []
+  names = [n for n in models(args.digits_steps, args.shapes_steps)
+           if not args.only or n in args.only.split(',')]
+  only = [tuple(c.split('/')) for c in args.combos.split(',')] if args.combos else None
+  # The rows this run does not measure again stay (models and pairs in runs of their own).
+  again = lambda r: r['model'] in names and (not only or (r['sampler'], r['grid']) in only)
+  kept = os.path.join(args.out, 'sampler_nfe.json')
+  rows = [r for r in json.load(open(kept)) if not again(r)] if os.path.exists(kept) else []
   for name, flags in models(args.digits_steps, args.shapes_steps).items():
-    if args.only and name not in args.only.split(','):
+    if name not in names:
       continue
     workdir = os.path.join(args.cache, f'{name}_{args.digits_steps}_{args.shapes_steps}')
     train(workdir, flags)
-    rows += measure(name, workdir, flags, args.samples, args.reference_nfe)
+    rows += measure(name, workdir, flags, args.samples, args.reference_nfe, only)
     write(rows, args.out)   # after each model: a partial run leaves its results
 
 

@@ -173,13 +173,13 @@ def get_config() -> ml_collections.ConfigDict:
 
   # ---- sampling (grids during training, --mode=sample, --mode=eval, --mode=research) --
   c.sampling = s = ml_collections.ConfigDict()
-  # Default: DPM-Solver++(3M) on the formulation's own grid (flow matching: uniform in t),
-  # 10 steps = 10 NFE, chosen from the curve in docs/results/sampler_nfe
-  # (benchmarks/sampler_nfe.py): on the digits models it is within 5% of the 256-NFE
-  # classifier FD from 8 NFE on (dense; mask 0.9: from 6) and, dense, has the smallest
-  # RMS distance to the 256-NFE samples of every setting measured at <= 10 NFE; Heun on the same grid (the default
-  # before: 18 steps, 35 NFE) is 1.5x further at 9 NFE. Experiment scripts name theirs.
-  s.sampler = 'dpmpp_3m'        # 'euler', 'heun': ODE solvers for every formulation;
+  # Default: DPM-Solver++(2M) on the formulation's own grid (flow matching: uniform in t),
+  # 10 steps = 10 NFE, from the curve in docs/results/sampler_nfe (benchmarks/sampler_nfe.py,
+  # digits dense and mask 0.9 at 1500 steps, shapes): within 5% of the 256-NFE metric from
+  # 8 NFE on every model (3M: 12 on mask 0.9; Heun: 11); 10 keeps a margin over the FD noise
+  # of 64 samples. The default before: 3M, 10 steps; before that Heun, 18 steps, 35 NFE.
+  # Experiment scripts name theirs.
+  s.sampler = 'dpmpp_2m'        # 'euler', 'heun': ODE solvers for every formulation;
                                 # 'dpmpp_2m', 'dpmpp_3m': DPM-Solver++ multistep (second /
                                 # third order, one network call per step), every formulation;
                                 # 'ddim' (deterministic) and 'ancestral' (DDPM, stochastic):

@@ -12,6 +12,7 @@ import os
 import numpy as np
 from etils import epath
 
+from sparsediff_jax.console import metrics_jsonl
 from sparsediff_jax.console.images import pyplot, save_figure
 from sparsediff_jax.runtime import atomic_io
 from sparsediff_jax.sweeps import sweep_table
@@ -21,8 +22,16 @@ ONSET_FRACTION = 0.5   # memorization_onset_step: at least half the samples memo
 
 
 def logged_series(workdir: str, tags=('loss', 'dense_loss')) -> dict[str, dict[int, float]]:
-  """{tag: {step: value}} of every logged value of each tag in WORKDIR's TensorBoard event
-  files (a step logged twice, e.g. by a resumed run, keeps the later file's value)."""
+  """{tag: {step: value}} of every logged value of each tag: from WORKDIR/metrics.jsonl
+  (the same float32 scalars as TensorBoard, read without importing TensorFlow, which the
+  event reader does: about 40 s on a loaded 2-core machine, benchmarks/trajectory_scoring.py)
+  or, for a run without that file, from the TensorBoard event files (a step logged twice,
+  e.g. by a resumed run, keeps the later file's value)."""
+  jsonl = os.path.join(workdir, 'metrics.jsonl')
+  if atomic_io.exists(jsonl):
+    records = metrics_jsonl.read(jsonl)
+    return {tag: {int(r['step']): float(r[tag]) for r in records if tag in r}
+            for tag in tags if any(tag in r for r in records)}
   from tensorboard.backend.event_processing import event_accumulator
   series: dict[str, dict[int, float]] = {}
   for path in sorted(map(str, epath.Path(workdir).glob('events.out.tfevents.*'))):

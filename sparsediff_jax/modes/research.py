@@ -77,11 +77,12 @@ def checkpoint_steps(workdir: str) -> list[int]:
 
 
 def evaluate_trajectory(config, workdir: str, gen, mesh, train_images: np.ndarray,
-                        newest: dict) -> list[dict]:
+                        newest: dict, like=None) -> list[dict]:
   """Trajectory entries of every checkpoint on disk up to newest['step'], oldest first.
 
   gen: the generate.make_generator function (one compiled sampler for every step).
   newest: the entry of the newest step, already computed by evaluate_run (reused).
+  like: the newest step's state.Restored: the restore target of the others (traced once).
   A checkpoint that cannot be read is left out with a warning.
   """
   series = logged_series(workdir)
@@ -93,7 +94,7 @@ def evaluate_trajectory(config, workdir: str, gen, mesh, train_images: np.ndarra
     if step > newest['step']:
       continue
     try:
-      run = state.restore_run(config, workdir, mesh=mesh, step=step)
+      run = state.restore_run(config, workdir, mesh=mesh, step=step, like=like)
     except errors.CheckpointError as e:
       logging.warning('trajectory: checkpoint %d left out: %s', step, e)
       continue
@@ -144,7 +145,8 @@ def evaluate_run(config, workdir: str) -> dict:
   trajectory = None
   if r.trajectory:
     newest = trajectory_entry(step, metrics, dataset, logged)
-    trajectory = evaluate_trajectory(config, workdir, gen, mesh, train_images, newest)
+    trajectory = evaluate_trajectory(config, workdir, gen, mesh, train_images, newest,
+                                     like=run)
     metrics['trajectory_length'] = len(trajectory)
     metrics['memorization_onset_step'] = memorization_onset_step(
         [e['step'] for e in trajectory], [e['pixel_memorized_fraction'] for e in trajectory])

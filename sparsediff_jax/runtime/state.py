@@ -126,23 +126,32 @@ def require_checkpoint(workdir: str) -> None:
     raise no_checkpoint_error(workdir)
 
 
-def restore_run(config, workdir: str, mesh=None, step: int | None = None) -> Restored:
+def restore_run(config, workdir: str, mesh=None, step: int | None = None,
+                like: Restored | None = None) -> Restored:
   """The newest intact checkpoint of WORKDIR, for the modes that only read a run.
 
   step: checkpoint `step` instead (e.g. each step of a research trajectory); a missing or
   damaged one raises errors.CheckpointError.
+  like: another step of the same run, already restored: its graphdef and its arrays'
+  shapes and shardings are the restore target, so the model is not traced again (two
+  traces of it were most of a restore's time: benchmarks/trajectory_scoring.py).
   """
   require_checkpoint(workdir)   # before Orbax, which would create the directory
   run_dir.check_same_run(run_dir.saved_config(workdir, quiet=True), config, workdir,
                          run_dir.READER_ADVICE)
   mesh = mesh if mesh is not None else sharding.make_mesh(config)
   tx, _ = make_optimizer(config)
-  graphdef, _ = abstract_model(config)
+  if like is not None:
+    graphdef = like.graphdef
+    target = checkpoints.abstract_like(like.state, jax.tree.map(lambda a: a.sharding,
+                                                                like.state))
+  else:
+    (graphdef, _), target = abstract_model(config), None
   # A mode that only reads a run may run beside its live trainer: it reads committed steps
   # and deletes, renames and trims nothing (a research trajectory reads every step).
   ckpt = checkpoints.Checkpointer(os.path.join(workdir, 'checkpoints'), read_only=True)
   try:
-    restored = restore(config, ckpt, tx, mesh, step=step)
+    restored = restore(config, ckpt, tx, mesh, target=target, step=step)
   finally:
     ckpt.close()
   if restored is None:

@@ -104,6 +104,12 @@ def test_restore_run_takes_the_given_step(run_dir, evaluated):
   assert any(not np.array_equal(x, y) for x, y in zip(a, b))
   with pytest.raises(errors.CheckpointError, match='checkpoint 5 is not in'):
     state.restore_run(config, workdir, step=5)
+  # Restored against another step's arrays (as a trajectory does): the same state.
+  like = state.restore_run(config, workdir, step=4, like=newest)
+  assert like.step == 4 and like.graphdef == at4.graphdef
+  for x, y in zip(jax.tree.leaves(like.state), jax.tree.leaves(at4.state)):
+    np.testing.assert_array_equal(x, y)
+    assert x.sharding == y.sharding
 
 
 def test_onset_is_the_first_step_with_half_the_samples_memorized():
@@ -121,6 +127,21 @@ def test_logged_at_takes_the_newest_value_up_to_the_step():
   assert trajectory.logged_at(series, 20) == {'train_dense_loss': 0.5, 'train_loss': 2.0}
   assert trajectory.logged_at(series) == {'train_dense_loss': 0.5, 'train_loss': 2.0}
   assert trajectory.logged_at(series, 5) == {}
+
+
+def test_logged_series_reads_metrics_jsonl_as_the_event_files(tmp_path):
+  from sparsediff_jax.console import tb_writer
+  writer = tb_writer.create_writer(str(tmp_path), process_index=0)
+  for step, value in ((10, 0.123456789), (20, 0.5)):
+    writer.write_scalars(step, {'loss': np.float32(value), 'dense_loss': np.float32(2 * value),
+                                'grad_norm': np.float32(1.0)})
+  writer.close()
+  from_jsonl = trajectory.logged_series(str(tmp_path))
+  os.remove(tmp_path / 'metrics.jsonl')
+  from_events = trajectory.logged_series(str(tmp_path))
+  assert from_jsonl == from_events == {'loss': {10: float(np.float32(0.123456789)), 20: 0.5},
+                                       'dense_loss': {10: float(np.float32(0.246913578)),
+                                                      20: 1.0}}
 
 
 def test_fresh_shapes_are_the_images_past_the_training_subset(tiny_config):

@@ -307,6 +307,34 @@ def test_kept_results_carry_over_and_a_changed_config_runs_again(tmp_path, monke
   assert config['sampling']['num_steps'] == 7
 
 
+def test_a_kept_result_of_another_sampler_or_grid_is_not_reused(tmp_path, monkeypatch):
+  # Sampler, time grid and steps are part of a run's config: results kept under Heun (the
+  # former default) are not taken for a run of the current default, nor for another grid.
+  from sparsediff_jax import config_base
+  log = tmp_path / 'calls.log'
+  monkeypatch.setenv('FAKE_RUNNER_LOG', str(log))
+  monkeypatch.setenv('FAKE_RUNNER_CONFIG', '1')
+  results = tmp_path / 'kept'
+  heun = ('--set', 'sampling.sampler=heun', '--set', 'sampling.time_steps=default',
+          '--set', 'sampling.num_steps=18')
+  assert _kept_sweep(tmp_path / 'machine1', results, *heun) == 0
+  log.unlink()
+  assert _kept_sweep(tmp_path / 'machine2', results, *heun, seeds='0,1') == 0
+  assert sorted(set(line.split()[1] for line in _log(log))) == [   # seed 0 reused
+      'grid__training.seed=1__mask.ratio=0', 'grid__training.seed=1__mask.ratio=0.9']
+  log.unlink()
+  default = config_base.get_config().sampling
+  assert default.sampler != 'heun'
+  assert _kept_sweep(tmp_path / 'machine3', results) == 0          # the default sampler
+  assert len(_log(log)) == 4
+  kept = results / 'grid__training.seed=0__mask.ratio=0' / 'config.json'
+  assert json.load(open(kept))['sampling']['sampler'] == default.sampler
+  log.unlink()
+  assert _kept_sweep(tmp_path / 'machine4', results, '--set', 'sampling.time_steps=logsnr') == 0
+  assert len(_log(log)) == 4
+  assert json.load(open(kept))['sampling']['time_steps'] == 'logsnr'
+
+
 def test_kept_config_comparison_tolerates_only_new_fields_at_their_default():
   from sparsediff_jax.sweeps import carry_over
   current = carry_over.as_dict(carry_over.resolve_config(None, {'mask.ratio': '0.5'}))
