@@ -1,5 +1,8 @@
 """Checks a config before anything compiles or touches the workdir.
 
+One file (about 320 lines): every cross-field rule in one place, so a reader sees all that a
+config must satisfy; the single-field rules are in entry_checks.py.
+
 Every problem becomes an `errors.ConfigError` whose message names the field, the value and
 what is allowed; the CLI prints it as one line and exits with code 2. Three stages:
 - `check_structure`: the config has every section and field of config_base (a config file

@@ -1,5 +1,8 @@
 """A small CNN per labelled dataset: the feature extractor of the classifier metrics.
 
+One file (about 420 lines): the classifier's network, training, cache and command line are
+one mechanism that every labelled dataset shares.
+
 Inception features say little about small gray images (8x8 digits, 28x28 garments), so
 labelled datasets are scored by a domain classifier (`label_metrics.py`). One mechanism
 serves them all; a dataset writes a `Spec` (its recipe, how to read its splits) and names

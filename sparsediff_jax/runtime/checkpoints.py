@@ -1,5 +1,8 @@
 """Orbax checkpoints of the training state, with fallback past damaged steps.
 
+One file (about 310 lines): saving, restoring and the fallback past damaged steps share the
+step-folder rules; Orbax's log filters live in orbax_logs.py.
+
 A checkpoint holds two items: `state` (parameters, EMA, optimiser state, step, RNG; arrays)
 and `meta` (JSON: the data iterator's position and anything else host-side). Orbax's
 `latest_step()` happily returns a step whose files are damaged (cut short by a full disk,

@@ -2,6 +2,9 @@
 holds, which fields the modes that read a run take from it, and undoing the run record
 when bad input ends a run before it did anything.
 
+One file (about 400 lines): the workdir's rules (writable, the same run, the fields a reader
+takes, undoing a record) must agree with each other, so they live together.
+
 ONE rule says what "the same run" is: every field is run-defining except those in
 MAY_CHANGE. Resuming (`check_same_run`) refuses a change of a run-defining field; the modes
 that read a run (sample, eval, research: `bind_to_run`) take the run-defining fields from

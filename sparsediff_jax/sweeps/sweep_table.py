@@ -1,5 +1,8 @@
 """Aggregates a sweep's run folders into mean +- std tables (Markdown, CSV) and plots.
 
+One file (about 400 lines): reading a sweep's run folders, aggregating over seeds and
+writing its tables and plots.
+
 A run folder holds `sweep_run.json` (written by `launch/sweep.py`: its group, the config
 overrides that set it apart, the seed key and its x position) and `research_metrics.json`
 (written by `--mode=research`). Runs that differ only in the seed form one setting; each

@@ -1,5 +1,8 @@
 """Sample-quality metrics on Inception features: FID, KID, precision/recall.
 
+One file (about 360 lines): the three metrics share the feature statistics and their
+reference-file format.
+
 Everything here is NumPy/SciPy in float64 and independent of the network: inputs are
 feature matrices of shape [N, D] (D = 2048 for the pool3 features of
 `sparsediff_jax.metrics.fid.inception`).

@@ -1,5 +1,8 @@
 """Flax NNX port of the Inception-v3 network that pytorch-fid uses for FID.
 
+One file (about 330 lines): the whole network, block by block as pytorch-fid defines it, so
+that the two can be read side by side.
+
 The structure follows pytorch-fid's `fid_inception_v3()` (itself a port of the 2015 TF
 graph): torchvision's Inception3 with Mixed_5b-d = FIDInceptionA, Mixed_6b-e =
 FIDInceptionC (their branch avg pools exclude padding from the average, as TF does),

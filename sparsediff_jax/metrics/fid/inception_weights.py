@@ -1,5 +1,8 @@
 """The pytorch-fid Inception weights: download, verify, read without torch, convert, cache.
 
+One file (about 330 lines): download, checksum, torch-free reading and the layout conversion
+are one pipeline with one cache.
+
 The reference FID network's weights are published by pytorch-fid as a torch state_dict
 (`pt_inception-2015-12-05-6726825d.pth`, 95,628,359 bytes). On first use they are
 downloaded into a cache directory, checked against their SHA-256, converted to the layout
