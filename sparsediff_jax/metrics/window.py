@@ -30,7 +30,9 @@ LEVELS = (0.1, 0.5)          # the memorized fractions q of tau_mem(q).
 # The quality metrics a window can be measured with: name -> (dataset, direction), where
 # 'le' means lower is better (reached when value <= target), 'ge' higher is better.
 QUALITY_METRICS = {'digits_fd': ('digits', 'le'), 'digits_confidence': ('digits', 'ge'),
-                   'shape_consistency': ('shapes', 'ge')}
+                   'shape_consistency': ('shapes', 'ge'),
+                   'fashion_mnist_fd': ('fashion_mnist', 'le'),
+                   'fashion_mnist_confidence': ('fashion_mnist', 'ge')}
 # The targets of the memorization-window experiment (docs/results/memorization_window/):
 # digits_fd at most twice its real-vs-real floor (8x8 digits: blocks of 128 real
 # training-split digits against the held-out ones score 8.42 +- 2.48 over 11 blocks,
@@ -39,7 +41,13 @@ QUALITY_METRICS = {'digits_fd': ('digits', 'le'), 'digits_confidence': ('digits'
 # and n, rather than tuned to any run.
 # Confidence first: the headline window uses the first target; digits_fd already reaches
 # its target at the first scored step of many runs, so its crossing is only bounded.
-DEFAULT_TARGETS = {'digits_confidence': 0.815, 'digits_fd': 16.8}
+# Fashion-MNIST 16x16 (docs/results/fashion_mnist_metrics.md): confidence at least 0.9 x
+# that of 1,000 real training images (0.734); at 28x28 real images score higher (0.84),
+# pass --quality there. No fashion_mnist_fd target: its floor depends on n (the 16
+# training images of a run at n=16 score 7.6 against the test images, 128 score 1.24), so
+# a fixed one is out of reach of small-n runs; the table reads it at tau_gen instead.
+DEFAULT_TARGETS = {'digits_confidence': 0.815, 'digits_fd': 16.8,
+                   'fashion_mnist_confidence': 0.66}
 
 
 @dataclasses.dataclass(frozen=True)
