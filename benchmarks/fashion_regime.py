@@ -10,6 +10,9 @@ time of one replication run (scoring included). A run stops once --stop of its s
 memorized (research.window_stop), else at --steps.
 
 The floor: the first --floor_images test images scored against the same n training images.
+The copies (kind 'copies'): the classifier metrics of a model that only copies, i.e. the n
+training images repeated to 128 samples: the confidence and FD that memorization alone
+reaches at this n.
 
   python benchmarks/fashion_regime.py --root=runs/fashion_regime                # 16x16
   python benchmarks/fashion_regime.py --root=runs/fashion_regime --image_size=28 --sizes=16
@@ -96,6 +99,23 @@ def floor_row(config_path: str, size: int, n: int, num_images: int) -> dict:
                  for k, v in memorization.memorization_stats(d1, d2).items()})
 
 
+def copies_row(config_path: str, size: int, n: int, num_samples: int = 128) -> dict:
+  """fashion_mnist_fd / _confidence of the n training images repeated to num_samples."""
+  sys.path.insert(0, REPO)
+  import numpy as np
+  from sparsediff_jax import data
+  from sparsediff_jax.data import fashion_metrics
+  config = load_config(config_path)
+  config.data.image_size, config.data.num_train_examples = size, n
+  config.data.class_balanced = True
+  train = data.load_train_images(config)
+  copies = np.resize(train, (num_samples, *train.shape[1:]))
+  m = fashion_metrics.sample_metrics(config, copies, train)
+  return dict(kind='copies', label='training images repeated', image_size=size,
+              num_train=n, num_scored=num_samples, fd=m['fashion_mnist_fd'],
+              confidence=m['fashion_mnist_confidence'], load1=f'{os.getloadavg()[0]:.2f}')
+
+
 def load_config(path: str):
   import importlib.util
   spec = importlib.util.spec_from_file_location('regime_config', path)
@@ -159,7 +179,8 @@ def plot(rows: list[dict], out: str) -> None:
                  label=f'{label} {size}x{size}, n={n}')
     axes[1].plot([p[0] for p in pts if p[2] != ''], [float(p[2]) for p in pts if p[2] != ''],
                  ls, marker='o', ms=3, label=f'{label} {size}x{size}, n={n}')
-  floors = [float(r['memorized_fraction']) for r in rows if r['kind'] == 'floor']
+  floors = [float(r['memorized_fraction']) for r in rows if r['kind'] == 'floor'
+            and r['memorized_fraction'] != '']
   if floors:
     axes[0].axhline(max(floors), color='grey', ls=':', lw=1,
                     label=f'floor (held-out test images), max {max(floors):.3f}')
@@ -188,6 +209,8 @@ def main():
   p.add_argument('--set', action='append', default=[],
                  help='config override without --config., e.g. model.dropout=0.1')
   p.add_argument('--label', default='dense', help='name of this series')
+  p.add_argument('--reference_only', action='store_true',
+                 help='only the floor and copies rows, no training')
   p.add_argument('--plot', action='store_true',
                  help='only draw ROOT/fashion_regime.png and print the markdown table')
   p.add_argument('--python', default=sys.executable)
@@ -202,11 +225,16 @@ def main():
   sizes = [int(s) for s in args.sizes.split(',')]
   for n in sizes:
     rows = read_rows(csv_path)
-    if not any(r['kind'] == 'floor' and (r['image_size'], r['num_train']) == (
-        str(args.image_size), str(n)) for r in rows):
-      row = floor_row(args.config, args.image_size, n, args.floor_images)
-      append_rows(csv_path, [row])
-      print(json.dumps(row), flush=True)
+    for kind, make in (('floor', lambda: floor_row(args.config, args.image_size, n,
+                                                   args.floor_images)),
+                       ('copies', lambda: copies_row(args.config, args.image_size, n))):
+      if not any(r['kind'] == kind and (r['image_size'], r['num_train']) == (
+          str(args.image_size), str(n)) for r in rows):
+        row = make()
+        append_rows(csv_path, [row])
+        print(json.dumps(row), flush=True)
+    if args.reference_only:
+      continue
     if any(r['kind'] == 'model' and (r['label'], r['image_size'], r['num_train'], r['seed'])
            == (args.label, str(args.image_size), str(n), str(args.seed)) for r in rows):
       continue
