@@ -104,3 +104,13 @@ def test_window_table_refuses_a_digits_target_for_fashion_runs(tmp_path, capsys)
   err = capsys.readouterr().err
   assert err.startswith('error: --quality') and "data.name='fashion_mnist'" in err
   assert sorted(os.listdir(tmp_path)) == ['runs']
+
+
+def test_sample_grid_rows_are_the_nearest_scored_steps_and_the_last():
+  path = os.path.join(REPO, 'benchmarks', 'window_sample_grids.py')
+  spec = importlib.util.spec_from_file_location('window_sample_grids', path)
+  grids = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(grids)
+  assert grids.rows_to_show([200, 400, 600, 2200], [400, 1000, 2000]) == [400, 600, 2200]
+  assert grids.rows_to_show([200, 400], [300]) == [200, 400]     # a tie takes the earlier
+  assert grids.rows_to_show([], [400]) == []
