@@ -41,7 +41,13 @@ QUALITY_METRICS = registry.QUALITY_METRICS
 # and n, rather than tuned to any run.
 # Confidence first: the headline window uses the first target; digits_fd already reaches
 # its target at the first scored step of many runs, so its crossing is only bounded.
-DEFAULT_TARGETS = {'digits_confidence': 0.815, 'digits_fd': 16.8}
+# Fashion-MNIST 16x16 (docs/results/fashion_mnist_metrics.md): confidence at least 0.9 x
+# that of 1,000 real training images (0.734); at 28x28 real images score higher (0.84),
+# pass --quality there. No fashion_mnist_fd target: its floor depends on n (the 16
+# training images of a run at n=16 score 7.6 against the test images, 128 score 1.24), so
+# a fixed one is out of reach of small-n runs; the table reads it at tau_gen instead.
+DEFAULT_TARGETS = {'digits_confidence': 0.815, 'digits_fd': 16.8,
+                   'fashion_mnist_confidence': 0.66}
 
 
 @dataclasses.dataclass(frozen=True)

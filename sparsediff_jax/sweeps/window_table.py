@@ -14,11 +14,15 @@ seeds are averaged. Writes to OUT:
   window.md           tau_gen, tau_mem and the window per setting and n (mean +- std over
                       seeds; censored seeds counted), the same crossings in supervised
                       pixels and in images through the network, memorization at tau_gen,
-                      and the fitted slope of tau_mem(0.5) against n;
+                      the dataset's fd, confidence and asymmetric rate at tau_gen (equal
+                      quality), and the fitted slope of tau_mem(0.5) against n;
   window.csv          one row per run, every crossing and its flags;
   window_vs_n.png     tau_gen and tau_mem(0.5) against n, log-log, per setting;
   window_ratio.png    the window per setting and n with error bars;
-  trajectories.png    memorized fraction and digits_fd against steps and supervised pixels.
+  trajectories.png    memorized fraction and the dataset's fd against steps and supervised
+                      pixels.
+--quality defaults to the targets of window.DEFAULT_TARGETS for the runs' dataset (digits:
+digits_confidence and digits_fd; fashion_mnist: fashion_mnist_confidence).
 Bad input (an unknown quality metric or one the runs' dataset lacks, a NaN or out-of-range
 target or level) is one line `error: ...` and exit code 2, with nothing written.
 """
@@ -37,6 +41,8 @@ from sparsediff_jax.console.images import pyplot, save_figure
 
 EXIT_USAGE = 2
 TRAJECTORY = 'window_trajectory.json'
+# Read at tau_gen beside the memorized fraction, as '<dataset>_<name>' when a run recorded it.
+AT_GEN_METRICS = ('fd', 'confidence', 'asymmetric_rate')
 SETTING_ORDER = ('dense', 'mask 0.5', 'mask 0.9', 'mask 0.98', 'dense, batch-matched 0.5',
                  'dense, batch-matched 0.9', 'dense, batch-matched 0.98', 'dense, dropout 0.1')
 
@@ -69,7 +75,8 @@ def read_results(results: str) -> list[dict]:
     d, t = config['data'], config['training']
     runs.append({'name': name, 'setting': setting_name(record, config),
                  'n': int(d['num_train_examples']), 'seed': int(t['seed']),
-                 'dataset': d['name'], 'batch': int(t['batch_size']),
+                 'dataset': d['name'], 'image_size': int(d['image_size']),
+                 'batch': int(t['batch_size']),
                  'cap': int(t['num_steps']),
                  'units': window.units_per_step(int(t['batch_size']),
                                                 1.0 - float(config['mask']['ratio']),
@@ -91,9 +98,24 @@ def run_row(run: dict, quality: dict, levels) -> dict:
     row[f'gen_{metric}'] = gen
     row[f'memorized_at_gen_{metric}'] = (math.nan if gen.censored else window.value_at(
         t, window.MEMORIZED_KEY, gen.step))
+    for key in at_gen_keys(run):
+      row[f'{key}_at_gen_{metric}'] = (math.nan if gen.censored else
+                                       window.value_at(t, key, gen.step))
     for q in levels:
       row[f'window_{metric}_{q:g}'] = window.ratio(row[f'mem_{q:g}'], gen)
   return row
+
+
+def at_gen_keys(run: dict) -> list[str]:
+  """The dataset's metrics the table reads at tau_gen (equal quality), where recorded."""
+  return [f'{run["dataset"]}_{k}' for k in AT_GEN_METRICS
+          if f'{run["dataset"]}_{k}' in run['trajectory'][0]]
+
+
+def dataset_title(runs: list[dict]) -> str:
+  """'digits 8x8', 'fashion_mnist 16x16' (joined by ' / ' when the runs mix them)."""
+  return ' / '.join(sorted({f"{r['dataset']} {r['image_size']}x{r['image_size']}"
+                            for r in runs}))
 
 
 def _crossing_cell(crossings: list, scale: float = 1.0, fmt: str = '{:.0f}') -> str:
@@ -164,13 +186,14 @@ def slopes(rows: list[dict], key: str = 'mem_0.5') -> dict[str, tuple]:
 
 
 def write_markdown(path: str, rows: list[dict], quality: dict, levels, runs: list[dict],
-                   planned: int | None) -> str:
+                   planned: int | None,
+                   command: str = 'launch/experiments/memorization_window.sh') -> str:
   groups = group_rows(rows)
   first = next(iter(quality))
   units = {r['name']: r['units'] for r in runs}
-  lines = ['# The memorization window: digits 8x8', '',
+  lines = [f'# The memorization window: {dataset_title(runs)}', '',
            f'{len(rows)} runs' + (f' of the {planned} planned' if planned else '') +
-           ' (launch/experiments/memorization_window.sh). Quality targets: ' +
+           f' ({command}). Quality targets: ' +
            ', '.join(f'{m} {"<=" if window.QUALITY_METRICS[m][1] == "le" else ">="} {t:g}'
                      for m, t in quality.items()) +
            '; memorized: d1/d2 < 1/3. Steps interpolated between scored steps '
@@ -192,6 +215,20 @@ def write_markdown(path: str, rows: list[dict], quality: dict, levels, runs: lis
               for k in quality for q in levels]
     cells += [_mean_cell([m[f'memorized_at_gen_{first}'] for m in members])]
     lines.append('| ' + ' | '.join(cells) + ' |')
+  keys = list(dict.fromkeys(k for r in runs for k in at_gen_keys(r)))
+  if keys:
+    lines += ['', f'## At equal quality: the metrics at tau_gen {first}', '',
+              'Each metric interpolated at the run\'s own tau_gen (mean ± std over the seeds '
+              'that reached it; – when none did).', '',
+              '| setting | n | reached | ' + ' | '.join(keys) + ' | memorized |',
+              '|' + '---|' * (len(keys) + 4)]
+    for (setting, n), members in groups.items():
+      reached = sum(not m[f'gen_{first}'].censored for m in members)
+      cells = [setting, str(n), f'{reached} of {len(members)}']
+      cells += [_mean_cell([m.get(f'{k}_at_gen_{first}', math.nan) for m in members],
+                           '{:.3f}') for k in keys]
+      cells += [_mean_cell([m[f'memorized_at_gen_{first}'] for m in members], '{:.3f}')]
+      lines.append('| ' + ' | '.join(cells) + ' |')
   q_top = max(levels)
   lines += ['', f'## The same crossings in supervised pixels and in compute', '',
             'Supervised pixels seen: steps x batch x kept fraction x values per image '
@@ -327,11 +364,12 @@ def plot_trajectories(path: str, runs: list[dict], n: int,
       axes[i, j].set_ylabel(metric)
       axes[i, j].grid(alpha=0.3)
   axes[0, 0].legend(fontsize=7)
-  fig.suptitle(f'digits 8x8, n={n}: every run', fontsize=10)
+  fig.suptitle(f'{dataset_title(runs)}, n={n}: every run', fontsize=10)
   return save_figure(fig, path)
 
 
-def build(results: str, out: str, quality: dict, levels, planned: int | None = None) -> list:
+def build(results: str, out: str, quality: dict, levels, planned: int | None = None,
+          command: str = 'launch/experiments/memorization_window.sh') -> list:
   """Writes every output of the module docstring to OUT; returns their paths."""
   runs = read_results(results)
   if not runs:
@@ -342,12 +380,14 @@ def build(results: str, out: str, quality: dict, levels, planned: int | None = N
   os.makedirs(out, exist_ok=True)
   first, q_top = next(iter(quality)), max(levels)
   paths = [write_markdown(os.path.join(out, 'window.md'), rows, quality, levels, runs,
-                          planned),
+                          planned, command),
            write_csv(os.path.join(out, 'window.csv'), rows),
            plot_vs_n(os.path.join(out, 'window_vs_n.png'), rows, first, q_top),
            plot_window(os.path.join(out, 'window_ratio.png'), rows, first, q_top)]
   for n in sorted({r['n'] for r in runs}):
-    paths.append(plot_trajectories(os.path.join(out, f'trajectories_n{n}.png'), runs, n))
+    fd = [k for k in at_gen_keys(runs[0]) if k.endswith('_fd')][:1] or list(quality)[:1]
+    paths.append(plot_trajectories(os.path.join(out, f'trajectories_n{n}.png'), runs, n,
+                                   (window.MEMORIZED_KEY, *fd)))
   return paths
 
 
@@ -356,32 +396,36 @@ def main(argv=None) -> int:
                               formatter_class=argparse.RawDescriptionHelpFormatter)
   p.add_argument('--results', required=True, help='folder of kept run results')
   p.add_argument('--out', default=None, help='output folder (default: RESULTS/..)')
-  p.add_argument('--quality', default=','.join(f'{k}={v:g}' for k, v in
-                                               window.DEFAULT_TARGETS.items()),
+  p.add_argument('--quality', default='',
                  help='metric=target,...: the quality targets of tau_gen '
-                      f'({", ".join(window.QUALITY_METRICS)})')
+                      f'({", ".join(window.QUALITY_METRICS)}); default: those of '
+                      'window.DEFAULT_TARGETS that the runs\' dataset provides')
   p.add_argument('--levels', default=','.join(f'{q:g}' for q in window.LEVELS),
                  help='memorized fractions q of tau_mem(q), each in (0, 1]')
   p.add_argument('--planned', type=int, default=None,
                  help='runs the experiment plans (the table says how many it holds)')
+  p.add_argument('--command', default='launch/experiments/memorization_window.sh',
+                 help='the command that made the runs, named in the table')
   a = p.parse_args(argv)
   try:
-    flag = '--quality'
-    quality = window.parse_quality(a.quality)
     flag = '--levels'
     levels = window.parse_levels(a.levels)
     flag = '--results'
     if not os.path.isdir(a.results):
       raise ValueError(f'{a.results}: no such folder')
+    datasets = {r['dataset'] for r in read_results(a.results)}
     flag = '--quality'
-    for dataset in {r['dataset'] for r in read_results(a.results)}:
+    quality = window.parse_quality(a.quality or ','.join(
+        f'{k}={v:g}' for k, v in window.DEFAULT_TARGETS.items()
+        if window.QUALITY_METRICS[k][0] in datasets or not datasets))
+    for dataset in datasets:
       window.check_dataset(quality, dataset)
   except ValueError as e:
     print(f'error: {flag}: {e}', file=sys.stderr)
     return EXIT_USAGE
   try:
     paths = build(a.results, a.out or os.path.dirname(os.path.abspath(a.results)), quality,
-                  levels, a.planned)
+                  levels, a.planned, a.command)
   except FileNotFoundError as e:
     print(f'error: {e}', file=sys.stderr)
     return 1

@@ -18,6 +18,7 @@ for _name in DATASETS:
       metrics=registry.later('sparsediff_jax.data.fashion_mnist.metrics', 'sample_metrics'),
       headline=(f'{_name}_fd', f'{_name}_confidence', f'{_name}_class_entropy',
                 *_EXTRA_HEADLINE.get(_name, ())),
+      quality={f'{_name}_fd': 'le', f'{_name}_confidence': 'ge'},
       classifier=functools.partial(
           registry.later('sparsediff_jax.data.fashion_mnist.classifier', 'make_spec'), _name),
       check=check_fields))
