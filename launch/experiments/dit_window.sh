@@ -55,6 +55,6 @@ case "$PHASE" in
       --grid data.num_train_examples=32 --grid model.name=dit --grid training.seed=0,1,2 \
       --grid mask.ratio=0,0.9 --equal_quality '' \
       --title "DiT, digits 8x8, n=32: memorization window" "$@"
-    exec "$PYTHON" -m sparsediff_jax.sweeps.window_table --results="$RESULTS" ;;
+    exec "$PYTHON" -m sparsediff_jax.sweeps.window_table --results="$RESULTS" --planned=78 ;;
   *) echo "error: PHASE=$PHASE: choose search or window" >&2; exit 2 ;;
 esac

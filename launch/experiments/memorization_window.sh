@@ -60,4 +60,5 @@ for n in ${N_LIST//,/ }; do
     --equal_quality '' \
     --title "digits 8x8, n=$n, cap $CAP steps: memorization window" "$@" || true
 done
-"$PYTHON" -m sparsediff_jax.sweeps.window_table --results="$RESULTS"
+# 78 planned: the 72 runs above and the 6 DiT runs of dit_window.sh, kept in the same folder.
+"$PYTHON" -m sparsediff_jax.sweeps.window_table --results="$RESULTS" --planned=78
