@@ -4,7 +4,7 @@ Scores disjoint blocks of 128 real digits of the training split (rows 0..1499, t
 samples' count in the window experiment) against the 297 held-out digits with the digits
 classifier, exactly as a model's 128 samples are scored (digits_metrics.classifier_metrics),
 and prints each block's digits_fd and digits_confidence and their mean and std.
-evaluation/window.py's DEFAULT_TARGETS are 2x the mean digits_fd and 0.9x the mean
+metrics/window.py's DEFAULT_TARGETS are 2x the mean digits_fd and 0.9x the mean
 confidence printed here.
 
   python benchmarks/window_floor.py [--size=8] [--block=128]

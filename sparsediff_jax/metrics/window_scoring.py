@@ -13,7 +13,7 @@ decided runs stop early while the others go on to training.num_steps (the cap).
 A stopped run is the run trained straight to that step: scoring reads the state and changes
 nothing. A resumed run re-scores a step it had scored before its checkpoint (the same
 numbers: same parameters, same noise) and, resumed at the step where it stopped, does not
-train further. `evaluation/window.py` turns the trajectory into tau_gen, tau_mem and the
+train further. `metrics/window.py` turns the trajectory into tau_gen, tau_mem and the
 window; --mode=research adds them to research_metrics.json.
 """
 

@@ -8,7 +8,7 @@ experiment from kept results; its math is metrics/window.py.
 
 RESULTS holds one folder per finished run (launch/sweep.py --results): sweep_run.json,
 config.json, window_trajectory.json. Every crossing is recomputed from the trajectories
-(evaluation/window.py) with --quality targets and --levels, so the numbers do not depend
+(metrics/window.py) with --quality targets and --levels, so the numbers do not depend
 on the code that ran. A setting is a (group, mask ratio, batch, dropout) at one n; its
 seeds are averaged. Writes to OUT:
   window.md           tau_gen, tau_mem and the window per setting and n (mean +- std over

@@ -1,5 +1,5 @@
-"""The memorization window (evaluation/window.py) on synthetic trajectories, and the stop
-rule of evaluation/window_scoring.py as the training loop applies it."""
+"""The memorization window (metrics/window.py) on synthetic trajectories, and the stop
+rule of metrics/window_scoring.py as the training loop applies it."""
 
 import json
 import math
