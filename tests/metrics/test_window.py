@@ -14,6 +14,7 @@ from sparsediff_jax.runtime import preemption
 from sparsediff_jax.modes import train
 from sparsediff_jax.metrics import window, window_scoring
 from tests.helpers.tiny import tiny_config
+from tests.helpers.states import assert_same_state
 
 
 def _trajectory(steps, memorized, fd=None, confidence=None):
@@ -141,11 +142,6 @@ def _losses(workdir):
     return {r['step']: r['loss'] for r in map(json.loads, f) if 'loss' in r}
 
 
-def _assert_same_state(a, b):
-  jax.tree.map(lambda x, y: np.testing.assert_array_equal(np.asarray(x), np.asarray(y)),
-               (a.params, a.ema, a.opt_state), (b.params, b.ema, b.opt_state))
-
-
 @pytest.fixture(scope='module')
 def straight(tmp_path_factory):
   """(final state, workdir) of the run trained straight to STOP_AT, without hooks."""
@@ -163,14 +159,14 @@ def test_a_stopped_run_is_the_run_trained_straight_to_that_step(tmp_path, straig
   calls = []
   stopped = train.train(cap, str(tmp_path / 'stopped'), hooks=(_stop_hook(calls),))
   assert int(stopped.step) == STOP_AT and calls == [2, 4, 6]
-  _assert_same_state(stopped, straight)
+  assert_same_state(stopped, straight)
   assert _losses(tmp_path / 'stopped') == _losses(straight_dir)
   assert sorted(_losses(tmp_path / 'stopped')) == list(range(1, STOP_AT + 1))
   # The stop step is checkpointed though not a multiple of checkpoint_every; a rerun of the
   # decided run trains nothing.
   again = train.train(cap, str(tmp_path / 'stopped'), hooks=(_stop_hook(calls),))
   assert int(again.step) == STOP_AT and calls == [2, 4, 6]
-  _assert_same_state(again, straight)
+  assert_same_state(again, straight)
 
 
 @pytest.mark.slow   # tiny trainings, one interrupted
@@ -192,7 +188,7 @@ def test_a_preempted_run_resumes_and_stops_at_the_same_step(tmp_path, monkeypatc
   monkeypatch.setattr(preemption.StopRequest, 'should_stop', real)
   resumed = train.train(cap, str(tmp_path / 'run'), hooks=(_stop_hook(calls),))
   assert int(resumed.step) == STOP_AT and calls == [2, 4, 6]
-  _assert_same_state(resumed, straight)
+  assert_same_state(resumed, straight)
   assert _losses(tmp_path / 'run') == _losses(straight_dir)
 
 

@@ -20,6 +20,7 @@ from sparsediff_jax.models import build_model, count_params, dit
 from tests.helpers.cli_runs import run_worker
 from tests.helpers.nets import perturbed
 from tests.helpers.tiny import model_config
+from tests.helpers.states import assert_same_state
 
 def dit_config(**overrides):
   """The tiny DiT (tiny.MODELS['dit']): 2 blocks, 32 wide, on 16x16 images."""
@@ -167,10 +168,7 @@ def test_checkpoint_resume_and_sampling(tmp_path):
   assert checkpoints.Checkpointer(str(tmp_path / 'resumed' / 'checkpoints')).all_steps() == [2]
   resumed = train.train(c, str(tmp_path / 'resumed'))
   assert int(resumed.step) == 4
-  for a, b in [(full.params, resumed.params), (full.ema, resumed.ema),
-               (full.opt_state, resumed.opt_state)]:
-    jax.tree.map(lambda x, y: np.testing.assert_array_equal(np.asarray(x), np.asarray(y)),
-                 a, b)
+  assert_same_state(full, resumed)
   # --mode=sample's path (the one restore path of every mode): the EMA parameters, a grid.
   run = state.restore_run(c, str(tmp_path / 'resumed'))
   step, params = run.step, run.params(c)

@@ -17,6 +17,7 @@ from sparsediff_jax.runtime.state import abstract_model, init_state, make_optimi
 from sparsediff_jax.modes import train
 from tests.helpers import REPO
 from tests.helpers.tiny import tiny_config
+from tests.helpers.states import assert_same_state
 
 
 
@@ -125,10 +126,7 @@ def test_checkpoint_round_trip_and_resume(tmp_path):
   assert ckpt.all_steps() == [2]
   resumed = train.train(c, str(tmp_path / 'resumed'))
   assert int(resumed.step) == 4
-  for a, b in [(full.params, resumed.params), (full.ema, resumed.ema),
-               (full.opt_state, resumed.opt_state)]:
-    jax.tree.map(lambda x, y: np.testing.assert_array_equal(np.asarray(x), np.asarray(y)),
-                 a, b)
+  assert_same_state(full, resumed)
 
 
 @pytest.mark.slow   # several compilations of the step
