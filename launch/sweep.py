@@ -209,14 +209,23 @@ def is_kept(results: str, name: str, config: dict) -> bool:
   return not diff
 
 
-def commit_result(path: str, name: str, attempts: int = 5) -> bool:
-  """git add + commit of PATH alone (other staged changes are left as they are); a busy
-  index (another git command) is retried. False, with a message, when it fails."""
+def experiment_name(results: str) -> str:
+  """What a commit of a kept result is about: the results folder's name, or its parent's
+  when it is called runs/ (docs/results/fashion_mnist_window/runs -> fashion_mnist_window)."""
+  results = os.path.abspath(results)
+  base = os.path.basename(results)
+  return os.path.basename(os.path.dirname(results)) if base == 'runs' else base
+
+
+def commit_result(path: str, name: str, experiment: str, attempts: int = 5) -> bool:
+  """git add + commit of PATH alone (other staged changes are left as they are), with the
+  subject 'EXPERIMENT: result of NAME'; a busy index (another git command) is retried.
+  False, with a message, when it fails."""
   folder = os.path.dirname(os.path.abspath(path))
   for attempt in range(attempts):
     add = subprocess.run(['git', 'add', '--', path], cwd=folder, capture_output=True, text=True)
     done = add.returncode == 0 and subprocess.run(
-        ['git', 'commit', '-q', '-m', f'Memorization window: result of {name}', '--', path],
+        ['git', 'commit', '-q', '-m', f'{experiment}: result of {name}', '--', path],
         cwd=folder, capture_output=True, text=True).returncode == 0
     if done:
       return True
@@ -335,7 +344,7 @@ def main(argv=None) -> int:
         if a.results:
           kept = carry_over.keep(workdir, a.results, run.name)
           if a.commit:
-            commit_result(kept, run.name)
+            commit_result(kept, run.name, experiment_name(a.results))
   if a.print_only:
     return 0
   try:

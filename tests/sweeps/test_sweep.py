@@ -369,10 +369,16 @@ def test_commit_keeps_each_result_in_git(tmp_path, monkeypatch):
   monkeypatch.setenv('GIT_COMMITTER_EMAIL', 't@t')
   assert _kept_sweep(tmp_path / 'root', repo / 'kept', '--commit') == 0
   subjects = git('log', '--format=%s').strip().split('\n')
-  assert subjects[:2] == ['Memorization window: result of grid__training.seed=0__mask.ratio=0.9',
-                          'Memorization window: result of grid__training.seed=0__mask.ratio=0']
+  assert subjects[:2] == ['kept: result of grid__training.seed=0__mask.ratio=0.9',
+                          'kept: result of grid__training.seed=0__mask.ratio=0']
   assert 'staged.txt' not in git('show', '--name-only', 'HEAD')   # only the result's files
   assert 'A  staged.txt' in git('status', '--short')
+
+
+def test_commit_subject_names_the_experiment():
+  assert sweep.experiment_name('docs/results/fashion_mnist_window/runs') == 'fashion_mnist_window'
+  assert sweep.experiment_name('docs/results/memorization_window/runs/') == 'memorization_window'
+  assert sweep.experiment_name('/tmp/kept') == 'kept'
 
 
 def test_print_validates_every_run_and_junk_is_one_line(tmp_path, capsys):
