@@ -17,6 +17,7 @@
 PHASE=${PHASE:-search}
 SAMPLER=${SAMPLER:-heun}
 SAMPLER_STEPS=${SAMPLER_STEPS:-12}
+SAMPLES=128
 COMMIT=${COMMIT:-0}
 set -euo pipefail
 REPO=${REPO:-$(cd "$(dirname "$0")/../.." && pwd)}
@@ -27,13 +28,9 @@ PYTHON=${PYTHON:-python}
 cd "$REPO"
 DIT=(--set model.name=dit --set model.patch_size=2 --set model.hidden_size=96
      --set model.depth=4 --set model.num_heads=4)
+source launch/experiments/window_flags.sh
 COMMON=(--config=configs/digits.py --set data.image_size=8 --set data.num_train_examples=32
-        --set training.batch_size=16 --set 'optim.ema_decays=(0.995,)'
-        --set training.log_every=50 --set training.sample_every=0
-        --set sampling.sampler="$SAMPLER" --set sampling.num_steps="$SAMPLER_STEPS"
-        --set sampling.time_steps=default --set sampling.seed=0 --set sampling.ema_index=0
-        --set sampling.grid_size=4 --set research.num_samples=128 --set research.batch_size=128
-        --set research.locality_images=1 --set research.locality_times=2)
+        --set training.log_every=50 "${WINDOW_COMMON[@]}")
 case "$PHASE" in
   search)
     exec "$PYTHON" launch/sweep.py --root="$ROOT/search" "${COMMON[@]}" "${DIT[@]}" \
@@ -46,12 +43,11 @@ case "$PHASE" in
     : "${LR:?PHASE=window needs LR (from PHASE=search)}" "${WARMUP:?and WARMUP}"
     commit_flag=()
     [ "$COMMIT" = 1 ] && commit_flag=(--commit)
+    window_cap 5600 200 0.5
     "$PYTHON" launch/sweep.py --root="$ROOT/window" "${COMMON[@]}" "${DIT[@]}" \
       --results="$RESULTS" "${commit_flag[@]}" \
       --set optim.learning_rate="$LR" --set optim.warmup_steps="$WARMUP" \
-      --set training.num_steps=5600 --set training.checkpoint_every=200 \
-      --set training.keep_checkpoints=2 --set research.window_every=200 \
-      --set research.window_stop=0.5 \
+      "${WINDOW_CAP[@]}" \
       --grid data.num_train_examples=32 --grid model.name=dit --grid training.seed=0,1,2 \
       --grid mask.ratio=0,0.9 --equal_quality '' \
       --title "DiT, digits 8x8, n=32: memorization window" "$@"

@@ -37,24 +37,16 @@ ROOT=${1:-runs/fashion_mnist_window}
 shift || true
 PYTHON=${PYTHON:-python}
 cd "$REPO"
+source launch/experiments/window_flags.sh
+window_cap "$CAP" "$EVERY" "$STOP"
 commit_flag=()
 [ "$COMMIT" = 1 ] && commit_flag=(--commit)
 
 for seed in ${SEEDS//,/ }; do
   "$PYTHON" launch/sweep.py --root="$ROOT/n$N" --config=configs/fashion_mnist.py \
     --results="$RESULTS" "${commit_flag[@]}" \
-    --set data.image_size=16 --set data.class_balanced=True --set model.channels=32 \
-    --set 'model.channel_mult=(1,2)' --set 'model.attn_resolutions=()' \
-    --set training.batch_size=16 --set training.num_steps="$CAP" \
-    --set 'optim.ema_decays=(0.995,)' --set training.log_every=100 \
-    --set training.sample_every=0 --set training.checkpoint_every="$EVERY" \
-    --set training.keep_checkpoints=2 \
-    --set research.window_every="$EVERY" --set research.window_stop="$STOP" \
-    --set sampling.sampler="$SAMPLER" --set sampling.num_steps="$SAMPLER_STEPS" \
-    --set sampling.time_steps=default --set sampling.seed=0 --set sampling.ema_index=0 \
-    --set sampling.grid_size=4 --set research.num_samples="$SAMPLES" \
-    --set research.batch_size="$SAMPLES" --set research.locality_images=1 \
-    --set research.locality_times=2 \
+    --set data.image_size=16 --set data.class_balanced=True --set training.log_every=100 \
+    "${SMALL_UNET[@]}" "${WINDOW_COMMON[@]}" "${WINDOW_CAP[@]}" \
     --grid data.num_train_examples="$N" --grid training.seed="$seed" \
     --grid mask.ratio=0,0.9 --baseline batch_matched --baseline dropout=0.1 \
     --headline pixel_memorized_fraction,fashion_mnist_fd,fashion_mnist_confidence,tau_gen_fashion_mnist_confidence,tau_mem_0.5 \

@@ -31,6 +31,7 @@ ROOT=${1:-runs/memorization_window}
 shift || true
 PYTHON=${PYTHON:-python}
 cd "$REPO"
+source launch/experiments/window_flags.sh
 commit_flag=()
 [ "$COMMIT" = 1 ] && commit_flag=(--commit)
 
@@ -41,19 +42,11 @@ for n in ${N_LIST//,/ }; do
     64) CAP=16000; EVERY=400 ;;
     *) echo "error: N_LIST: no cap is chosen for n=$n (16, 32 or 64)" >&2; exit 2 ;;
   esac
+  window_cap "$CAP" "$EVERY" 0.5
   "$PYTHON" launch/sweep.py --root="$ROOT/n$n" --config=configs/digits.py \
     --results="$RESULTS" "${commit_flag[@]}" \
-    --set data.image_size=8 --set model.channels=32 --set 'model.channel_mult=(1,2)' \
-    --set 'model.attn_resolutions=()' --set training.batch_size=16 \
-    --set training.num_steps="$CAP" --set 'optim.ema_decays=(0.995,)' \
-    --set training.log_every=50 --set training.sample_every=0 \
-    --set training.checkpoint_every="$EVERY" --set training.keep_checkpoints=2 \
-    --set research.window_every="$EVERY" --set research.window_stop=0.5 \
-    --set sampling.sampler="$SAMPLER" --set sampling.num_steps="$SAMPLER_STEPS" \
-    --set sampling.time_steps=default --set sampling.seed=0 --set sampling.ema_index=0 \
-    --set sampling.grid_size=4 --set research.num_samples="$SAMPLES" \
-    --set research.batch_size="$SAMPLES" --set research.locality_images=1 \
-    --set research.locality_times=2 \
+    --set data.image_size=8 --set training.log_every=50 \
+    "${SMALL_UNET[@]}" "${WINDOW_COMMON[@]}" "${WINDOW_CAP[@]}" \
     --grid data.num_train_examples="$n" --grid training.seed="$SEEDS" \
     --grid mask.ratio=0,0.5,0.9,0.98 --baseline batch_matched --baseline dropout=0.1 \
     --headline pixel_memorized_fraction,digits_fd,digits_confidence,tau_gen_digits_fd,tau_mem_0.5 \

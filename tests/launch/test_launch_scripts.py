@@ -1,5 +1,6 @@
-"""launch/*.sh: shellcheck-clean (bash -n where shellcheck is not installed), and what they
-would run, read back from their DRY_RUN=1 output as argument lists."""
+"""launch/*.sh, launch/experiments/*.sh and benchmarks/*.sh: shellcheck-clean (bash -n where
+shellcheck is not installed), and what the launch scripts would run, read back from their
+DRY_RUN=1 output as argument lists."""
 
 import glob
 import os
@@ -12,6 +13,7 @@ import pytest
 from tests.helpers import REPO
 
 SCRIPTS = sorted(glob.glob(os.path.join(REPO, 'launch', '*.sh')) +
+                 glob.glob(os.path.join(REPO, 'launch', 'experiments', '*.sh')) +
                  glob.glob(os.path.join(REPO, 'benchmarks', '*.sh')))
 SETTINGS = ('TPU_NAME', 'ZONE', 'PROJECT', 'ACCELERATOR_TYPE', 'RUNTIME_VERSION', 'QUEUED',
             'SPOT', 'CONFIG', 'WORKDIR', 'DATA_DIR', 'TFDS_NAME', 'MANUAL_DIR', 'EXTRA_FLAGS',
