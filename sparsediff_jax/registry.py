@@ -138,13 +138,22 @@ class Dataset:
   # (sweeps/sweep_table.headline); launch/sweep.py --headline overrides them.
   headline: tuple[str, ...] = ()
   # Quality metrics the memorization window may target: name -> 'le' (lower is better) or
-  # 'ge' (higher is better) (metrics/window.py).
+  # 'ge' (higher is better) (metrics/window.py). Each must be a headline metric, i.e. one
+  # that `metrics` reports (checked when the record is made).
   quality: Mapping[str, str] = dataclasses.field(default_factory=dict)
   # classifier(data_config or None) -> metrics.classifier.Spec: the domain classifier of a
   # labelled dataset (metrics/classifier.py). None: no classifier.
   classifier: Callable[[Any], Any] | None = None
   # check(config) -> None, raising errors.ConfigError naming the data.* field it refuses.
   check: Callable[[Any], None] | None = None
+
+  def __post_init__(self):
+    for name, direction in self.quality.items():
+      if name not in self.headline:
+        raise ValueError(f'quality metric {name!r} is not among the headline metrics '
+                         f'{self.headline}: a window target must be a metric it reports')
+      if direction not in ('le', 'ge'):
+        raise ValueError(f'quality metric {name!r}: direction {direction!r} is not le or ge')
 
 
 def later(module: str, name: str) -> Callable:

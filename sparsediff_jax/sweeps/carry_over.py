@@ -80,6 +80,31 @@ def differences(kept: dict, current: dict) -> list[str]:
   return sorted(out)
 
 
+def flag_value(value) -> str:
+  """A config value (as config.json holds it) as the --config.FIELD= string that parses back
+  to it: tuples and lists as '(1,2)', '(8,)', '()'; strings inside them quoted."""
+  if isinstance(value, bool) or value is None:
+    return str(value)
+  if isinstance(value, (list, tuple)):
+    items = [repr(v) if isinstance(v, str) else flag_value(v) for v in value]
+    return '(' + ','.join(items) + (',' if len(items) == 1 else '') + ')'
+  return repr(value) if isinstance(value, float) else str(value)
+
+
+def overrides_for(kept: dict, config_path: str | None) -> dict[str, str]:
+  """The --config.FIELD=VALUE overrides under which CONFIG_PATH resolves to a kept config,
+  i.e. how to run a kept result again. Raises ConfigError when none reproduce it (a field
+  removed since, or one the config file cannot set)."""
+  base = flatten(as_dict(resolve_config(config_path, {})))
+  overrides = {k: flag_value(v) for k, v in flatten(kept).items()
+               if k in base and not _equal(base[k], v)}
+  diff = differences(kept, as_dict(resolve_config(config_path, overrides)))
+  if diff:
+    raise ConfigError(f'the kept config cannot be made from {config_path or "the defaults"}: '
+                      f'it differs in {", ".join(diff)}')
+  return overrides
+
+
 def read_kept_config(results: str, name: str) -> dict | None:
   """RESULTS/NAME/config.json, or None when the run has no kept result."""
   try:

@@ -135,3 +135,27 @@ def test_a_toy_dataset_trains_and_reports_its_metric_and_headline(toy_dataset, t
   header = table.splitlines()[0]
   assert header.startswith('| setting | n | toy_brightness | pixel_memorized_fraction')
   assert 'toy_num_scored' not in header   # not a headline metric: only in the CSV
+
+
+def test_every_window_quality_metric_is_one_its_dataset_reports():
+  """A quality target names a metric the dataset's scoring writes (else tau_gen would be
+  censored in every run without a word): each is among the dataset's headline metrics, and
+  the shapes metric is in what its scoring returns on real shapes."""
+  from sparsediff_jax.data.shapes import consistency, make_shapes
+  from tests.helpers import tiny
+  for name, (dataset, _) in registry.QUALITY_METRICS.items():
+    assert name in registry.DATASETS.get(dataset).headline, (name, dataset)
+  config = tiny.tiny_config()
+  scores = consistency.shapes_sample_metrics(
+      config, make_shapes(8, config.data.image_size, config.data.shapes_pairs, seed=0), None)
+  shapes_quality = [m for m, (d, _) in registry.QUALITY_METRICS.items() if d == 'shapes']
+  assert shapes_quality and set(shapes_quality) <= set(scores)
+
+
+def test_a_record_whose_quality_metric_it_does_not_report_is_refused():
+  with pytest.raises(ValueError, match="quality metric 'toy_sharpness' is not among"):
+    registry.Dataset(source=lambda c: None, headline=('toy_brightness',),
+                     quality={'toy_sharpness': 'ge'})
+  with pytest.raises(ValueError, match="direction 'up'"):
+    registry.Dataset(source=lambda c: None, headline=('toy_brightness',),
+                     quality={'toy_brightness': 'up'})

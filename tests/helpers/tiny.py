@@ -13,6 +13,7 @@ model `name` at its tiny size (MODELS; the U-Net's is TINY's own).
 """
 
 from sparsediff_jax import config_base
+from sparsediff_jax.sweeps import carry_over
 
 TINY = {
     'data.image_size': 16,
@@ -64,15 +65,9 @@ def model_config(name: str, overrides: dict | None = None, **kwargs):
                      **kwargs)
 
 
-def _flag_value(value) -> str:
-  if isinstance(value, tuple):
-    return '(' + ','.join(map(str, value)) + (',' if len(value) == 1 else '') + ')'
-  return str(value)
-
-
 def as_flags(overrides: dict) -> list[str]:
   """['--config.section.field=value', ...] for the CLI (tuples as '(1,2)', '()', '(8,)')."""
-  return [f'--config.{k}={_flag_value(v)}' for k, v in overrides.items()]
+  return [f'--config.{k}={carry_over.flag_value(v)}' for k, v in overrides.items()]
 
 
 TINY_FLAGS = as_flags(TINY)

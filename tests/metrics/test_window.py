@@ -244,7 +244,7 @@ def test_window_table_from_kept_results(tmp_path):
 
 @pytest.mark.parametrize('flag, fragment', [
     ('--quality=fid=3', '--quality'), ('--quality=digits_fd=nan', '--quality'),
-    ('--levels=0', '--levels'), ('--quality=shape_consistency=0.5', "data.name='digits'")])
+    ('--levels=0', '--levels'), ('--quality=consistent_fraction=0.5', "data.name='digits'")])
 def test_window_table_bad_input_is_one_line_and_writes_nothing(tmp_path, capsys, flag,
                                                                fragment):
   from sparsediff_jax.sweeps import window_table

@@ -12,5 +12,5 @@ DATASET = registry.DATASETS.add('shapes', registry.Dataset(
     metrics=registry.later('sparsediff_jax.data.shapes.consistency', 'shapes_sample_metrics'),
     headline=('consistent_fraction', 'count_exact_fraction', 'symmetry_error',
               'partnered_fraction'),
-    quality={'shape_consistency': 'ge'},
+    quality={'consistent_fraction': 'ge'},
     check=check_fields))
