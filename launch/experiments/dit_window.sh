@@ -15,16 +15,12 @@
 #    U-Net's, so window_table puts them in one table.
 #      PHASE=window LR=1e-3 WARMUP=500 COMMIT=1 bash launch/experiments/dit_window.sh [ROOT]
 PHASE=${PHASE:-search}
-SAMPLER=${SAMPLER:-heun}
-SAMPLER_STEPS=${SAMPLER_STEPS:-12}
-SAMPLES=128
-COMMIT=${COMMIT:-0}
+# SAMPLER, SAMPLER_STEPS, SAMPLES, COMMIT=1 (commit each kept result), PYTHON: window_flags.sh.
 set -euo pipefail
 REPO=${REPO:-$(cd "$(dirname "$0")/../.." && pwd)}
 RESULTS=${RESULTS:-$REPO/docs/results/memorization_window/runs}
 ROOT=${1:-runs/dit_window}
 shift || true
-PYTHON=${PYTHON:-python}
 cd "$REPO"
 DIT=(--set model.name=dit --set model.patch_size=2 --set model.hidden_size=96
      --set model.depth=4 --set model.num_heads=4)
@@ -41,8 +37,6 @@ case "$PHASE" in
       --title 'DiT learning rate and warm-up: dense training loss after 1500 steps' "$@" ;;
   window)
     : "${LR:?PHASE=window needs LR (from PHASE=search)}" "${WARMUP:?and WARMUP}"
-    commit_flag=()
-    [ "$COMMIT" = 1 ] && commit_flag=(--commit)
     window_cap 5600 200 0.5
     "$PYTHON" launch/sweep.py --root="$ROOT/window" "${COMMON[@]}" "${DIT[@]}" \
       --results="$RESULTS" "${commit_flag[@]}" \

@@ -26,21 +26,15 @@ CAP=${CAP:-3600}                  # training.num_steps of every run.
 STOP=${STOP:-0.9}                 # research.window_stop.
 EVERY=${EVERY:-200}               # research.window_every (and the checkpoint spacing).
 SEEDS=${SEEDS:-0,1,2}             # run in this order, all four settings of a seed together.
-SAMPLER=${SAMPLER:-heun}          # named explicitly: a later default never enters the table.
-SAMPLER_STEPS=${SAMPLER_STEPS:-12}
-SAMPLES=${SAMPLES:-128}           # samples scored at every scored step (same noise each time).
-COMMIT=${COMMIT:-0}               # 1: git-commit each kept result as soon as it is kept.
+# SAMPLER, SAMPLER_STEPS, SAMPLES, COMMIT=1 (commit each kept result), PYTHON: window_flags.sh.
 set -euo pipefail
 REPO=${REPO:-$(cd "$(dirname "$0")/../.." && pwd)}
 RESULTS=${RESULTS:-$REPO/docs/results/fashion_mnist_window/runs}
 ROOT=${1:-runs/fashion_mnist_window}
 shift || true
-PYTHON=${PYTHON:-python}
 cd "$REPO"
 source launch/experiments/window_flags.sh
 window_cap "$CAP" "$EVERY" "$STOP"
-commit_flag=()
-[ "$COMMIT" = 1 ] && commit_flag=(--commit)
 
 for seed in ${SEEDS//,/ }; do
   "$PYTHON" launch/sweep.py --root="$ROOT/n$N" --config=configs/fashion_mnist.py \

@@ -20,20 +20,14 @@
 # cap/20 or so resolves the dense onset.
 N_LIST=${N_LIST:-32,16,64}        # training-set sizes, in the order they are run.
 SEEDS=${SEEDS:-0,1,2}
-SAMPLER=${SAMPLER:-heun}          # named explicitly: a later default never enters the table.
-SAMPLER_STEPS=${SAMPLER_STEPS:-12}
-SAMPLES=${SAMPLES:-128}           # samples scored at every scored step (same noise each time).
-COMMIT=${COMMIT:-0}               # 1: git-commit each kept result as soon as it is kept.
+# SAMPLER, SAMPLER_STEPS, SAMPLES, COMMIT=1 (commit each kept result), PYTHON: window_flags.sh.
 set -euo pipefail
 REPO=${REPO:-$(cd "$(dirname "$0")/../.." && pwd)}
 RESULTS=${RESULTS:-$REPO/docs/results/memorization_window/runs}
 ROOT=${1:-runs/memorization_window}
 shift || true
-PYTHON=${PYTHON:-python}
 cd "$REPO"
 source launch/experiments/window_flags.sh
-commit_flag=()
-[ "$COMMIT" = 1 ] && commit_flag=(--commit)
 
 for n in ${N_LIST//,/ }; do
   case "$n" in

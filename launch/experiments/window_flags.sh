@@ -5,8 +5,14 @@
 # config of every run, and launch/sweep.py --results then runs it again rather than mixing
 # two settings in one table.
 #
-# Needs SAMPLER, SAMPLER_STEPS and SAMPLES (the sampler is named explicitly: a later
-# default never enters a table). Defines:
+# Settings (environment):
+#   SAMPLER, SAMPLER_STEPS  the sampler of every scored sample (default heun, 12 steps; named
+#                           explicitly, so a later default never enters a table);
+#   SAMPLES                 samples scored at every scored step, same noise each time (128);
+#   COMMIT=1                git-commit each kept result as soon as it is kept (0);
+#   PYTHON                  the interpreter (python).
+# Defines:
+#   commit_flag    (--commit) with COMMIT=1, else empty;
 #   SMALL_UNET     the 0.71M-parameter U-Net (channels 32, channel_mult (1, 2), no attention);
 #   WINDOW_COMMON  batch, EMA, no sample grids during training, the sampler and the scored
 #                  samples, locality on 1 image at 2 noise levels;
@@ -14,6 +20,13 @@
 #                  sets WINDOW_CAP: train to CAP steps, checkpoint and score every EVERY
 #                  steps (the last 2 checkpoints kept), stop once STOP of the samples are
 #                  memorized.
+SAMPLER=${SAMPLER:-heun}
+SAMPLER_STEPS=${SAMPLER_STEPS:-12}
+SAMPLES=${SAMPLES:-128}
+COMMIT=${COMMIT:-0}
+PYTHON=${PYTHON:-python}
+commit_flag=()
+[ "$COMMIT" = 1 ] && commit_flag=(--commit)
 SMALL_UNET=(--set model.channels=32 --set 'model.channel_mult=(1,2)'
             --set 'model.attn_resolutions=()')
 WINDOW_COMMON=(--set training.batch_size=16 --set 'optim.ema_decays=(0.995,)'
