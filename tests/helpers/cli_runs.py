@@ -36,6 +36,16 @@ def env(tmp_dir: str, jax_cache: str | None = None, devices: int = 1) -> dict:
   return e
 
 
+def timing(t0: float, t_reference: float) -> dict:
+  """The wall-time fields of a soak report: seconds since t0, the reference run's seconds,
+  and the machine they were measured on."""
+  import platform
+  import time
+  return dict(seconds=round(time.time() - t0, 1), reference_seconds=round(t_reference, 1),
+              machine=f'{platform.machine()}, {os.cpu_count()} CPUs, '
+                      f'{platform.python_version()}')
+
+
 def command(*args) -> list[str]:
   return [sys.executable, '-m', 'sparsediff_jax.main', *args]
 

@@ -21,7 +21,6 @@ python -m tests.helpers.reader_storm [READERS] [SEED] prints the counts (docs/tr
 import glob
 import json
 import os
-import platform
 import random
 import re
 import sys
@@ -30,7 +29,7 @@ import time
 
 import numpy as np
 
-from tests.helpers.cli_runs import TINY, env, error_lines, run, start
+from tests.helpers.cli_runs import TINY, env, error_lines, run, start, timing
 
 EVERY = 2   # checkpoint interval, steps
 SEED0 = 100  # reader i samples with sampling.seed = SEED0 + i
@@ -182,9 +181,7 @@ def storm(root: str, readers: int = 20, seed: int = 0, num_steps: int = 100) -> 
       losses_equal=got == want and [s for s, _ in got] == list(range(1, num_steps + 1)),
       checkpoints=folders, checkpoints_intact=intact and num_steps in committed,
       only_committed_steps=all(n.isdigit() for n in folders),
-      steps=num_steps, seconds=round(time.time() - t0, 1),
-      reference_seconds=round(t_reference, 1),
-      machine=f'{platform.machine()}, {os.cpu_count()} CPUs, {platform.python_version()}')
+      steps=num_steps, **timing(t0, t_reference))
   return counts
 
 

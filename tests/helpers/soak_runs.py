@@ -15,14 +15,13 @@ the Python and JAX start-up, not a compilation.
 
 import json
 import os
-import platform
 import random
 import signal
 import sys
 import tempfile
 import time
 
-from tests.helpers.cli_runs import TINY, env, run, start
+from tests.helpers.cli_runs import TINY, env, run, start, timing
 
 EVERY = 2   # checkpoint interval, steps
 
@@ -136,9 +135,7 @@ def soak(root: str, faults: int = 20, seed: int = 0, num_steps: int = 80) -> dic
   steps = [s for s, _ in got]
   counts.update(
       steps=num_steps, each_step_once=steps == list(range(1, num_steps + 1)),
-      losses_equal=got == want, seconds=round(time.time() - t0, 1),
-      reference_seconds=round(t_reference, 1),
-      machine=f'{platform.machine()}, {os.cpu_count()} CPUs, {platform.python_version()}')
+      losses_equal=got == want, **timing(t0, t_reference))
   return counts
 
 
