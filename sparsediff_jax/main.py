@@ -239,7 +239,7 @@ def main(argv):
         result = mode.run(config, workdir)
     if jax.process_index() == 0:   # what was done, where, and what to run next
       from sparsediff_jax.console import summary
-      for line in summary.lines(mode.name, result, workdir, time.monotonic() - started,
+      for line in summary.lines(mode, result, workdir, time.monotonic() - started,
                                 _config_path(sys.argv)):
         logging.info('%s', line)
   except preemption.TrainingInterrupted as e:

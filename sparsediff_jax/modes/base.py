@@ -9,7 +9,9 @@ class Mode:
   """One value of --mode.
 
   name: the --mode value.
-  run: fn(config, workdir) -> result; the result is what console/summary.lines describes.
+  run: fn(config, workdir) -> result.
+  summary: fn(result, console.summary.Finished) -> (what was done, what to run next): the
+    two last lines the CLI prints (console/summary.lines adds 'done: ' and 'next: ').
   reads_run: works on a trained run: the run-defining config fields come from
     WORKDIR/config.json (run_dir.bind_to_run), and overrides may not contradict them.
   writes_record: starts or continues a run in the workdir: the workdir is checked and
@@ -20,6 +22,7 @@ class Mode:
   """
   name: str
   run: Callable[[Any, str], Any]
+  summary: Callable[[Any, Any], tuple[str, str]]
   reads_run: bool = False
   writes_record: bool = False
   nothing_to_do: Callable[[Any, str], str | None] | None = None

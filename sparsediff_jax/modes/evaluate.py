@@ -83,4 +83,12 @@ def run_eval_mode(config, workdir: str) -> dict:
   return metrics
 
 
-MODE = Mode(name='eval', run=run_eval_mode, reads_run=True)
+def summary(metrics: dict, finished) -> tuple[str, str]:
+  """The CLI's last two lines after --mode=eval (console/summary.py)."""
+  fid = metrics.get('fid')
+  score = f'FID {fid:.3f}' if isinstance(fid, (int, float)) else 'evaluated'
+  return (f'{score} at step {metrics.get("step")} over {metrics.get("num_samples")} samples '
+          f'in {finished.took}; wrote {finished.workdir}/eval/', finished.tensorboard())
+
+
+MODE = Mode(name='eval', run=run_eval_mode, summary=summary, reads_run=True)

@@ -40,4 +40,9 @@ def run_fid_stats_mode(config, workdir: str) -> str:
   return path
 
 
-MODE = Mode(name='fid_stats', run=run_fid_stats_mode)
+def summary(path: str, finished) -> tuple[str, str]:
+  """The CLI's last two lines after --mode=fid_stats (console/summary.py)."""
+  return f'reference statistics in {finished.took}; wrote {path}', finished.command('eval')
+
+
+MODE = Mode(name='fid_stats', run=run_fid_stats_mode, summary=summary)

@@ -203,4 +203,11 @@ def write_metrics(workdir: str, metrics: dict, suffix: str = '') -> str:
   return path
 
 
-MODE = Mode(name='research', run=evaluate_run, reads_run=True)
+def summary(metrics: dict, finished) -> tuple[str, str]:
+  """The CLI's last two lines after --mode=research (console/summary.py)."""
+  written = metrics.get('metrics_file', f'{finished.workdir}/research_metrics.json')
+  return (f'research metrics of step {metrics.get("step")} in {finished.took}; wrote '
+          f'{written} and {finished.workdir}/research/', finished.tensorboard())
+
+
+MODE = Mode(name='research', run=evaluate_run, summary=summary, reads_run=True)

@@ -44,4 +44,9 @@ def run_sample_mode(config, workdir: str) -> list[str]:
       workdir, 'samples', f'sample_mode_{step:07d}')), meta)
 
 
-MODE = Mode(name='sample', run=run_sample_mode, reads_run=True)
+def summary(paths: list[str], finished) -> tuple[str, str]:
+  """The CLI's last two lines after sampling (console/summary.py)."""
+  return f'sampled in {finished.took}; wrote {", ".join(paths)}', finished.command('research')
+
+
+MODE = Mode(name='sample', run=run_sample_mode, summary=summary, reads_run=True)

@@ -282,6 +282,13 @@ def _newest_checkpoint(ckpt: checkpoints.Checkpointer) -> int | None:
   return steps[-1] if steps else None
 
 
+def summary(state: TrainState, finished) -> tuple[str, str]:
+  """The CLI's last two lines after training (console/summary.py)."""
+  return (f'trained to step {int(state.step)} in {finished.took}; checkpoints, sample grids, '
+          f'metrics.jsonl and TensorBoard events in {finished.workdir}',
+          f'{finished.command("sample")}  (or --mode=research); {finished.tensorboard()}')
+
+
 MODE = Mode(name='train',
             run=functools.partial(train, hooks=(scoring.train_fid_hook, window_scoring.hook)),
-            writes_record=True, nothing_to_do=finished_run_message)
+            summary=summary, writes_record=True, nothing_to_do=finished_run_message)

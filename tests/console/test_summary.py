@@ -5,10 +5,11 @@ import types
 import pytest
 
 from sparsediff_jax.console import summary
+from sparsediff_jax.modes import MODES, NAMES
 
 
 def test_train_names_the_outputs_and_the_next_commands():
-  done, after = summary.lines('train', types.SimpleNamespace(step=1000), 'runs/shapes', 372.0)
+  done, after = summary.lines(MODES['train'], types.SimpleNamespace(step=1000), 'runs/shapes', 372.0)
   assert done == ('done: trained to step 1000 in 6.2 min; checkpoints, sample grids, '
                   'metrics.jsonl and TensorBoard events in runs/shapes')
   assert after == ('next: python -m sparsediff_jax.main --mode=sample --workdir=runs/shapes  '
@@ -16,7 +17,7 @@ def test_train_names_the_outputs_and_the_next_commands():
 
 
 def test_the_config_file_and_odd_paths_are_kept_in_the_next_command():
-  _, after = summary.lines('fid_stats', 'w/fid_stats/x.npz', 'my runs/a', 3.0,
+  _, after = summary.lines(MODES['fid_stats'], 'w/fid_stats/x.npz', 'my runs/a', 3.0,
                            'configs/digits.py')
   assert after == ("next: python -m sparsediff_jax.main --config=configs/digits.py "
                    "--mode=eval --workdir='my runs/a'")
@@ -31,4 +32,13 @@ def test_the_config_file_and_odd_paths_are_kept_in_the_next_command():
      'done: FID 12.346 at step 40 over 64 samples in 2.0 s; wrote w/eval/'),
 ])
 def test_each_read_mode_says_what_it_wrote(mode, result, expected):
-  assert summary.lines(mode, result, 'w', 2.0)[0] == expected
+  assert summary.lines(MODES[mode], result, 'w', 2.0)[0] == expected
+
+
+def test_every_mode_says_its_two_lines():
+  results = {'train': types.SimpleNamespace(step=3), 'sample': ['w/a.png'],
+             'research': {'step': 3}, 'fid_stats': 'w/s.npz', 'eval': {'step': 3, 'fid': 1.0}}
+  assert set(results) == set(NAMES)
+  for name in NAMES:
+    done, after = summary.lines(MODES[name], results[name], 'w', 1.0)
+    assert done.startswith('done: ') and after.startswith('next: ') and 'w' in done + after
