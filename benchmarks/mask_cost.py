@@ -11,40 +11,17 @@ kind. The timing of the same comparison is benchmarks/train_step.py's last colum
 """
 
 import argparse
-import os
-import sys
 
 import jax
-import numpy as np
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path[:0] = [REPO, os.path.join(REPO, 'configs')]
-
-from sparsediff_jax import config_base  # noqa: E402
-from sparsediff_jax.runtime import sharding  # noqa: E402
-from sparsediff_jax import train_step  # noqa: E402
-from sparsediff_jax.runtime.state import (abstract_model, abstract_state,  # noqa: E402
-                                          make_optimizer)
-
-
-def load(name: str):
-  if name == 'shapes':
-    return config_base.get_config()
-  return __import__(name).get_config()
+from model_cost import compiled_step, load   # benchmarks/ is the script's folder
 
 
 def step_cost(config, batch: int, ratio: float) -> tuple[float, float]:
   """(FLOPs, bytes accessed) of one compiled train step."""
   config = config.copy_and_resolve_references()
-  config.mask.ratio, config.training.batch_size = ratio, batch
-  mesh = sharding.make_mesh()
-  tx, schedule = make_optimizer(config)
-  graphdef, _ = abstract_model(config)
-  step = train_step.compile_train_step(config, graphdef, tx, schedule, mesh)
-  s = config.data.image_size
-  images = jax.ShapeDtypeStruct((batch, s, s, 3), np.uint8,
-                                sharding=sharding.batch_sharding(mesh))
-  cost = step.lower(abstract_state(config, tx, mesh), images).compile().cost_analysis()
+  config.mask.ratio = ratio
+  cost = compiled_step(config, batch)[0].cost_analysis()
   cost = cost[0] if isinstance(cost, list) else cost
   return float(cost['flops']), float(cost.get('bytes accessed', float('nan')))
 

@@ -52,22 +52,30 @@ def _temp_gib(compiled) -> float:
   return float(getattr(mem, 'temp_size_in_bytes', float('nan'))) / 2**30
 
 
-def model_cost(config, batch: int) -> dict:
-  """Parameters, GFLOP of one train step and of one forward pass, and the step's scratch
-  memory, at global batch `batch`."""
+def compiled_step(config, batch: int):
+  """(the train step of CONFIG compiled for a global batch of abstract uint8 images, its
+  graphdef, its abstract parameters); nothing runs."""
   config = config.copy_and_resolve_references()
   config.training.batch_size = batch
   mesh = sharding.make_mesh()
   tx, schedule = make_optimizer(config)
   graphdef, abstract_params = abstract_model(config)
-  s, ch = config.data.image_size, 3
-  images = jax.ShapeDtypeStruct((batch, s, s, ch), np.uint8,
+  s = config.data.image_size
+  images = jax.ShapeDtypeStruct((batch, s, s, 3), np.uint8,
                                 sharding=sharding.batch_sharding(mesh))
   step = train_step.compile_train_step(config, graphdef, tx, schedule, mesh)
-  compiled = step.lower(abstract_state(config, tx, mesh), images).compile()
+  return (step.lower(abstract_state(config, tx, mesh), images).compile(), graphdef,
+          abstract_params)
+
+
+def model_cost(config, batch: int) -> dict:
+  """Parameters, GFLOP of one train step and of one forward pass, and the step's scratch
+  memory, at global batch `batch`."""
+  compiled, graphdef, abstract_params = compiled_step(config, batch)
   step_flops, temp = _flops(compiled), _temp_gib(compiled)
   forward = jax.jit(lambda p, x, t: nnx.merge(graphdef, p)(x, t))
-  x = jax.ShapeDtypeStruct((batch, s, s, ch), np.float32)
+  s = config.data.image_size
+  x = jax.ShapeDtypeStruct((batch, s, s, 3), np.float32)
   t = jax.ShapeDtypeStruct((batch,), np.float32)
   fwd_flops = _flops(forward.lower(abstract_params, x, t).compile())
   return {'params': count_params(abstract_params), 'step': step_flops / 1e9,
