@@ -137,7 +137,13 @@ def table(entries: list[dict], metric: str) -> str:
   return '\n'.join(out)
 
 
-def main():
+def usage_error(message: str) -> int:
+  """One 'error:' line on stderr; the exit code of bad input (nothing is written)."""
+  print(f'error: {message}', file=sys.stderr)
+  return 2
+
+
+def main(argv=None) -> int:
   p = argparse.ArgumentParser(description=__doc__.split('\n')[0])
   p.add_argument('--results', required=True, help='committed window results, one per folder')
   p.add_argument('--select', default='', help='comma-separated substrings a run name needs')
@@ -153,19 +159,38 @@ def main():
   p.add_argument('--out', required=True, help='OUT.json and OUT.md are written')
   p.add_argument('--table_only', action='store_true', help='only rebuild OUT.md')
   p.add_argument('--python', default=sys.executable)
-  args = p.parse_args()
+  args = p.parse_args(argv)
   args.root = os.path.abspath(args.root)
+  from sparsediff_jax import registry
+  if args.metric not in registry.QUALITY_METRICS:
+    return usage_error(f'--metric={args.metric!r} is not a quality metric; choose one of '
+                       f'{", ".join(registry.QUALITY_METRICS)}')
+  try:
+    ratios = [float(r) for r in args.ratios.split(',')]
+  except ValueError:
+    return usage_error(f'--ratios={args.ratios!r}: give comma-separated numbers, e.g. 0,0.9')
+  if not os.path.isdir(args.results):
+    return usage_error(f'--results={args.results!r} is not a folder of kept results')
   entries = read_json(args.out + '.json') if os.path.isfile(args.out + '.json') else []
   if not args.table_only:
     done = {e['run'] for e in entries}
     names = selected_runs(args.results, [s for s in args.select.split(',') if s],
-                          args.models.split(','), args.groups.split(','),
-                          [float(r) for r in args.ratios.split(',')])
+                          args.models.split(','), args.groups.split(','), ratios)
+    if not names:
+      return usage_error(f'no kept result in {args.results} matches --select={args.select!r}, '
+                         f'--models={args.models!r}, --groups={args.groups!r} and '
+                         f'--ratios={args.ratios!r}')
     for i, name in enumerate(names, 1):
       if name in done:
         print(f'[{i}/{len(names)}] {name}: done, skipped', flush=True)
         continue
-      entry = replay(args, name)
+      try:
+        entry = replay(args, name)
+      except subprocess.CalledProcessError as e:
+        print(f'error: the replay of {name} failed (exit {e.returncode}); see '
+              f'{os.path.join(args.root, name, "replay.log")}. The replays before it are kept '
+              f'in {args.out}.json', file=sys.stderr)
+        return 1
       entries.append(entry)
       os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
       with open(args.out + '.json', 'w') as f:
@@ -178,7 +203,8 @@ def main():
   with open(args.out + '.md', 'w') as f:
     f.write(text + '\n')
   print(text)
+  return 0
 
 
 if __name__ == '__main__':
-  main()
+  sys.exit(main())

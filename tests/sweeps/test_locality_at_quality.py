@@ -94,6 +94,22 @@ def test_table_averages_the_seeds_that_reached_quality_and_counts_the_others():
   assert '| dit | grid | 0.0 | 1 of 2 | 5400 ± 0 | 3.00 ± 0.00 |' in md
 
 
+@pytest.mark.parametrize('flags, fragment', [
+    (['--metric=fid'], "--metric='fid' is not a quality metric"),
+    (['--ratios=0,x'], '--ratios'),
+    (['--results=/nonexistent'], "--results='/nonexistent' is not a folder"),
+    (['--select=no_such_run'], 'no kept result in'),
+])
+def test_bad_input_is_one_line_and_writes_nothing(tmp_path, capsys, flags, fragment):
+  _kept(tmp_path / 'kept', 'a_n32_unet_0', 'unet', 'grid', 0.0)
+  args = [f'--results={tmp_path / "kept"}', f'--root={tmp_path / "root"}',
+          f'--out={tmp_path / "out"}']
+  assert laq.main(args + flags) == 2
+  err = capsys.readouterr().err
+  assert err.startswith('error: ') and fragment in err and err.count('\n') == 1
+  assert sorted(os.listdir(tmp_path)) == ['kept']
+
+
 @pytest.mark.slow   # three tiny CLI runs
 def test_a_replayed_run_scores_what_its_committed_trajectory_holds(tmp_path, monkeypatch):
   """A tiny shapes run scored every 2 steps is kept as a committed result (its tau_gen put at
@@ -122,13 +138,12 @@ def test_a_replayed_run_scores_what_its_committed_trajectory_holds(tmp_path, mon
     monkeypatch.setenv(k, v)
   config = json.loads((kept / 'config.json').read_text())
   out = tmp_path / 'at_quality'
-  monkeypatch.setattr('sys.argv', [
-      'locality_at_quality', f'--results={tmp_path / "results"}', '--groups=grid',
+  assert laq.main([
+      f'--results={tmp_path / "results"}', '--groups=grid',
       f'--models={config["model"]["name"]}', f'--ratios={config["mask"]["ratio"]}',
       '--metric=consistent_fraction', '--locality_images=1', '--locality_times=1',
       f'--config={os.path.join(REPO, "sparsediff_jax", "config_base.py")}',
-      f'--root={tmp_path / "replays"}', f'--out={out}'])
-  laq.main()
+      f'--root={tmp_path / "replays"}', f'--out={out}']) == 0
   (entry,) = json.loads((tmp_path / 'at_quality.json').read_text())
   assert entry['reached'] and entry['step'] == 4
   assert entry['replay_matches'], entry
