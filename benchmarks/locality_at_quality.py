@@ -17,7 +17,8 @@ same noise); a run whose replay differs is reported and left out of the table.
       --models=unet,dit --groups=grid --ratios=0,0.9 --root=runs/locality_at_quality \
       --out=docs/results/memorization_window/locality_at_quality
 
-writes OUT.json (one entry per run) and OUT.md (mean +- std per backbone and mask ratio).
+writes OUT.json (one entry per run), OUT.md (mean +- std per backbone and mask ratio) and
+OUT_maps/<run>.png (each replay's input-sensitivity plot, metrics/locality.py).
 Runs already in OUT.json are skipped, so an interrupted call continues.
 """
 
@@ -110,6 +111,16 @@ def replay(args, name: str) -> dict:
   return entry
 
 
+def keep_map(args, name: str) -> None:
+  """Copies the replay's input-sensitivity plot (research/locality.png) to OUT_maps/NAME.png,
+  when the replay folder has it."""
+  import shutil
+  src = os.path.join(args.root, name, 'research', 'locality.png')
+  if os.path.isfile(src):
+    os.makedirs(args.out + '_maps', exist_ok=True)
+    shutil.copyfile(src, os.path.join(args.out + '_maps', name + '.png'))
+
+
 def mean_std(values: list[float], digits: int = 2) -> str:
   """'mean ± std' (sample std; 0 for one value), '–' for none."""
   if not values:
@@ -183,6 +194,7 @@ def main(argv=None) -> int:
     for i, name in enumerate(names, 1):
       if name in done:
         print(f'[{i}/{len(names)}] {name}: done, skipped', flush=True)
+        keep_map(args, name)
         continue
       try:
         entry = replay(args, name)
@@ -192,6 +204,7 @@ def main(argv=None) -> int:
               f'in {args.out}.json', file=sys.stderr)
         return 1
       entries.append(entry)
+      keep_map(args, name)
       os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
       with open(args.out + '.json', 'w') as f:
         json.dump(entries, f, indent=1)

@@ -17,6 +17,7 @@ on that image alone (true of the U-Net: no batch statistics), so one product per
 serves the whole batch.
 """
 
+import textwrap
 
 import jax
 import jax.numpy as jnp
@@ -169,7 +170,9 @@ def save_locality_plot(path: str, result: dict, title: str = '') -> str:
   ax.set_ylabel('share of |d out / d in| within distance')
   ax.set_ylim(0, 1.02)
   ax.legend(fontsize=8, loc='lower right')
-  ax.set_title(title or 'sensitivity of the denoiser output to its input')
+  # A long run name (a sweep's) wraps rather than running off the figure.
+  ax.set_title(textwrap.fill(title or 'sensitivity of the denoiser output to its input', 70),
+               fontsize=9)
   for i, (t, m) in enumerate(zip(times, result['centre_map'])):
     a = fig.add_subplot(grid[1, i])
     a.imshow(np.sqrt(m), cmap='magma', interpolation='nearest')

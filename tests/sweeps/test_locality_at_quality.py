@@ -150,3 +150,4 @@ def test_a_replayed_run_scores_what_its_committed_trajectory_holds(tmp_path, mon
   assert entry['pixel_memorized_fraction'] == entry['committed_pixel_memorized_fraction']
   assert 0 < entry['locality_radius90'] and 0 <= entry['locality_far_fraction'] <= 1
   assert '| 1 of 1 |' in (tmp_path / 'at_quality.md').read_text()
+  assert (tmp_path / 'at_quality_maps' / 'tiny.png').stat().st_size > 0
