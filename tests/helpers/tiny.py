@@ -59,6 +59,16 @@ MODELS = {
 }
 
 
+def research_config(overrides: dict | None = None):
+  """tiny_config for --mode=research tests: 16 images, batch 4, no attention, Euler, 6
+  samples, locality on 2 images at 2 times, a 3-row memorization grid; then `overrides`."""
+  return tiny_config({
+      'data.num_train_examples': 16, 'model.attn_resolutions': (),
+      'training.batch_size': 4, 'sampling.sampler': 'euler', 'research.num_samples': 6,
+      'research.batch_size': 4, 'research.locality_images': 2, 'research.locality_times': 2,
+      'research.memorization_grid': 3, **(overrides or {})})
+
+
 def model_config(name: str, overrides: dict | None = None, **kwargs):
   """tiny_config with the model `name` at its tiny size, then the overrides."""
   return tiny_config({'model.name': name, **MODELS.get(name, {}), **(overrides or {})},

@@ -4,7 +4,6 @@ import json
 import os
 import shutil
 
-import jax
 import numpy as np
 import pytest
 from clu import metric_writers
@@ -16,14 +15,11 @@ from sparsediff_jax.modes import research
 from sparsediff_jax.sweeps import sweep_table
 
 from tests.helpers import tiny
+from tests.helpers.nets import perturbed_ema
 
 
 def tiny_config():
-  return tiny.tiny_config({
-      'data.num_train_examples': 16, 'model.attn_resolutions': (),
-      'training.batch_size': 4, 'sampling.sampler': 'euler', 'research.num_samples': 6,
-      'research.batch_size': 4, 'research.locality_images': 2, 'research.locality_times': 2,
-      'research.memorization_grid': 3})
+  return tiny.research_config()
 
 
 @pytest.fixture(scope='module')
@@ -32,13 +28,7 @@ def run_dir(tmp_path_factory):
   config = tiny_config()
   workdir = str(tmp_path_factory.mktemp('run'))
   tx, _ = make_optimizer(config)
-  state = init_state(config, tx, sharding.make_mesh())
-  # A fresh U-Net's output layer is zero (it would generate plain noise and have no
-  # sensitivity at all): perturb every parameter of the EMA that is evaluated.
-  leaves, tree = jax.tree.flatten(state.ema[0])
-  keys = jax.random.split(jax.random.PRNGKey(1), len(leaves))
-  state = state.replace(ema=(jax.tree.unflatten(
-      tree, [p + 0.1 * jax.random.normal(k, p.shape) for p, k in zip(leaves, keys)]),))
+  state = perturbed_ema(init_state(config, tx, sharding.make_mesh()), 1)
   ckpt = checkpoints.Checkpointer(os.path.join(workdir, 'checkpoints'))
   ckpt.save(7, state, {'data': {}})
   ckpt.wait()

@@ -18,25 +18,14 @@ from sparsediff_jax.metrics import sample_scores, trajectory
 from sparsediff_jax.modes import research
 
 from tests.helpers import tiny
+from tests.helpers.nets import perturbed_ema
 
 STEPS = (2, 4, 6, 8)            # more than training.keep_checkpoints=3: none may be trimmed
 LOGGED = {1: 0.9, 3: 0.7, 5: 0.5, 7: 0.3}   # dense_loss by logged step
 
 
 def trajectory_config():
-  return tiny.tiny_config({
-      'data.num_train_examples': 16, 'model.attn_resolutions': (),
-      'training.batch_size': 4, 'sampling.sampler': 'euler', 'research.num_samples': 6,
-      'research.batch_size': 4, 'research.locality_images': 2, 'research.locality_times': 2,
-      'research.memorization_grid': 3, 'research.trajectory': True})
-
-
-def _perturbed(state_, seed):
-  # A fresh U-Net's output layer is zero: perturb the EMA so each step generates other images.
-  leaves, tree = jax.tree.flatten(state_.ema[0])
-  keys = jax.random.split(jax.random.PRNGKey(seed), len(leaves))
-  return state_.replace(ema=(jax.tree.unflatten(
-      tree, [p + 0.1 * jax.random.normal(k, p.shape) for p, k in zip(leaves, keys)]),))
+  return tiny.research_config({'research.trajectory': True})
 
 
 @pytest.fixture(scope='module')
@@ -48,7 +37,7 @@ def run_dir(tmp_path_factory):
   initial = init_state(config, tx, sharding.make_mesh())
   ckpt = checkpoints.Checkpointer(os.path.join(workdir, 'checkpoints'), keep=10)
   for step in STEPS:
-    ckpt.save(step, _perturbed(initial, step), {'data': {}})
+    ckpt.save(step, perturbed_ema(initial, step), {'data': {}})
     ckpt.wait()
   ckpt.close()
   main.write_run_record(config, workdir)
