@@ -17,6 +17,8 @@ docs/troubleshooting.md lists the errors and what to do about each.
 """
 
 import contextlib
+import difflib
+import importlib.util
 import json
 import logging as pylogging
 import os
@@ -89,8 +91,57 @@ def config_overrides(argv) -> set[str]:
           if a.startswith(('--config.', '-config.'))}
 
 
+def _check_flag_values(argv) -> None:
+  """Refuses a flag that takes a value but was given none: `--workdir --config=X` would
+  otherwise read '--config=X' as the workdir (and lose the config file), `--workdir
+  --workdir=X` would train in a folder named '--workdir=X'. No value of such a flag starts
+  with '--'."""
+  for i, arg in enumerate(argv[1:], 1):
+    name, has_value, value = arg.lstrip('-').partition('=')
+    if not arg.startswith('-') or name not in flags.FLAGS or flags.FLAGS[name].boolean:
+      continue
+    if not has_value:   # absl takes the next argument as the value
+      following = argv[i + 1] if i + 1 < len(argv) else ''
+      if following.startswith('--') or not following:
+        usage_error(f'--{name} needs a value: --{name}=VALUE'
+                    + (f' (the next argument, {following!r}, is a flag)' if following else ''))
+    elif value.startswith('--'):
+      usage_error(f"--{name}={value!r} is refused: a value of --{name} cannot start with '--'")
+
+
+def _unknown_field(config, overrides) -> str | None:
+  """The first --config.X override that names no field of `config`, as one line with the
+  closest field (difflib), or None when every override names a field."""
+  for override in overrides:
+    path = override.split('=', 1)[0].lstrip('-')[len('config.'):]
+    node, done = config, []
+    for part in path.split('.'):
+      if not hasattr(node, 'keys') or part not in node.keys():
+        if not hasattr(node, 'keys'):
+          break   # a field below a value (e.g. an index into a tuple): ml_collections' own
+        close = difflib.get_close_matches(part, list(node.keys()), n=1)
+        rest = path.split('.')[len(done) + 1:]
+        hint = (f"; did you mean '{'.'.join([*done, close[0], *rest])}'?" if close else
+                '; the fields are listed in sparsediff_jax/config_base.py')
+        return f"unknown config field '{path}'{hint}"
+      node, done = node[part], [*done, part]
+  return None
+
+
+def _load_config(path: str | None):
+  """get_config() of the config file (absl's `path[:argument]`), or of config_base."""
+  if path is None:
+    return config_base.get_config()
+  file, *argument = path.split(':', 1)
+  spec = importlib.util.spec_from_file_location('sparsediff_user_config', file)
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)
+  return module.get_config(*argument)
+
+
 def parse_flags(argv):
   """absl's parser, but a bad flag or config file is one line and exit code 2."""
+  _check_flag_values(argv)
   paths = _config_paths(argv)
   if len(paths) > 1:
     usage_error(f'--config is given {len(paths)} times ({", ".join(paths)}); give one config '
@@ -114,11 +165,11 @@ def parse_flags(argv):
     usage_error(f'--config={path}: cannot load it ({cause}); it must define get_config()'
                 if cause else str(e).splitlines()[0])
   except (KeyError, AttributeError) as e:
-    if not overrides:   # raised by the config file itself
-      usage_error(_cannot_load(path, e))
-    # ml_collections: an override of no field
-    usage_error(f'unknown config field {str(e).strip(chr(34))} in {" ".join(overrides)}; '
-                'the fields are listed in sparsediff_jax/config_base.py')
+    try:   # raised by the config file itself, or ml_collections' answer to an unknown field
+      message = _unknown_field(_load_config(path), overrides)
+    except Exception as load_error:
+      usage_error(_cannot_load(path, load_error))
+    usage_error(message or _cannot_load(path, e))
   except Exception as e:  # the config file itself failed to load
     usage_error(_cannot_load(path, e))
   try:

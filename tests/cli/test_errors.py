@@ -35,8 +35,13 @@ def _write_folder(path) -> str:
 CASES = {
     'unknown_flag': (lambda t: ['--foo=1'], 1, r"Unknown command line flag 'foo'"),
     'unknown_field': (lambda t: ['--config.training.nosuch=1'], 1,
-                      r"unknown config field 'nosuch' in --config.training.nosuch=1; the "
-                      r'fields are listed in sparsediff_jax/config_base.py'),
+                      r"unknown config field 'training.nosuch'; the fields are listed in "
+                      r'sparsediff_jax/config_base.py'),
+    'mistyped_field': (lambda t: ['--config.mask.ratoi=0.3'], 1,
+                       r"^error: unknown config field 'mask.ratoi'; did you mean "
+                       r"'mask.ratio'\?$"),
+    'flag_without_value': (lambda t: ['--workdir', f'--workdir={t}/run'], 1,
+                           r'--workdir needs a value: --workdir=VALUE \(the next argument'),
     'wrong_type': (lambda t: ['--config.training.num_steps=abc'], 1,
                    r'flag --config.training.num_steps=abc: invalid literal for int'),
     'no_config_file': (lambda t: [f'--config={t}/nope.py'], 1,
