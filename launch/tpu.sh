@@ -11,6 +11,7 @@
 #   logs     stream worker 0's log again (Ctrl-C stops the stream, not the training)
 #   stop     stop the training on every worker
 #   delete   delete the TPU VM (or the queued resource and its VM)
+#   --help   this text
 #
 # Settings, as environment variables [default]:
 #   TPU_NAME [sparsediff]            name of the TPU VM
@@ -36,6 +37,10 @@
 #   EXTRA_FLAGS                      more flags for sparsediff_jax.main, split on spaces
 #   DRY_RUN [0]                      1: print the commands instead of running them
 set -euo pipefail
+
+case "${1:-}" in -h|--help|help)   # the header above
+  sed -n '2,/^set -euo pipefail/{/^set /d;s/^# \{0,1\}//;p;}' "${BASH_SOURCE[0]}"; exit 0 ;;
+esac
 
 die() { echo "error: $*" >&2; exit 2; }
 

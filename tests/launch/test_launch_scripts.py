@@ -36,10 +36,10 @@ def test_scripts_are_clean():
 
 
 def dry_run(script, *args, path=None, **settings):
-  """(exit code, [argv of each command it would run], stderr) with DRY_RUN=1; `path` is put
-  first on PATH (a folder of fake programs)."""
+  """(exit code, [argv of each command it would run], stderr) with DRY_RUN=1 (unless settings
+  say otherwise); `path` is put first on PATH (a folder of fake programs)."""
   env = {k: v for k, v in os.environ.items() if k not in SETTINGS}
-  env.update(settings, DRY_RUN='1')
+  env.update({'DRY_RUN': '1', **settings})
   if path:
     env['PATH'] = f'{path}{os.pathsep}{env["PATH"]}'
   result = subprocess.run([BASH, os.path.join(REPO, 'launch', script), *args], env=env,
@@ -182,13 +182,34 @@ def test_tpu_stop_and_delete():
   assert delete[3:5] == ['queued-resources', 'delete'] and '--force' in delete
 
 
-def fake_nvidia_smi(folder, *gpus):
-  """A folder with an `nvidia-smi` that reports GPUS, each 'DRIVER, COMPUTE_CAPABILITY'."""
+def fake_program(folder, name, body):
   folder.mkdir(exist_ok=True)
-  program = folder / 'nvidia-smi'
-  program.write_text('#!/bin/sh\n' + ''.join(f'echo "{g}"\n' for g in gpus))
+  program = folder / name
+  program.write_text('#!/bin/sh\n' + body)
   program.chmod(0o755)
   return str(folder)
+
+
+def fake_nvidia_smi(folder, *gpus, uv=True):
+  """A folder with an `nvidia-smi` that reports GPUS, each 'DRIVER, COMPUTE_CAPABILITY', and
+  (with uv) a `uv`: the dry run only looks it up."""
+  if uv:
+    fake_program(folder, 'uv', 'exit 0\n')
+  return fake_program(folder, 'nvidia-smi', ''.join(f'echo "{g}"\n' for g in gpus))
+
+
+def only_tools(folder, *tools):
+  """A folder holding only the system tools gpu.sh needs (and `tools`), for PATH: no uv, no
+  nvidia-smi, no pythonX.Y unless faked there."""
+  folder.mkdir(exist_ok=True)
+  for tool in ('dirname', 'head', 'cut', 'tr', 'sort', 'sed', *tools):
+    (folder / tool).symlink_to(shutil.which(tool))
+  return str(folder)
+
+
+def fake_python(folder, name, version):
+  """A `name` that answers the version probe with `version` (X.Y)."""
+  return fake_program(folder, name, f'echo {version}\n')
 
 
 def uv_commands(commands):
@@ -230,12 +251,8 @@ def test_gpu_install_picks_the_cuda_build_the_driver_allows(tmp_path, gpus, chos
 def test_gpu_install_says_in_one_line_what_is_missing(tmp_path, gpus, settings, message):
   if gpus:
     settings = {**settings, 'path': fake_nvidia_smi(tmp_path, *gpus)}
-  else:   # a PATH of only the tools the script needs: no nvidia-smi
-    folder = tmp_path / 'bin'
-    folder.mkdir()
-    for tool in ('dirname', 'python3'):
-      (folder / tool).symlink_to(shutil.which(tool))
-    settings = {**settings, 'PATH': str(folder)}
+  else:   # a PATH of only the tools the script needs: no nvidia-smi; a real install
+    settings = {**settings, 'PATH': only_tools(tmp_path / 'bin', 'python3'), 'DRY_RUN': '0'}
   code, commands, err = dry_run('gpu.sh', 'install', **settings)
   lines = err.strip().splitlines()
   assert code == 2 and not commands and len(lines) == 1, err
@@ -250,6 +267,73 @@ def test_gpu_train():
   assert train[3:] == ['--config=configs/celeba.py', '--workdir=gs://b/r',
                        '--coordinator_address=10.0.0.2:8476', '--num_processes=2',
                        '--process_id=1', '--config.training.batch_size=256']
+
+
+def test_gpu_install_without_uv_makes_a_venv_not_a_user_install(tmp_path):
+  """An "externally managed" system Python refuses `pip install --user`: without uv, the
+  install makes VENV with python3 -m venv and installs with that venv's pip."""
+  path = only_tools(tmp_path / 'bin')
+  fake_nvidia_smi(tmp_path / 'bin', '580.65.06, 9.0', uv=False)
+  fake_python(tmp_path / 'bin', 'python3', '3.11')
+  code, commands, err = dry_run('gpu.sh', 'install', PATH=path, HOME=str(tmp_path),
+                                VENV=str(tmp_path / 'venv'))
+  assert code == 0, err
+  venv, pip, check = commands
+  assert venv == ['python3', '-m', 'venv', str(tmp_path / 'venv')]
+  assert pip[:4] == [str(tmp_path / 'venv/bin/python'), '-m', 'pip', 'install']
+  assert f'jax[cuda13]=={TESTED_JAX}' in pip and pip[-2:] == ['-e', f'{REPO}[tf]']
+  assert check[0] == str(tmp_path / 'venv/bin/python')
+  assert not any('--user' in command for command in commands)
+
+
+def test_gpu_install_without_uv_prefers_the_python_of_PYTHON(tmp_path):
+  path = only_tools(tmp_path / 'bin')
+  fake_nvidia_smi(tmp_path / 'bin', '580.65.06, 9.0', uv=False)
+  fake_python(tmp_path / 'bin', 'python3', '3.11')
+  fake_python(tmp_path / 'bin', 'python3.13', '3.13')
+  code, commands, err = dry_run('gpu.sh', 'install', PATH=path, HOME=str(tmp_path),
+                                PYTHON='3.13', VENV=str(tmp_path / 'venv'))
+  assert code == 0 and commands[0][:3] == ['python3.13', '-m', 'venv'], err
+
+
+def test_gpu_install_without_uv_or_python_3_11_names_both_ways_out(tmp_path):
+  path = only_tools(tmp_path / 'bin')
+  fake_nvidia_smi(tmp_path / 'bin', '580.65.06, 9.0', uv=False)
+  fake_python(tmp_path / 'bin', 'python3', '3.10')
+  code, commands, err = dry_run('gpu.sh', 'install', PATH=path, HOME=str(tmp_path))
+  lines = err.strip().splitlines()
+  assert code == 2 and not commands and len(lines) == 1, err
+  assert lines[0].startswith('error: no uv here, and python3 is Python 3.10: the project needs '
+                             'Python >= 3.11. Install uv (curl -LsSf https://astral.sh/uv/'), err
+
+
+@pytest.mark.parametrize('jax_cuda', ['cuda12', 'cuda13'])
+def test_gpu_dry_run_without_nvidia_smi_previews_the_named_cuda_build(tmp_path, jax_cuda):
+  path = fake_program(tmp_path / 'bin', 'uv', 'exit 0\n')
+  code, commands, err = dry_run('gpu.sh', 'install', PATH=f'{path}:{only_tools(tmp_path / "t")}',
+                                JAX_CUDA=jax_cuda)
+  assert code == 0, err
+  _, pip = uv_commands(commands)
+  assert f'jax[{jax_cuda}]=={TESTED_JAX}' in pip
+  assert f'no nvidia-smi here; previewing JAX_CUDA={jax_cuda}, unchecked' in err
+
+
+def test_gpu_dry_run_without_nvidia_smi_asks_which_cuda_build(tmp_path):
+  code, commands, err = dry_run('gpu.sh', 'install', PATH=only_tools(tmp_path / 'bin'))
+  lines = err.strip().splitlines()
+  assert code == 2 and not commands and len(lines) == 1, err
+  assert lines[0].startswith("error: DRY_RUN=1 without nvidia-smi: name the GPUs' CUDA build")
+
+
+@pytest.mark.parametrize('script', ['tpu.sh', 'gpu.sh'])
+@pytest.mark.parametrize('flag', ['--help', '-h', 'help'])
+def test_help_prints_the_usage_and_exits_0(script, flag):
+  result = subprocess.run([BASH, os.path.join(REPO, 'launch', script), flag],
+                          capture_output=True, text=True, timeout=60,
+                          env={**os.environ, 'ACCELERATOR_TYPE': 'v9-8'})   # help comes first
+  assert result.returncode == 0 and not result.stderr, result.stderr
+  assert f'Usage: launch/{script}' in result.stdout and 'DRY_RUN' in result.stdout
+  assert '#' not in result.stdout.splitlines()[0] and 'set -euo' not in result.stdout
 
 
 @pytest.mark.parametrize('script', ['tpu.sh', 'gpu.sh'])
