@@ -6,17 +6,20 @@ the sample-mode grid it produced. CI runs it in the `lowest` environment too, Co
 preinstalled versions (.ci/lowest-constraints.txt), as well as with the newest.
 """
 
+import ast
+import glob
 import importlib.metadata
+import importlib.util
 import os
 import re
+import sys
+import tomllib
 
 import nbclient
 import nbformat
 import pytest
 
 from tests.helpers import REPO
-
-pytestmark = pytest.mark.slow   # executes the notebook
 
 NOTEBOOK = os.path.join(REPO, 'launch', 'colab.ipynb')
 
@@ -52,6 +55,7 @@ print('gs:', calls)
 """
 
 
+@pytest.mark.slow   # executes the notebook
 def test_colab_notebook_runs_headless(tmp_path, monkeypatch):
   monkeypatch.setenv('SPARSEDIFF_NOTEBOOK_CI', str(tmp_path))
   monkeypatch.setenv('TMPDIR', str(tmp_path))
@@ -80,8 +84,88 @@ def test_colab_notebook_runs_headless(tmp_path, monkeypatch):
   assert images == 3   # the training grid, the loss curves, the sample-mode grid
   assert os.path.isfile(tmp_path / 'colab' / 'samples' / 'sample_mode_0000003.png')
   assert 'modes of this version: train, sample' in text
+  # The embedded run needs no TensorFlow: the project alone, Colab's packages pinned.
+  assert re.search(rf'^\$ pip install --quiet -c \S+\.txt -e {re.escape(REPO)}$', text, re.M)
 
 
+# ---- the install cell's choice, on each Colab runtime (its functions, without running it) ----
+
+def install_cell() -> dict:
+  """The install cell's constants and functions (not its statements), in a namespace."""
+  notebook = nbformat.read(NOTEBOOK, as_version=4)
+  source = next(c for c in notebook.cells if c.cell_type == 'code').source
+  tree = ast.parse(source)
+  tree.body = [n for n in tree.body if isinstance(n, (ast.Import, ast.ImportFrom, ast.FunctionDef))
+               or isinstance(n, ast.Assign) and n.targets[0].id in ('TFDS_CONFIGS', 'KEEP')]
+  namespace = {}
+  exec(compile(tree, 'install cell', 'exec'), namespace)
+  return namespace
+
+
+# Colab's runtimes by the modules they have: CPU and GPU ship TensorFlow and TFDS, TPU only TFDS.
+RUNTIMES = {'cpu_gpu': {'tensorflow', 'tensorflow_datasets'}, 'tpu': {'tensorflow_datasets'},
+            'tf_without_tfds': {'tensorflow'}}
+
+
+@pytest.mark.parametrize('config, runtime, target, more', [
+    ('', 'tpu', '/c', []),
+    ('configs/digits.py', 'tpu', '/c', []),
+    ('configs/fashion_mnist.py', 'cpu_gpu', '/c', []),
+    ('configs/celeba.py', 'cpu_gpu', '/c', []),                # nothing to add, no second TF
+    ('configs/celeba.py', 'tpu', '/c[tf]', []),                # TF and TFDS from the extra
+    ('configs/cifar10.py', 'tpu', '/c[tf]', []),
+    ('configs/celeba.py', 'tf_without_tfds', '/c', ['tensorflow-datasets>=4.9.10,<5']),
+])
+def test_the_install_cell_adds_what_the_config_needs_and_pins_colabs_jax(config, runtime,
+                                                                        target, more):
+  cell = install_cell()
+  command = cell['install_command']('/c', config, '/keep.txt', RUNTIMES[runtime].__contains__)
+  assert command == [sys.executable, '-m', 'pip', 'install', '--quiet', '-c', '/keep.txt',
+                     '-e', target, *more]
+  pins = cell['kept_versions']()
+  assert f'jax=={importlib.metadata.version("jax")}' in pins
+  assert f'jaxlib=={importlib.metadata.version("jaxlib")}' in pins
+  assert f'flax=={importlib.metadata.version("flax")}' in pins
+
+
+def test_the_install_cell_knows_which_configs_read_tfds():
+  """TFDS_CONFIGS are exactly the configs whose dataset is a TFDS one, and the TFDS it adds
+  beside an installed TensorFlow is the [tf] extra's."""
+  from sparsediff_jax.data import tfds_sources
+  cell = install_cell()
+  reads_tfds = set()
+  for path in sorted(glob.glob(os.path.join(REPO, 'configs', '*.py'))):
+    spec = importlib.util.spec_from_file_location('config_under_test', path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    data = module.get_config().data
+    if data.name in tfds_sources.SOURCES or data.get('source') == 'tfds':
+      reads_tfds.add(os.path.relpath(path, REPO))
+  assert reads_tfds and set(cell['TFDS_CONFIGS']) == reads_tfds
+  extra = tomllib.load(open(os.path.join(REPO, 'pyproject.toml'), 'rb'))['project'][
+      'optional-dependencies']['tf']
+  command = cell['install_command']('/c', 'configs/celeba.py', '/k', {'tensorflow'}.__contains__)
+  assert command[-2:-1] == ['/c'] and command[-1] in extra
+
+
+@pytest.mark.slow   # a Jupyter kernel
+def test_an_old_python_is_one_error_line(tmp_path, monkeypatch):
+  """The install cell's first statement: Python < 3.11 stops with one line (faked here)."""
+  monkeypatch.delenv('SPARSEDIFF_NOTEBOOK_CI', raising=False)
+  notebook = nbformat.read(NOTEBOOK, as_version=4)
+  install = next(c for c in notebook.cells if c.cell_type == 'code')
+  install.source = install.source.replace('sys.version_info < (3, 11)', 'True')
+  notebook.cells = [install]
+  nbclient.NotebookClient(notebook, timeout=120, kernel_name='python3', allow_errors=True,
+                          resources={'metadata': {'path': str(tmp_path)}}).execute()
+  (error,) = outputs(install, 'error')
+  version = '.'.join(map(str, sys.version_info[:3]))
+  assert error['traceback'] == [f'error: sparsediff_jax needs Python >= 3.11; this runtime has '
+                                f'Python {version}']
+  assert os.listdir(tmp_path) == []
+
+
+@pytest.mark.slow   # a Jupyter kernel
 def test_an_unset_repository_url_is_one_error_line(tmp_path, monkeypatch):
   """Opened outside a checkout (as on Colab) with REPO_URL left empty: the install cell stops
   with one line naming the form field, and clones or installs nothing."""
