@@ -14,8 +14,8 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 from jax.experimental import multihost_utils
-from tqdm import tqdm
 
+from sparsediff_jax.console import progress
 from sparsediff_jax.runtime import atomic_io, sharding
 from sparsediff_jax import formulations, samplers
 from sparsediff_jax.data.source import CHANNELS
@@ -128,8 +128,7 @@ def sample_batches(sample_batch, params, num_samples: int, batch_size: int, *,
     indices[indices >= num_samples] = -1
     return sample_batch(params, np.where(indices < 0, num_samples - 1, indices)), indices
 
-  bar = tqdm(total=num_samples, desc=desc, unit='img', disable=jax.process_index() != 0,
-             dynamic_ncols=True)
+  bar = progress.CountProgress(num_samples, desc, 'img', enabled=jax.process_index() == 0)
   pending = dispatch(0) if num_samples > 0 else None
   for k in range(len(starts)):
     current = pending

@@ -218,6 +218,52 @@ class TrainProgress:
       self._write(self.describe())
 
 
+class CountProgress:
+  """Progress over `total` items (images being sampled): a tqdm bar when stderr is a
+  terminal, else a plain line every `interval` seconds and one at the end, e.g.
+  "sampling 512/50000 img  34.1 img/s  ETA 24.2 min", so a log file gets lines and no
+  carriage returns. Only the process given `enabled=True` (process 0) prints."""
+
+  def __init__(self, total: int, desc: str, unit: str, *, enabled: bool = True,
+               terminal: bool | None = None, interval: float = 15.0,
+               clock: Clock = time.monotonic, write: Callable[[str], None] | None = None):
+    self.total, self.desc, self.unit, self.enabled = total, desc, unit, enabled
+    self.done = 0
+    self._clock, self._interval = clock, interval
+    self._write = write or (lambda line: logging.info('%s', line))
+    self._start = self._last_line = clock()
+    self._bar = None
+    if enabled:
+      from sparsediff_jax.console import logs
+      if logs.stderr_is_terminal() if terminal is None else terminal:
+        from tqdm import tqdm
+        self._bar = tqdm(total=total, desc=desc, unit=unit, file=sys.stderr,
+                         dynamic_ncols=True)
+
+  def describe(self, now: float) -> str:
+    parts = [f'{self.desc} {self.done}/{self.total} {self.unit}']
+    if self.done and now > self._start:
+      rate = self.done / (now - self._start)
+      parts += [f'{rate:.3g} {self.unit}/s',
+                f'ETA {format_seconds((self.total - self.done) / rate)}']
+    return '  '.join(parts)
+
+  def update(self, n: int) -> None:
+    self.done += n
+    if self._bar is not None:
+      self._bar.update(n)
+    elif self.enabled and self._clock() - self._last_line >= self._interval:
+      self._last_line = self._clock()
+      self._write(self.describe(self._last_line))
+
+  def close(self) -> None:
+    if self._bar is not None:
+      self._bar.close()
+    elif self.enabled and self.done:
+      self._write(f'{self.desc} {self.done}/{self.total} {self.unit} in '
+                  f'{format_seconds(self._clock() - self._start)}')
+
+
 class InFlight:
   """Keeps at most `depth` dispatched steps unfinished.
 

@@ -10,10 +10,12 @@ images on every run, device and host.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import importlib
 
 import numpy as np
+from absl import logging as absl_logging
 
 from sparsediff_jax import errors, registry
 from sparsediff_jax.data.preprocess import crop_and_resize, describe_resize, tensorflow
@@ -61,15 +63,37 @@ SOURCES = {
 }
 
 
+def _folder_exists(record) -> bool:
+  """False for TFDS's 'Variant folder X has no dataset_info.json' where X does not exist (a
+  version never prepared there, which DatasetUnavailableError explains), else True."""
+  if not str(record.msg).startswith('Variant folder') or not record.args:
+    return True
+  try:
+    return bool(record.args[0].exists())
+  except Exception:   # not a path: keep the warning
+    return True
+
+
+@contextlib.contextmanager
+def _no_warnings_about_absent_folders():
+  logger = absl_logging.get_absl_logger()
+  logger.addFilter(_folder_exists)
+  try:
+    yield
+  finally:
+    logger.removeFilter(_folder_exists)
+
+
 def prepared_builder(name: str, data_config) -> tfds.core.DatasetBuilder:
   """The TFDS builder of dataset `name`, prepared (downloading only if config.data.download).
 
   Raises DatasetUnavailableError when the data is missing and cannot be made.
   """
   tfds, source = _tfds(), SOURCES[name]
-  builder = tfds.builder(source.tfds_name, data_dir=data_config.data_dir or None)
-  if builder.is_prepared():
-    return builder
+  with _no_warnings_about_absent_folders():
+    builder = tfds.builder(source.tfds_name, data_dir=data_config.data_dir or None)
+    if builder.is_prepared():
+      return builder
   flag_dir = f' --data_dir={data_config.data_dir}' if data_config.data_dir else ''
   where = (f"TFDS dataset '{source.tfds_name}' {builder.version} (config.data.name="
            f"'{name}') is not prepared in {builder.data_dir_root}")

@@ -162,3 +162,37 @@ def test_in_flight_with_jax_returns_ready_arrays():
     if out is not None:
       done.append(float(out))
   assert done == [1.0, 2.0, 3.0, 4.0]
+
+
+def test_count_progress_off_a_terminal_writes_plain_lines_and_a_last_one():
+  clock, lines = FakeClock(), []
+  p = progress.CountProgress(100, 'sampling', 'img', terminal=False, interval=10.0,
+                             clock=clock, write=lines.append)
+  for _ in range(10):
+    clock.now += 4.0
+    p.update(8)
+  p.close()
+  assert lines == ['sampling 24/100 img  2 img/s  ETA 38.0 s',
+                   'sampling 48/100 img  2 img/s  ETA 26.0 s',
+                   'sampling 72/100 img  2 img/s  ETA 14.0 s',
+                   'sampling 80/100 img in 40.0 s']
+
+
+def test_count_progress_disabled_writes_nothing():
+  lines = []
+  p = progress.CountProgress(10, 'sampling', 'img', enabled=False, terminal=True,
+                             interval=0.0, write=lines.append)
+  p.update(5)
+  p.close()
+  assert lines == [] and p.done == 5
+
+
+def test_sampling_writes_no_carriage_return_into_a_log(capsys):
+  """generate.sample_batches with stderr a file (as under pytest): lines, no tqdm bar."""
+  import numpy as np
+  from sparsediff_jax import generate
+  batches = list(generate.sample_batches(lambda params, idx: idx, None, 10, 4))
+  assert [list(i) for _, i in batches] == [[0, 1, 2, 3], [4, 5, 6, 7], [8, 9, -1, -1]]
+  assert np.all(batches[-1][0] == [8, 9, 9, 9])
+  err = capsys.readouterr().err
+  assert '\r' not in err and '%|' not in err

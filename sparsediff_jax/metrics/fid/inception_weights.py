@@ -291,7 +291,8 @@ def download_weights(directory: str | os.PathLike | None = None, *, url: str = P
             os.replace(tmp, target)
         except OSError as e:
             raise InceptionWeightsError(f"could not download {url} to {target}: {e}; download "
-                                        "it by hand and pass its path") from e
+                                        "it by hand and pass its path as "
+                                        "--config.eval.inception_weights=PATH") from e
         finally:
             tmp.unlink(missing_ok=True)
     verify_sha256(target, expected_sha256)

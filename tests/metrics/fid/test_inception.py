@@ -221,6 +221,17 @@ def test_download_verifies_before_keeping(tmp_path):
     assert path.read_bytes() == src.read_bytes()
 
 
+def test_a_failed_download_names_the_config_field_for_a_local_file(tmp_path):
+    """Offline (here: a file:// URL that does not exist), the error says how to use a copy
+    fetched by hand: config.eval.inception_weights."""
+    url = (tmp_path / "absent" / "pt_inception.pth").as_uri()
+    with pytest.raises(iw.InceptionWeightsError,
+                       match=r"could not download .*; download it by hand and pass its path as "
+                             r"--config\.eval\.inception_weights=PATH"):
+        iw.download_weights(tmp_path / "cache", url=url)
+    assert not any((tmp_path / "cache").iterdir())
+
+
 def test_build_inception_rejects_missing_parameters(parity):
     params = {".".join(map(str, k)): np.asarray(v)
               for k, v in nnx.to_flat_state(parity["state"])}
