@@ -6,6 +6,7 @@ sampling.num_samples images as .npz, under WORKDIR/samples/sample_mode_<step>[-N
 """
 
 from absl import logging
+import filecmp
 import os
 import time
 
@@ -40,8 +41,15 @@ def run_sample_mode(config, workdir: str) -> list[str]:
   logging.info('%d samples in %.1f s (%s sampler, %d NFE)', n, time.time() - start,
                s.sampler, nfe)
   meta = dict(step=step, seed=s.seed, sampler=s.sampler, nfe=nfe, ema_index=s.ema_index)
-  return generate.write_images(config, keeper, atomic_io.unused_prefix(os.path.join(
+  paths = generate.write_images(config, keeper, atomic_io.unused_prefix(os.path.join(
       workdir, 'samples', f'sample_mode_{step:07d}')), meta)
+  trained = os.path.join(workdir, 'samples', f'samples_{step:07d}.png')   # train's grid
+  if os.path.isfile(paths[0]) and os.path.isfile(trained) and filecmp.cmp(paths[0], trained,
+                                                                          shallow=False):
+    logging.info('this grid is %s byte for byte (the same noise: sampling.seed=%d); for new '
+                 'images set another seed, e.g. --config.sampling.seed=%d', trained, s.seed,
+                 s.seed + 1)
+  return paths
 
 
 def summary(paths: list[str], finished) -> tuple[str, str]:

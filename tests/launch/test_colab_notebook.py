@@ -83,6 +83,8 @@ def test_colab_notebook_runs_headless(tmp_path, monkeypatch):
   images = sum(len([o for o in c.outputs if 'image/png' in o.get('data', {})]) for c in code)
   assert images == 3   # the training grid, the loss curves, the sample-mode grid
   assert os.path.isfile(tmp_path / 'colab' / 'samples' / 'sample_mode_0000003.png')
+  # --mode=sample with training's settings draws training's last grid again, and says so.
+  assert 'samples_0000003.png byte for byte' in text and '--config.sampling.seed=1' in text
   assert 'modes of this version: train, sample' in text
   # The embedded run needs no TensorFlow: the project alone, Colab's packages pinned.
   assert re.search(rf'^\$ pip install --quiet -c \S+\.txt -e {re.escape(REPO)}$', text, re.M)
