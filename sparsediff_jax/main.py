@@ -112,13 +112,16 @@ def _check_flag_values(argv) -> None:
 def _unknown_field(config, overrides) -> str | None:
   """The first --config.X override that names no field of `config`, as one line with the
   closest field (difflib), or None when every override names a field."""
+  if not hasattr(config, 'keys'):   # not a ConfigDict: check_structure's to report
+    return None
   for override in overrides:
     path = override.split('=', 1)[0].lstrip('-')[len('config.'):]
     node, done = config, []
     for part in path.split('.'):
-      if not hasattr(node, 'keys') or part not in node.keys():
-        if not hasattr(node, 'keys'):
-          break   # a field below a value (e.g. an index into a tuple): ml_collections' own
+      if not hasattr(node, 'keys'):
+        return (f"unknown config field '{path}': config.{'.'.join(done)} is a value, not a "
+                'section')
+      if part not in node.keys():
         close = difflib.get_close_matches(part, list(node.keys()), n=1)
         rest = path.split('.')[len(done) + 1:]
         hint = (f"; did you mean '{'.'.join([*done, close[0], *rest])}'?" if close else
@@ -166,7 +169,7 @@ def parse_flags(argv):
                 if cause else str(e).splitlines()[0])
   except (KeyError, AttributeError) as e:
     try:   # raised by the config file itself, or ml_collections' answer to an unknown field
-      message = _unknown_field(_load_config(path), overrides)
+      message = _unknown_field(_load_config(path), overrides) if overrides else None
     except Exception as load_error:
       usage_error(_cannot_load(path, load_error))
     usage_error(message or _cannot_load(path, e))

@@ -43,6 +43,8 @@ def parse(monkeypatch, tmp_path, capsys):
      "error: unknown config field 'data.nme'; did you mean 'data.name'?"),
     (('--config.training.nosuch=1',), "error: unknown config field 'training.nosuch'; the "
                                       'fields are listed in sparsediff_jax/config_base.py'),
+    (('--config.training.seed.low=1',), "error: unknown config field 'training.seed.low': "
+                                        'config.training.seed is a value, not a section'),
 ])
 def test_a_mistyped_field_is_named_with_the_closest_one(parse, args, line):
   assert parse(*args) == line

@@ -98,7 +98,8 @@ def install_cell() -> dict:
   source = next(c for c in notebook.cells if c.cell_type == 'code').source
   tree = ast.parse(source)
   tree.body = [n for n in tree.body if isinstance(n, (ast.Import, ast.ImportFrom, ast.FunctionDef))
-               or isinstance(n, ast.Assign) and n.targets[0].id in ('TFDS_CONFIGS', 'KEEP')]
+               or isinstance(n, ast.Assign)
+               and getattr(n.targets[0], 'id', None) in ('TFDS_CONFIGS', 'KEEP')]
   namespace = {}
   exec(compile(tree, 'install cell', 'exec'), namespace)
   return namespace
