@@ -112,8 +112,6 @@ def _check_flag_values(argv) -> None:
 def _unknown_field(config, overrides) -> str | None:
   """The first --config.X override that names no field of `config`, as one line with the
   closest field (difflib), or None when every override names a field."""
-  if not hasattr(config, 'keys'):   # not a ConfigDict: check_structure's to report
-    return None
   for override in overrides:
     path = override.split('=', 1)[0].lstrip('-')[len('config.'):]
     node, done = config, []
@@ -169,10 +167,14 @@ def parse_flags(argv):
                 if cause else str(e).splitlines()[0])
   except (KeyError, AttributeError) as e:
     try:   # raised by the config file itself, or ml_collections' answer to an unknown field
-      message = _unknown_field(_load_config(path), overrides) if overrides else None
+      config = _load_config(path)
+      validation.check_structure(config, config_base.get_config(),
+                                 f'--config={path or config_base.__file__}')
+    except errors.ConfigError as structure_error:   # e.g. get_config() returned None
+      usage_error(str(structure_error))
     except Exception as load_error:
       usage_error(_cannot_load(path, load_error))
-    usage_error(message or _cannot_load(path, e))
+    usage_error(_unknown_field(config, overrides) or _cannot_load(path, e))
   except Exception as e:  # the config file itself failed to load
     usage_error(_cannot_load(path, e))
   try:

@@ -63,6 +63,14 @@ def test_a_get_config_that_fails_is_blamed_even_with_overrides(parse, tmp_path, 
                   'get_config()'), line
 
 
+def test_a_config_returning_none_is_named_even_with_overrides(parse, tmp_path):
+  config = tmp_path.parent / f'{tmp_path.name}_none.py'
+  config.write_text('def get_config():\n  return None\n')
+  line = parse(f'--config={config}', '--config.mask.ratio=0.3')
+  assert line.startswith(f'error: --config={config}: get_config() returned NoneType, not a '
+                         'ConfigDict'), line
+
+
 @pytest.mark.parametrize('args, line', [
     (('--workdir', f'--config={DIGITS}'),
      f"error: --workdir needs a value: --workdir=VALUE (the next argument, "
