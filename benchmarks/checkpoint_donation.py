@@ -13,7 +13,11 @@ blocks the loop, against the time of a plain device-to-host copy of the same sta
 Measured:
 - the shared 2-core development VM (CPU, jax 0.10.2, orbax 0.12.8), --mib=16 --steps=6:
   all exact; save() blocked 146 ms (median), device_get 0.3 ms.
-- not yet run on an accelerator, where the device-to-host copy is real work.
+- one H100 (jax 0.11.2, orbax 0.12.4, the versions on that machine), the same steps written
+  inline against Orbax with Checkpointer's manager options (that machine could not take
+  this checkout's files), 1 GiB state, 10 steps: all exact; save() blocked 145 ms
+  (median), a device_get of the state 799 ms. Orbax returns before the state is on the
+  host, yet the donated buffers never leaked into a checkpoint.
 """
 
 import argparse
