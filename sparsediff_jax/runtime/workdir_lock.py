@@ -247,9 +247,13 @@ def hold(workdir: str, before_release=None):
   except BaseException:
     _remove_empty(made)
     raise
+  # Ctrl-C or SIGTERM that ends the process at once (interrupts.py) removes the lock too.
+  from sparsediff_jax.runtime import interrupts
+  forget = interrupts.at_interrupt(lambda: (lock.release(), _remove_empty(made)))
   try:
     yield lock
   finally:
+    forget()
     try:
       if before_release is not None:
         before_release()
