@@ -140,6 +140,19 @@ def validate_fields(config) -> None:
     reg.check_declared(_get(config, reg.field), config)
 
 
+def check_packages(config, mode: str) -> None:
+  """ConfigError naming what to install when the run needs a package that is not installed
+  (before JAX: one line, not an ImportError traceback): the data's (entry_checks.py), for
+  the modes that read the training data, and a URL's file system for the config's paths."""
+  from sparsediff_jax import entry_checks
+  if mode != 'sample':
+    entry_checks.data_packages(config)
+  for field in ('data.data_dir', 'eval.reference_stats', 'eval.inception_weights'):
+    value = _get(config, field)
+    if isinstance(value, str) and (missing := entry_checks.remote_backend(value)):
+      raise ConfigError(f'config.{field}={value!r}: {missing}')
+
+
 def _validate_window(config) -> None:
   """research.window_*: scoring while training (metrics/window_scoring.py)."""
   _number(config, 'research.window_every', 0, integer=True)

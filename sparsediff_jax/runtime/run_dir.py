@@ -168,6 +168,7 @@ def bind_to_run(config, workdir: str, overrides=()) -> list[str]:
   formulation or model other than the trained one would sample noise). Without a saved
   config nothing changes (the checkpoint restore still checks its meta).
   """
+  check_reachable(workdir)
   saved = reader_config(workdir)
   if saved is None:
     return []
@@ -442,9 +443,47 @@ class RunRecord:
     logging.info('the run stopped before its first step: %s is as it was', self.workdir)
 
 
+REMOTE_TIMEOUT_S = 15.0   # the first access to a remote workdir: no answer by then, refused
+
+
+def check_reachable(workdir: str) -> None:
+  """Raises WorkdirError (one line) unless a remote WORKDIR (gs://...) can be reached: its
+  file system installed (entry_checks.remote_backend), and a first look at it answered
+  within REMOTE_TIMEOUT_S (no network or no credentials otherwise end in a retrying
+  library's traceback after tens of seconds). Local paths pass at once."""
+  if not atomic_io.is_remote(workdir):
+    return
+  import threading
+  from sparsediff_jax import entry_checks
+  if missing := entry_checks.remote_backend(workdir):
+    raise WorkdirError(f'--workdir={workdir}: {missing}')
+  outcome = []
+  def look():
+    try:
+      epath.Path(workdir).exists()
+      outcome.append(None)
+    except BaseException as e:  # noqa: BLE001 - reported below, on the main thread
+      outcome.append(e)
+  probe = threading.Thread(target=look, name='remote-workdir-probe', daemon=True)
+  probe.start()
+  probe.join(REMOTE_TIMEOUT_S)
+  advice = ('check the network and the credentials (gcloud auth application-default login), '
+            'or use a local --workdir')
+  if not outcome:
+    raise WorkdirError(f'--workdir={workdir}: no answer within {REMOTE_TIMEOUT_S:g} s; '
+                       + advice)
+  if outcome[0] is not None:
+    error = outcome[0]
+    detail = ' '.join((str(error).splitlines() or [''])[0].split())[:300]
+    raise WorkdirError(f'--workdir={workdir}: cannot be reached ({type(error).__name__}: '
+                       f'{detail}); {advice}')
+
+
 def check_writable(workdir: str) -> None:
-  """Raises WorkdirError unless `workdir` is, or can be made as, a writable directory."""
-  if '://' in workdir:   # remote file systems are checked by their first write
+  """Raises WorkdirError unless `workdir` is, or can be made as, a writable directory
+  (remote ones: reachable, check_reachable; their first write tells the rest)."""
+  if '://' in workdir:
+    check_reachable(workdir)
     return
   path = os.path.abspath(workdir)
   while not os.path.exists(path):
