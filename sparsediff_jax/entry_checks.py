@@ -167,3 +167,26 @@ def remote_backend(path: str) -> str | None:
     return None
   return (f'{scheme}:// paths need TensorFlow ({TF_EXTRA}) or {package} (pip install '
           f'{package}), neither of which is installed')
+
+
+# ---- environment ----------------------------------------------------------------------------
+MEMORY_LIMIT_ENV = 'SPARSEDIFF_MEMORY_LIMIT_BYTES'   # a lower per-device memory limit
+
+
+def memory_limit_override() -> int | None:
+  """$SPARSEDIFF_MEMORY_LIMIT_BYTES as bytes (None when unset or empty): a whole number
+  > 0, written as an integer or in e-notation (8e9); ConfigError otherwise."""
+  import math
+  import os
+  text = os.environ.get(MEMORY_LIMIT_ENV, '').strip()
+  if not text:
+    return None
+  try:
+    value = float(text) if any(c in text for c in '.eE') else int(text)
+  except ValueError:
+    value = None
+  if (value is None or not math.isfinite(value) or value <= 0 or value != int(value)
+      or value >= 2**63):
+    raise ConfigError(f'${MEMORY_LIMIT_ENV}={text!r} is invalid: a whole number of bytes > 0 '
+                      '(e.g. 8000000000 or 8e9); unset it to use the device\'s own memory')
+  return int(value)

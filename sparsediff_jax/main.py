@@ -186,7 +186,7 @@ def main(argv):
     workdir = os.path.normpath(workdir)
   try:   # the config alone, before JAX is imported: a typo is reported in about a second
     validation.validate_fields(config)
-    validation.check_packages(config, _MODE.value)   # e.g. TFDS without TensorFlow
+    validation.check_environment(config, _MODE.value)   # e.g. TFDS without TensorFlow
   except errors.ConfigError as e:
     usage_error(str(e))
   logging.get_absl_handler().addFilter(_quiet_library_info)

@@ -486,6 +486,13 @@ def check_writable(workdir: str) -> None:
     check_reachable(workdir)
     return
   path = os.path.abspath(workdir)
+  try:   # else the first checkpoint fails deep inside Orbax and TensorBoard
+    path.encode('utf-8')
+  except UnicodeEncodeError:
+    shown = os.fsencode(workdir).decode('utf-8', 'backslashreplace')
+    raise WorkdirError(f'--workdir={shown}: its path is not valid UTF-8 (the bytes shown as '
+                       '\\xNN); checkpoints and TensorBoard events need '
+                       'UTF-8 file names: rename it or choose another --workdir') from None
   while not os.path.exists(path):
     path = os.path.dirname(path)
   what = 'it' if path == os.path.abspath(workdir) else f'its ancestor {path}'

@@ -49,3 +49,14 @@ def test_a_gs_workdir_without_its_file_system_is_one_line(tmp_path):
   line = assert_one_line_error(run('--workdir=gs://bucket/run', env=e, timeout=300))
   assert line == ('error: --workdir=gs://bucket/run: gs:// paths need TensorFlow '
                   f"({EXTRA}) or gcsfs (pip install gcsfs), neither of which is installed"), line
+
+
+@pytest.mark.parametrize('value', ['abc', '1.5'])
+def test_a_bad_memory_limit_is_one_line_before_jax_and_writes_nothing(tmp_path, monkeypatch,
+                                                                      value):
+  monkeypatch.setenv('SPARSEDIFF_MEMORY_LIMIT_BYTES', value)
+  result, names = imported_modules(f'--workdir={tmp_path}/run', cwd=tmp_path)
+  line = assert_one_line_error(result)
+  assert line.startswith(f"error: $SPARSEDIFF_MEMORY_LIMIT_BYTES='{value}' is invalid: a "
+                         'whole number of bytes > 0 (e.g. 8000000000 or 8e9)'), line
+  assert not names & set(HEAVY) and not (tmp_path / 'run').exists()

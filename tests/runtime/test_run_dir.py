@@ -211,3 +211,15 @@ def test_a_reader_is_advised_as_a_reader():
     run_dir.check_same_run(_saved(saved), config, '/w', run_dir.READER_ADVICE)
   assert str(refused.value).endswith('; ' + run_dir.READER_ADVICE)
   assert 'resume' not in str(refused.value) and 'new --workdir' not in str(refused.value)
+
+
+def test_a_workdir_name_that_is_not_utf8_is_refused_up_front(tmp_path):
+  """Not at the first checkpoint after training, in ~450 lines of traceback."""
+  name = os.fsdecode(os.fsencode(str(tmp_path)) + b'/run-\xff')
+  with pytest.raises(errors.WorkdirError) as e:
+    run_dir.check_writable(name)
+  message = str(e.value)
+  assert message == (f'--workdir={tmp_path}/run-\\xff: its path is not valid UTF-8 (the '
+                     'bytes shown as \\xNN); checkpoints and TensorBoard events need '
+                     'UTF-8 file names: rename it or choose another --workdir'), message
+  message.encode('utf-8')   # printable as it is
