@@ -280,11 +280,12 @@ def _history_from_meta(entries: list[dict]) -> list[dict]:
 
 
 def finished_run_message(config, workdir: str) -> str | None:
-  """What to say instead of training when the newest checkpoint in WORKDIR (by its folder
-  name, read without opening it) is already at or past training.num_steps; else None."""
-  steps = run_dir.checkpoint_steps(workdir)
-  if steps and max(steps) >= config.training.num_steps:
-    return _nothing_to_train(config, workdir, max(steps))
+  """What to say instead of training when the newest intact checkpoint in WORKDIR (its
+  folder looks whole: run_dir.newest_intact_step, read without Orbax) is already at or past
+  training.num_steps; else None (a damaged newest step is for the restore to pass over)."""
+  step = run_dir.newest_intact_step(workdir)
+  if step is not None and step >= config.training.num_steps:
+    return _nothing_to_train(config, workdir, step)
   return None
 
 

@@ -124,19 +124,36 @@ def saved_config(workdir: str, quiet: bool = False) -> dict | None:
 def checkpointed_config(workdir: str) -> tuple[int, dict] | None:
   """(step, config) that the newest committed checkpoint's meta records, or None. Reads
   the meta item's JSON (Orbax's `STEP/meta/metadata`) only, never an in-flight write."""
-  directory = epath.Path(workdir) / 'checkpoints'
   try:
     steps = checkpoint_steps(workdir)[::-1]
   except OSError:
     return None
   for step in steps:
-    try:
-      config = json.loads(
-          atomic_io.read_text(directory / str(step) / 'meta' / 'metadata')).get('config')
-    except (OSError, TypeError, ValueError, AttributeError):
-      continue
+    config = (_step_meta(workdir, step) or {}).get('config')
     if isinstance(config, dict):
       return step, config
+  return None
+
+
+def _step_meta(workdir: str, step: int) -> dict | None:
+  """Checkpoint `step`'s meta item (Orbax's `STEP/meta/metadata` JSON), or None when it is
+  missing or damaged."""
+  path = epath.Path(workdir) / 'checkpoints' / str(step) / 'meta' / 'metadata'
+  try:
+    meta = json.loads(atomic_io.read_text(path))
+  except (OSError, TypeError, ValueError):
+    return None
+  return meta if isinstance(meta, dict) else None
+
+
+def newest_intact_step(workdir: str) -> int | None:
+  """The newest checkpoint step whose folder looks whole, read without Orbax: its meta
+  parses and its state folder holds files (a damaged newest step is passed over as the
+  restore would pass it over); None when none does."""
+  for step in checkpoint_steps(workdir)[::-1]:
+    state = epath.Path(workdir) / 'checkpoints' / str(step) / 'state'
+    if _step_meta(workdir, step) is not None and state.is_dir() and not _is_empty_dir(state):
+      return step
   return None
 
 
