@@ -12,7 +12,7 @@ the run's saved config and refuse a command-line override that contradicts them.
 
 Resuming with a different config would silently mix two experiments in one run, or fail
 deep inside Orbax on mismatched shapes. A run's config is saved twice: WORKDIR/config.json
-(written by the CLI at start) and the `config` entry of every checkpoint's meta. Before
+(written by the CLI once the run's set-up passed: RunRecord) and the `config` entry of every checkpoint's meta. Before
 anything is written, the CLI compares the new config with config.json when the workdir holds
 checkpoints; `train()` compares it with the restored checkpoint's meta (which also covers a
 lost config.json and library use). Every field must be equal except those in MAY_CHANGE:
@@ -326,6 +326,12 @@ def check_one_run(config, workdir: str) -> None:
       'YYYYmmdd-HHMMSS/ and start a new run there')
 
 
+def _check_can_set_aside(workdir: str) -> None:
+  if atomic_io.is_remote(workdir) and run_records(workdir):   # no folder rename there
+    raise WorkdirError(f'--start_over cannot move records on --workdir={workdir} (a remote '
+                       'file system has no folder rename); use a new --workdir')
+
+
 def set_aside_run(workdir: str) -> str | None:
   """Moves every record of a run in WORKDIR (RUN_RECORDS, checkpoints included) into
   WORKDIR/previous-YYYYmmdd-HHMMSS/ (local time) and returns that folder; None when there
@@ -334,9 +340,7 @@ def set_aside_run(workdir: str) -> str | None:
   records = run_records(workdir)
   if not records:
     return None
-  if atomic_io.is_remote(workdir):   # object stores have no rename of a folder
-    raise WorkdirError(f'--start_over cannot move records on --workdir={workdir} (a remote '
-                       'file system has no folder rename); use a new --workdir')
+  _check_can_set_aside(workdir)
   stamp = time.strftime('%Y%m%d-%H%M%S')
   target, k = os.path.join(workdir, SET_ASIDE_PREFIX + stamp), 1
   while os.path.exists(target):
@@ -393,7 +397,9 @@ class RunRecord:
       raise
     except ValueError as e:   # a config value the data cannot satisfy
       raise ConfigError(str(e)) from e
-    if not self.start_over:
+    if self.start_over:
+      _check_can_set_aside(self.workdir)
+    else:
       check_same_data(self.dataset, self.workdir)
 
   def begin(self) -> None:
