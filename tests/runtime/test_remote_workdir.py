@@ -178,3 +178,14 @@ def test_an_unreachable_gs_workdir_is_one_line_naming_the_way_out(gcs, monkeypat
               'objects.list access to the Google Cloud Storage bucket.)' in message), message
   finally:
     release.set()
+
+
+def test_start_over_on_gs_is_refused_when_the_record_is_checked(gcs):
+  """Before training's set-up (compiling), not when the record begins: nothing moved."""
+  _a_run(tiny_config())
+  before = snapshot(gcs)
+  record = run_dir.RunRecord(tiny_config(), WORKDIR, start_over=True)
+  with pytest.raises(errors.WorkdirError, match=r'^--start_over cannot move records on '
+                                                rf'--workdir={WORKDIR} \(a remote'):
+    record.check()
+  assert snapshot(gcs) == before
