@@ -112,3 +112,81 @@ def keeps_something(config, max_drop) -> None:
           f'at its highest drop ratio (mask.strategy={config.mask.strategy!r}; '
           'training.batch_size x draws per image): most steps would supervise nothing; lower '
           'it or raise the batch')
+
+
+# ---- optional packages ----------------------------------------------------------------------
+# The datasets read through TensorFlow Datasets (registry.py declares them from this list).
+TFDS_DATASETS = ('celeba', 'cifar10', 'imagenet32', 'imagenet64', 'lsun_bedroom')
+TF_EXTRA = "pip install -e '.[tf]'"   # the extra that brings every package below
+
+
+def installed(package: str) -> bool:
+  """Whether `package` can be imported, asked without importing it."""
+  import importlib.util
+  try:
+    return importlib.util.find_spec(package) is not None
+  except (ImportError, ValueError):
+    return False
+
+
+def _missing(packages) -> list[str]:
+  return [p for p in packages if not installed(p)]
+
+
+def data_packages(config) -> None:
+  """ConfigError naming the extra when the data of `config` needs packages that are not
+  installed: TFDS datasets (and fashion_mnist/mnist with data.source='tfds') need
+  tensorflow and tensorflow_datasets, a TFDS download importlib_resources too (TFDS imports
+  it to build a dataset), image folders tensorflow (their resize)."""
+  d = config.data
+  what = f'config.data.name={d.name!r}'
+  if d.name in ('fashion_mnist', 'mnist') and d.source == 'tfds':
+    what += " with data.source='tfds'"
+  if d.name in TFDS_DATASETS or 'source=' in what:
+    needs = ['tensorflow', 'tensorflow_datasets']
+    if d.download:
+      needs.append('importlib_resources')
+      what += ' and data.download=True'
+  else:
+    needs = ['tensorflow'] if d.name == 'folder' else []
+  missing = _missing(needs)
+  if missing:
+    raise ConfigError(f'{what} needs {", ".join(missing)}, not installed: {TF_EXTRA} (the '
+                      '[tf] extra; the base install runs shapes, digits and fashion_mnist '
+                      'from its IDX files)')
+
+
+def remote_backend(path: str) -> str | None:
+  """What to install before a gs:// (or other URL) `path` can be read, or None: etils.epath
+  serves URLs through TensorFlow's file systems, else through fsspec (gcsfs for gs://)."""
+  if '://' not in path or installed('tensorflow'):
+    return None
+  scheme = path.split('://', 1)[0]
+  package = {'gs': 'gcsfs', 's3': 's3fs'}.get(scheme)
+  if package is None or installed(package):
+    return None
+  return (f'{scheme}:// paths need TensorFlow ({TF_EXTRA}) or {package} (pip install '
+          f'{package}), neither of which is installed')
+
+
+# ---- environment ----------------------------------------------------------------------------
+MEMORY_LIMIT_ENV = 'SPARSEDIFF_MEMORY_LIMIT_BYTES'   # a lower per-device memory limit
+
+
+def memory_limit_override() -> int | None:
+  """$SPARSEDIFF_MEMORY_LIMIT_BYTES as bytes (None when unset or empty): a whole number
+  > 0, written as an integer or in e-notation (8e9); ConfigError otherwise."""
+  import math
+  import os
+  text = os.environ.get(MEMORY_LIMIT_ENV, '').strip()
+  if not text:
+    return None
+  try:
+    value = float(text) if any(c in text for c in '.eE') else int(text)
+  except ValueError:
+    value = None
+  if (value is None or not math.isfinite(value) or value <= 0 or value != int(value)
+      or value >= 2**63):
+    raise ConfigError(f'${MEMORY_LIMIT_ENV}={text!r} is invalid: a whole number of bytes > 0 '
+                      '(e.g. 8000000000 or 8e9); unset it to use the device\'s own memory')
+  return int(value)

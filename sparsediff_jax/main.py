@@ -19,7 +19,6 @@ docs/troubleshooting.md lists the errors and what to do about each.
 import contextlib
 import difflib
 import importlib.util
-import json
 import logging as pylogging
 import os
 import re
@@ -208,22 +207,13 @@ def config_name(argv_config_path: str | None) -> str:
 
 
 def write_run_record(config, workdir, start_over: bool = False):
-  """WORKDIR/config.json (the resolved config) and dataset.json (which images); with
-  start_over, first moves the run already there aside (run_dir.set_aside_run)."""
-  from sparsediff_jax.runtime import atomic_io, run_dir
-  from sparsediff_jax import data
-  try:   # first, so that a missing dataset leaves the workdir as it was
-    dataset = data.describe_dataset(config)
-  except errors.UserError:
-    raise
-  except ValueError as e:   # a config value the data cannot satisfy
-    raise errors.ConfigError(str(e)) from e
-  if start_over:
-    run_dir.set_aside_run(workdir)
-  run_dir.check_same_data(dataset, workdir)
-  atomic_io.write_text(os.path.join(workdir, 'config.json'),
-                       config.to_json_best_effort(indent=2))
-  atomic_io.write_text(os.path.join(workdir, 'dataset.json'), json.dumps(dataset, indent=2))
+  """WORKDIR/config.json (the resolved config) and dataset.json (which images) at once; with
+  start_over, first moves the run already there aside (run_dir.RunRecord)."""
+  from sparsediff_jax.runtime import run_dir
+  record = run_dir.RunRecord(config, workdir, start_over=start_over)
+  record.check()
+  record.begin()
+  record.confirm()
 
 
 def _quiet_library_info(record) -> bool:
@@ -252,6 +242,7 @@ def main(argv):
     workdir = os.path.normpath(workdir)
   try:   # the config alone, before JAX is imported: a typo is reported in about a second
     validation.validate_fields(config)
+    validation.check_environment(config, _MODE.value)   # e.g. TFDS without TensorFlow
   except errors.ConfigError as e:
     usage_error(str(e))
   logging.get_absl_handler().addFilter(_quiet_library_info)
@@ -290,9 +281,10 @@ def main(argv):
           if writes_record else contextlib.nullcontext()):
       with (run_dir.undo_record_on(ends_before_work, workdir) if writes_record
             else contextlib.nullcontext()):
-        if writes_record:
-          write_run_record(config, workdir, start_over=_START_OVER.value)
-        result = mode.run(config, workdir)
+        # A mode that writes the record writes it once nothing can refuse the run.
+        result = mode.run(config, workdir, **({'record': run_dir.RunRecord(
+            config, workdir, start_over=_START_OVER.value, writes=writes_record)}
+            if mode.writes_record else {}))
     if jax.process_index() == 0:   # what was done, where, and what to run next
       from sparsediff_jax.console import summary
       for line in summary.lines(mode, result, workdir, time.monotonic() - started,

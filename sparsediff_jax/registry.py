@@ -266,7 +266,7 @@ MASKS.declare('noise_schedule', 'sparsediff_jax.masking',
 
 # Datasets: the package (or module) that adds the record (data/README.md).
 DATASETS.declare('shapes', 'sparsediff_jax.data.shapes')
-for _name in ('celeba', 'cifar10', 'imagenet32', 'imagenet64', 'lsun_bedroom'):
+for _name in entry_checks.TFDS_DATASETS:
   DATASETS.declare(_name, 'sparsediff_jax.data.tfds_sources')
 DATASETS.declare('folder', 'sparsediff_jax.data.folders')
 DATASETS.declare('digits', 'sparsediff_jax.data.digits')

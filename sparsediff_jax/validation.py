@@ -29,6 +29,7 @@ TIME_STEPS = ('default', 'edm', 'logsnr', 'uniform')   # sampling.time_steps (sa
 # Formulations whose time is bounded, so that a grid uniform in t exists ('uniform').
 UNIFORM_TIME_FORMULATIONS = ('flow_matching', 'ddpm_eps')
 MAX_SEED = 2**31 - 1                     # seeds above this wrap in PRNG keys on some backends
+MAX_SAMPLING_STEPS = 100_000             # sampling.num_steps: far beyond any sampler's use
 # The plug-in kinds a config selects by name.
 REGISTRIES = (registry.DATASETS, registry.MODELS, registry.FORMULATIONS, registry.SAMPLERS,
               registry.MASKS)
@@ -138,6 +139,20 @@ def validate_fields(config) -> None:
   _number(config, 'sharding.fsdp', 1, integer=True)
   for reg in REGISTRIES:   # each selected entry's own fields (entry_checks.py: no JAX)
     reg.check_declared(_get(config, reg.field), config)
+
+
+def check_environment(config, mode: str) -> None:
+  """ConfigError naming what to set or install, before JAX (one line, not a traceback):
+  $SPARSEDIFF_MEMORY_LIMIT_BYTES, the packages the data needs (entry_checks.py) for the
+  modes that read the training data, and a URL's file system for the config's paths."""
+  from sparsediff_jax import entry_checks
+  entry_checks.memory_limit_override()
+  if mode != 'sample':
+    entry_checks.data_packages(config)
+  for field in ('data.data_dir', 'eval.reference_stats', 'eval.inception_weights'):
+    value = _get(config, field)
+    if isinstance(value, str) and (missing := entry_checks.remote_backend(value)):
+      raise ConfigError(f'config.{field}={value!r}: {missing}')
 
 
 def _validate_window(config) -> None:
@@ -294,7 +309,7 @@ def validate_entries(config) -> None:
 def _validate_sampling_and_eval(config) -> None:
   """The fields of config.sampling and config.eval (samplers, --mode=eval, training FID)."""
   s = config.sampling
-  _number(config, 'sampling.num_steps', 1, integer=True)
+  _number(config, 'sampling.num_steps', 1, MAX_SAMPLING_STEPS, integer=True, hi_open=False)
   _number(config, 'sampling.grid_size', 1, integer=True)
   _choice(config, 'sampling.time_steps', TIME_STEPS)
   if (s.time_steps == 'uniform'

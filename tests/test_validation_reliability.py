@@ -21,6 +21,8 @@ def test_the_defaults_are_valid():
 
 
 @pytest.mark.parametrize('fields, message', [
+    ({'sampling__num_steps': 2**32 + 1},   # an OverflowError traceback before the bound
+     'config.sampling.num_steps=4294967297 is invalid: must be an integer >= 1 and <= 100000'),
     ({'training__on_nonfinite': 'ignore'},
      "config.training.on_nonfinite='ignore' is invalid: choose one of 'skip', 'stop'"),
     ({'training__nonfinite_patience': -1},

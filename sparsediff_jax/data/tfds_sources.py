@@ -105,6 +105,11 @@ def prepared_builder(name: str, data_config) -> tfds.core.DatasetBuilder:
   download_config = tfds.download.DownloadConfig(manual_dir=data_config.manual_dir or None)
   try:
     builder.download_and_prepare(download_config=download_config)
+  except ImportError as err:   # a package TFDS needs to build it (importlib_resources, ...)
+    raise DatasetUnavailableError(
+        f'{where} and downloading it needs the package {err.name or err}, not installed: '
+        f'pip install {err.name or "it"} (the [tf] extra brings it: pip install -e '
+        "'.[tf]'); or " + prepare) from err
   except Exception as err:  # network, quota, checksum, missing reader package, ...
     detail = ' '.join(str(err).split())   # TFDS errors span lines; the message is one.
     raise DatasetUnavailableError(f'{where} and downloading it failed '

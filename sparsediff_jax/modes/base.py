@@ -15,8 +15,9 @@ class Mode:
   reads_run: works on a trained run: the run-defining config fields come from
     WORKDIR/config.json (run_dir.bind_to_run), and overrides may not contradict them.
   writes_record: starts or continues a run in the workdir: the workdir is checked and
-    locked, config.json and dataset.json are written by process 0 (and undone if the run
-    ends on bad input before any other write), and --start_over is allowed.
+    locked, --start_over is allowed, and `run` also takes `record=` (run_dir.RunRecord):
+    it begins the record (config.json and dataset.json, by process 0) once nothing can
+    refuse the run any more, and it is undone if the run ends before its first step.
   nothing_to_do: fn(config, workdir) -> a message when there is nothing to do (asked
     before anything is written; main logs it and exits 0), else None.
   """

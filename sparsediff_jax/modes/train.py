@@ -114,16 +114,27 @@ def _save_checkpoint(config, ckpt, monitor, window: MetricWindow, tick: Tick):
                                     **monitor.meta()})
 
 
-def train(config, workdir: str, *, hooks: tuple[EvalHook, ...] = ()) -> TrainState:
+def train(config, workdir: str, *, hooks: tuple[EvalHook, ...] = (),
+          record: run_dir.RunRecord | None = None) -> TrainState:
   """Trains (resuming from WORKDIR/checkpoints when present) and returns the final state.
 
   hooks: periodic evaluations (see EvalHook), e.g. scoring.train_fid_hook.
+  record: the CLI's run record (run_dir.RunRecord): begun only after every check that can
+  refuse the run, undone if the run ends before its first step; with start_over nothing is
+  restored. None (a library call): nothing is written besides the run's own outputs.
 
   Raises preemption.TrainingInterrupted after checkpointing the current step when stopped
   by a signal, nonfinite.NonFiniteError per config.training.on_nonfinite,
   errors.ConfigMismatchError when the checkpoints belong to a different config, and
   checkpoints.CheckpointError when none of them can be read.
   """
+  record = record or run_dir.RunRecord(config, workdir, writes=False)
+  with record.provisional():
+    return _train(config, workdir, hooks, record)
+
+
+def _train(config, workdir: str, hooks, record: run_dir.RunRecord) -> TrainState:
+  record.check()   # the data described, other data than the resumed run's refused
   # --- set up: shapes, the hooks' inputs, the step compiled (refused if too big), data ----
   tc = config.training
   mesh = sharding.make_mesh(config)
@@ -146,14 +157,15 @@ def train(config, workdir: str, *, hooks: tuple[EvalHook, ...] = ()) -> TrainSta
   with progress.phase('loading data'):
     data_it = data.make_train_iterator(config, process_index=jax.process_index(),
                                        process_count=jax.process_count())
-  if jax.process_index() == 0 and not config.data.per_process_read:
-    run_dir.record_loaded_examples(workdir, len(data_it.images))   # skipped bad files
 
-  # --- restore: the newest intact checkpoint, or fresh parameters -------------------------
-  ckpt = checkpoints.Checkpointer(os.path.join(workdir, 'checkpoints'),
-                                  keep=tc.keep_checkpoints)
+  # --- restore: the newest intact checkpoint (none when starting over), or fresh parameters
+  make_checkpointer = lambda: checkpoints.Checkpointer(os.path.join(workdir, 'checkpoints'),
+                                                       keep=tc.keep_checkpoints)
+  # Opened only where there is something to restore: the workdir is untouched until begin().
+  ckpt = (make_checkpointer() if not record.start_over and run_dir.has_checkpoints(workdir)
+          else None)
   with progress.phase('looking for checkpoints to restore'):
-    restored = restore(config, ckpt, tx, mesh, target)
+    restored = None if ckpt is None else restore(config, ckpt, tx, mesh, target)
   skipped_steps, unlogged = 0, []
   if restored is None:
     with progress.phase('initialising parameters'):
@@ -178,6 +190,12 @@ def train(config, workdir: str, *, hooks: tuple[EvalHook, ...] = ()) -> TrainSta
     logging.warning('%s', _nothing_to_train(config, workdir, start))
     ckpt.close()
     return state
+
+  # --- the run record: nothing above wrote into the workdir --------------------------------
+  record.begin()   # provisional until the first step (a stop before it undoes it)
+  ckpt = ckpt or make_checkpointer()
+  if jax.process_index() == 0 and not config.data.per_process_read:
+    run_dir.record_loaded_examples(workdir, len(data_it.images))   # skipped bad files
 
   # --- before the loop: writers, progress, and the periodic actions, built once -----------
   writer = tb_writer.create_writer(workdir, process_index=jax.process_index(),
@@ -213,6 +231,7 @@ def train(config, workdir: str, *, hooks: tuple[EvalHook, ...] = ()) -> TrainSta
     for step in range(start + k, end + 1, k):   # `step`: the last step of the call
       batch, data_state = next(batches)
       state, metrics = step_fn(state, batch)
+      record.confirm()   # a step trained: the records stay
       bar.update(step, loss=in_flight.push(metrics['loss']))   # console progress
       window.history.append(metrics)
       monitor.observe(step, metrics)
@@ -261,11 +280,12 @@ def _history_from_meta(entries: list[dict]) -> list[dict]:
 
 
 def finished_run_message(config, workdir: str) -> str | None:
-  """What to say instead of training when the newest checkpoint in WORKDIR (by its folder
-  name, read without opening it) is already at or past training.num_steps; else None."""
-  steps = run_dir.checkpoint_steps(workdir)
-  if steps and max(steps) >= config.training.num_steps:
-    return _nothing_to_train(config, workdir, max(steps))
+  """What to say instead of training when the newest intact checkpoint in WORKDIR (its
+  folder looks whole: run_dir.newest_intact_step, read without Orbax) is already at or past
+  training.num_steps; else None (a damaged newest step is for the restore to pass over)."""
+  step = run_dir.newest_intact_step(workdir)
+  if step is not None and step >= config.training.num_steps:
+    return _nothing_to_train(config, workdir, step)
   return None
 
 

@@ -14,8 +14,9 @@ with os._exit (no unwinding, no teardown of live threads).
 A Python handler installed later by someone else (preemption.StopRequest during training)
 means "I handle this one": the watcher then leaves the first signal to it, and only a second
 SIGINT (the user insisting) ends the process at once. Files the process was writing are left
-as an interrupted write leaves them (the workdir lock is taken over as stale by the next run).
-Imports nothing heavy: installed before JAX.
+as an interrupted write leaves them, except what was registered with `at_interrupt`: those
+clean-ups (the provisional run record, the workdir lock) run first, newest first, for at most
+CLEANUP_S seconds in all. Imports nothing heavy: installed before JAX.
 """
 
 import os
@@ -23,8 +24,29 @@ import signal
 import threading
 
 HANDLED = (signal.SIGINT, signal.SIGTERM)
+CLEANUP_S = 5.0   # the clean-ups' time before the process ends anyway (a hung remote write)
 _deferred: dict[int, int] = {}   # signal -> how many were left to another handler
 _installed = False
+_cleanups: list = []   # fn() run before the process ends on a signal, newest first
+
+
+def at_interrupt(fn):
+  """Runs fn() if a signal ends the process at once (not a stop the training loop handles);
+  returns the function that unregisters it."""
+  _cleanups.append(fn)
+  return lambda: _cleanups.remove(fn) if fn in _cleanups else None
+
+
+def _run_cleanups() -> None:
+  def run_all():
+    for fn in reversed(list(_cleanups)):
+      try:
+        fn()
+      except BaseException:  # noqa: BLE001 - the process ends anyway
+        pass
+  worker = threading.Thread(target=run_all, name='interrupt-cleanup', daemon=True)
+  worker.start()
+  worker.join(CLEANUP_S)
 
 
 def _wake_only(signum, frame):
@@ -51,6 +73,7 @@ def _watch(read_fd: int) -> None:
       if not (signum == signal.SIGINT and _deferred[signum] > 1):
         continue
     try:
+      _run_cleanups()
       os.write(2, _message(signum))
     finally:
       os._exit(128 + signum)

@@ -17,15 +17,28 @@ import os
 
 import jax
 
+from sparsediff_jax import entry_checks
 from sparsediff_jax.runtime import sharding
 from sparsediff_jax.errors import ConfigError
 
 # A limit in bytes that replaces the device's own (a hidden override for tests, and for
-# keeping a run below what a shared machine can give it).
-LIMIT_ENV = 'SPARSEDIFF_MEMORY_LIMIT_BYTES'
+# keeping a run below what a shared machine can give it); checked before JAX by main.py.
+LIMIT_ENV = entry_checks.MEMORY_LIMIT_ENV
 REMEDIES = ('lower training.batch_size (or eval.batch_size for sampling), set model.remat=True, '
             'split the state with sharding.fsdp=N, or use model.dtype=bfloat16')
-GIB = 2**30
+# The state does not depend on the batch: only a smaller or split state helps.
+STATE_REMEDIES = ('split the state over more devices with sharding.fsdp=N, or use a smaller '
+                  'model (model.channels, model.channel_mult; model.hidden_size, model.depth '
+                  'for the DiT)')
+
+
+def readable(num_bytes: float) -> str:
+  """A size in the largest binary unit that keeps it >= 1: '3.20 GiB', '12.5 MiB', '640 B'."""
+  for unit, size in (('GiB', 2**30), ('MiB', 2**20), ('KiB', 2**10)):
+    if num_bytes >= size:
+      return f'{num_bytes / size:.3g} {unit}' if num_bytes < 100 * size else (
+          f'{num_bytes / size:.0f} {unit}')
+  return f'{num_bytes:.0f} B'
 
 
 def _host_available_bytes() -> int | None:
@@ -47,21 +60,22 @@ def memory_limit(device=None) -> tuple[int | None, str, int]:
   """(bytes, what they are, devices sharing them) of one device's memory; bytes None when
   unknown (the checks then pass)."""
   device = device or jax.local_devices()[0]
-  if os.environ.get(LIMIT_ENV):
-    return int(os.environ[LIMIT_ENV]), f'${LIMIT_ENV}', 1
+  override = entry_checks.memory_limit_override()
+  if override is not None:
+    return override, f'${LIMIT_ENV}', 1
   stats = device.memory_stats() if hasattr(device, 'memory_stats') else None
   if stats and stats.get('bytes_limit'):
     return int(stats['bytes_limit']), f'{device.device_kind} memory', 1
   return _host_available_bytes(), 'available host memory', jax.local_device_count()
 
 
-def _refuse_if_over(need: int, what: str, detail: str) -> None:
+def _refuse_if_over(need: int, what: str, detail: str, remedies: str = REMEDIES) -> None:
   limit, where, sharing = memory_limit()
   if limit is None or need * sharing <= limit:
     return
   devices = f' x {sharing} local devices' if sharing > 1 else ''
-  raise ConfigError(f'{what} needs an estimated {need / GIB:.2f} GiB per device{devices} '
-                    f'({detail}), more than the {limit / GIB:.2f} GiB of {where}; {REMEDIES}')
+  raise ConfigError(f'{what} needs an estimated {readable(need)} per device{devices} '
+                    f'({detail}), more than the {readable(limit)} of {where}; {remedies}')
 
 
 def check_state_fits(abstract_state) -> None:
@@ -69,7 +83,7 @@ def check_state_fits(abstract_state) -> None:
   parts = {name: sharding.bytes_per_device(getattr(abstract_state, name))
            for name in ('params', 'ema', 'opt_state')}
   _refuse_if_over(sum(parts.values()), 'the training state',
-                  ', '.join(f'{k} {v / GIB:.2f} GiB' for k, v in parts.items()))
+                  ', '.join(f'{k} {readable(v)}' for k, v in parts.items()), STATE_REMEDIES)
 
 
 def compiled_bytes(compiled) -> dict[str, int] | None:
@@ -96,4 +110,4 @@ def check_compiled_fits(compiled, what: str) -> None:
   if sizes is None:
     return
   _refuse_if_over(compiled_need(sizes), what, ', '.join(
-      f'{k} {v / GIB:.2f} GiB' for k, v in sizes.items() if k != 'aliased'))
+      f'{k} {readable(v)}' for k, v in sizes.items() if k != 'aliased'))

@@ -12,7 +12,7 @@ the run's saved config and refuse a command-line override that contradicts them.
 
 Resuming with a different config would silently mix two experiments in one run, or fail
 deep inside Orbax on mismatched shapes. A run's config is saved twice: WORKDIR/config.json
-(written by the CLI at start) and the `config` entry of every checkpoint's meta. Before
+(written by the CLI once the run's set-up passed: RunRecord) and the `config` entry of every checkpoint's meta. Before
 anything is written, the CLI compares the new config with config.json when the workdir holds
 checkpoints; `train()` compares it with the restored checkpoint's meta (which also covers a
 lost config.json and library use). Every field must be equal except those in MAY_CHANGE:
@@ -124,19 +124,36 @@ def saved_config(workdir: str, quiet: bool = False) -> dict | None:
 def checkpointed_config(workdir: str) -> tuple[int, dict] | None:
   """(step, config) that the newest committed checkpoint's meta records, or None. Reads
   the meta item's JSON (Orbax's `STEP/meta/metadata`) only, never an in-flight write."""
-  directory = epath.Path(workdir) / 'checkpoints'
   try:
     steps = checkpoint_steps(workdir)[::-1]
   except OSError:
     return None
   for step in steps:
-    try:
-      config = json.loads(
-          atomic_io.read_text(directory / str(step) / 'meta' / 'metadata')).get('config')
-    except (OSError, TypeError, ValueError, AttributeError):
-      continue
+    config = (_step_meta(workdir, step) or {}).get('config')
     if isinstance(config, dict):
       return step, config
+  return None
+
+
+def _step_meta(workdir: str, step: int) -> dict | None:
+  """Checkpoint `step`'s meta item (Orbax's `STEP/meta/metadata` JSON), or None when it is
+  missing or damaged."""
+  path = epath.Path(workdir) / 'checkpoints' / str(step) / 'meta' / 'metadata'
+  try:
+    meta = json.loads(atomic_io.read_text(path))
+  except (OSError, TypeError, ValueError):
+    return None
+  return meta if isinstance(meta, dict) else None
+
+
+def newest_intact_step(workdir: str) -> int | None:
+  """The newest checkpoint step whose folder looks whole, read without Orbax: its meta
+  parses and its state folder holds files (a damaged newest step is passed over as the
+  restore would pass it over); None when none does."""
+  for step in checkpoint_steps(workdir)[::-1]:
+    state = epath.Path(workdir) / 'checkpoints' / str(step) / 'state'
+    if _step_meta(workdir, step) is not None and state.is_dir() and not _is_empty_dir(state):
+      return step
   return None
 
 
@@ -168,6 +185,7 @@ def bind_to_run(config, workdir: str, overrides=()) -> list[str]:
   formulation or model other than the trained one would sample noise). Without a saved
   config nothing changes (the checkpoint restore still checks its meta).
   """
+  check_reachable(workdir)
   saved = reader_config(workdir)
   if saved is None:
     return []
@@ -239,39 +257,79 @@ def run_records(workdir: str) -> list[str]:
       n == r or (r.endswith('*') and n.startswith(r[:-1])) for r in RUN_RECORDS))
 
 
-def _restarts_same_run(config, workdir: str) -> bool:
-  """Whether WORKDIR's records are those of this same run (config.json differs in no
-  run-defining field) stopped before its first checkpoint was committed: nothing read the
-  run yet and metrics.jsonl ends before the second checkpoint was due (the loop waits for
-  the first write to commit before it starts the second, and a kill may end that wait)."""
+def trained_steps(workdir: str) -> int:
+  """The last step WORKDIR's records say was trained: metrics.jsonl's rows and the sample
+  grids' names (0 when none)."""
   from sparsediff_jax.console import metrics_jsonl
+  path = os.path.join(workdir, 'metrics.jsonl')
+  rows = metrics_jsonl.read(path) if atomic_io.exists(path) else []
+  steps = [r.get('step', 0) for r in rows if isinstance(r.get('step', 0), int)]
+  steps += [int(n[len('samples_'):-len('.png')]) for n in _listing(epath.Path(workdir) / 'samples')
+            if n.startswith('samples_') and n.endswith('.png') and n[8:-4].isdigit()]
+  return max(steps, default=0)
+
+
+def _read_by_others(workdir: str) -> bool:
+  """Whether a reader (eval, research, sample) wrote results of the run."""
+  names = _listing(epath.Path(workdir))
+  return bool({'eval', 'research'} & names) or any(
+      n.startswith('research_metrics') for n in names) or any(
+      n.startswith('sample_mode_') for n in _listing(epath.Path(workdir) / 'samples'))
+
+
+def _unprovable_restart(config, workdir: str) -> str | None:
+  """Why WORKDIR's records without a checkpoint may not be rewritten by a run from step 0,
+  or None when they may: nothing was trained (a run stopped before its first step), or
+  this same run (config.json differs in no run-defining field) stopped before its first
+  checkpoint could commit, as the workdir proves: its checkpoints/ folder is there (a run
+  makes it before its first step; a moved one says the steps had checkpoints) and the
+  records end by the second checkpoint due under the SAVED run's schedule (the loop waits
+  for the first write to commit before it starts the second, and a kill may end that wait).
+  """
+  trained = trained_steps(workdir)
+  if not trained and not _read_by_others(workdir):
+    return None
   saved = saved_config(workdir, quiet=True)
   if saved is None or config_differences(saved, config_dict(config)):
-    return False
-  if {'eval', 'research'} & set(run_records(workdir)) or any(
-      n.startswith('research_metrics') for n in _listing(epath.Path(workdir))) or any(
-      n.startswith('sample_mode_') for n in _listing(epath.Path(workdir) / 'samples')):
-    return False
-  path = os.path.join(workdir, 'metrics.jsonl')
-  steps = [r.get('step', 0) for r in metrics_jsonl.read(path)] if atomic_io.exists(path) else []
-  first_due = config.training.checkpoint_every or config.training.num_steps
-  return max(steps, default=0) <= 2 * first_due
+    return 'another run'
+  if not atomic_io.is_remote(workdir) and not os.path.isdir(os.path.join(workdir,
+                                                                           'checkpoints')):
+    return (f'this run up to step {trained}, whose checkpoints/ folder is gone (a restart '
+            'from step 0 would overwrite steps that had checkpoints)')
+  t = flatten(saved)
+  every, total = t.get('training.checkpoint_every'), t.get('training.num_steps')
+  first_due = min(every or total, total) if isinstance(total, int) else every
+  if not isinstance(first_due, int) or trained > 2 * first_due:
+    return (f'this run up to step {trained}, past step {2 * first_due if first_due else 0} '
+            'by which its saved schedule had committed a checkpoint (a restart from step 0 '
+            'would overwrite steps that had checkpoints)')
+  if _read_by_others(workdir):
+    return 'a run that other modes have read'
+  return None
 
 
 def check_one_run(config, workdir: str) -> None:
-  """A workdir holds one run: raises WorkdirError when WORKDIR holds another run's records
-  (RUN_RECORDS) but no checkpoint to resume, unless they are this run's own, stopped before
-  its first checkpoint (a restart). --start_over (set_aside_run) moves them away."""
+  """A workdir holds one run: raises WorkdirError when WORKDIR holds records of trained
+  steps (RUN_RECORDS) but no checkpoint to resume, unless the workdir proves a restart from
+  step 0 overwrites nothing that had a checkpoint (_unprovable_restart). --start_over
+  (set_aside_run) moves them away."""
   if has_checkpoints(workdir):   # a resume: check_can_resume compares
     return
   records = [n for n in run_records(workdir) if n != 'checkpoints']
-  if not records or _restarts_same_run(config, workdir):
+  why = _unprovable_restart(config, workdir) if records else None
+  if why is None:
     return
   raise WorkdirError(
-      f'--workdir={workdir} holds the records of another run ({", ".join(records)}) but no '
+      f'--workdir={workdir} holds the records of {why} ({", ".join(records)}) but no '
       'checkpoint to resume, and a workdir holds one run: use a new --workdir, or add '
       f'--start_over to move those records into {os.path.join(workdir, SET_ASIDE_PREFIX)}'
       'YYYYmmdd-HHMMSS/ and start a new run there')
+
+
+def _check_can_set_aside(workdir: str) -> None:
+  if atomic_io.is_remote(workdir) and run_records(workdir):   # no folder rename there
+    raise WorkdirError(f'--start_over cannot move records on --workdir={workdir} (a remote '
+                       'file system has no folder rename); use a new --workdir')
 
 
 def set_aside_run(workdir: str) -> str | None:
@@ -282,9 +340,7 @@ def set_aside_run(workdir: str) -> str | None:
   records = run_records(workdir)
   if not records:
     return None
-  if atomic_io.is_remote(workdir):   # object stores have no rename of a folder
-    raise WorkdirError(f'--start_over cannot move records on --workdir={workdir} (a remote '
-                       'file system has no folder rename); use a new --workdir')
+  _check_can_set_aside(workdir)
   stamp = time.strftime('%Y%m%d-%H%M%S')
   target, k = os.path.join(workdir, SET_ASIDE_PREFIX + stamp), 1
   while os.path.exists(target):
@@ -298,11 +354,168 @@ def set_aside_run(workdir: str) -> str | None:
   return target
 
 
+class RunRecord:
+  """The records `--mode=train` starts a run with: config.json and dataset.json, and with
+  --start_over the old run moved aside first. Written only once every check that can refuse
+  the run has passed, and provisional until the run's first step.
+
+  train() calls `check()` first (the data described; other data than the resumed run's
+  refused), then everything else that can refuse the run (memory, evaluation hooks, data,
+  checkpoints), then `begin()`, and `confirm()` once its first step is trained. Between
+  begin and confirm, an exception, or a signal that ends the process (interrupts.py), puts
+  the workdir back as check() found it: the records, metrics.jsonl, event files and empty
+  folders made since removed, the old records (and a run --start_over moved) back in place.
+  So a refused run changes nothing, and a run stopped before its first step leaves nothing
+  that blocks a corrected rerun.
+
+  writes: whether this process writes the record (process 0 of the CLI); a RunRecord that
+  does not write only tells train() whether to start over (library calls: start_over
+  False, nothing written).
+  """
+
+  def __init__(self, config, workdir: str, *, start_over: bool = False, writes: bool = True):
+    self.config, self.workdir, self.start_over, self.writes = config, workdir, start_over, writes
+    self.dataset = None      # data.describe_dataset, once checked
+    self._before = None      # (names, {record file: bytes or None}) while provisional
+    self._moved = None       # the previous-* folder --start_over moved the old run into
+    self._forget = lambda: None
+
+  def _root(self) -> epath.Path:
+    return epath.Path(self.workdir if atomic_io.is_remote(self.workdir)
+                      else os.path.abspath(self.workdir))
+
+  def check(self) -> None:
+    """Describes the data (a missing dataset or an unsatisfiable config value: UserError)
+    and, unless starting over, refuses other data than the run being resumed trained on."""
+    if not self.writes:
+      return
+    from sparsediff_jax import data
+    from sparsediff_jax.errors import ConfigError, UserError
+    try:
+      self.dataset = data.describe_dataset(self.config)
+    except UserError:
+      raise
+    except ValueError as e:   # a config value the data cannot satisfy
+      raise ConfigError(str(e)) from e
+    if self.start_over:
+      _check_can_set_aside(self.workdir)
+    else:
+      check_same_data(self.dataset, self.workdir)
+
+  def begin(self) -> None:
+    """Moves the old run aside (--start_over) and writes config.json and dataset.json;
+    provisional until confirm(). Every process calls it (the others wait for process 0)."""
+    if self.writes:
+      if self.dataset is None:
+        self.check()
+      from sparsediff_jax.runtime import interrupts
+      root = self._root()
+      self._before = (_listing(root), {n: atomic_io.read_bytes(root / n) for n in RECORD_FILES})
+      self._forget = interrupts.at_interrupt(self.undo)
+      if self.start_over:
+        self._moved = set_aside_run(self.workdir)
+      atomic_io.write_text(root / 'config.json', self.config.to_json_best_effort(indent=2))
+      atomic_io.write_text(root / 'dataset.json', json.dumps(self.dataset, indent=2))
+    import jax
+    if self.start_over and jax.process_count() > 1:   # nobody opens the old checkpoints
+      from jax.experimental import multihost_utils
+      multihost_utils.sync_global_devices('sparsediff_jax run record')
+
+  def confirm(self) -> None:
+    """The run trained its first step: its records stay, whatever happens next."""
+    self._before = None
+    self._forget()
+
+  @contextlib.contextmanager
+  def provisional(self):
+    """The body's exceptions undo a record not confirmed yet (see the class docstring)."""
+    try:
+      yield self
+    except BaseException:
+      try:
+        self.undo()
+      except OSError as e:   # the original error matters more
+        logging.warning('could not undo the run record in %s: %s', self.workdir, e)
+      raise
+    finally:
+      self._forget()
+
+  def undo(self) -> None:
+    """Puts the workdir back as begin() found it, if the run has not trained a step."""
+    if self._before is None:
+      return
+    (names, records), self._before = self._before, None
+    root = self._root()
+    moved = self._moved and epath.Path(self._moved)
+    for name in _listing(root) - names:
+      path = root / name
+      if name in RECORD_FILES or name == 'metrics.jsonl' or name.startswith(
+          'events.out.tfevents.'):
+        path.unlink(missing_ok=True)
+      elif _is_empty_dir(path):
+        path.rmdir()
+    if moved:   # the records move back whole: a rename each
+      for name in RECORD_FILES:
+        (root / name).unlink(missing_ok=True)
+      for path in moved.iterdir():
+        path.rename(root / path.name)
+      moved.rmdir()
+    for name, content in records.items():
+      if content is not None and atomic_io.read_bytes(root / name) != content:
+        atomic_io.write_bytes(root / name, content)
+    logging.info('the run stopped before its first step: %s is as it was', self.workdir)
+
+
+REMOTE_TIMEOUT_S = 15.0   # the first access to a remote workdir: no answer by then, refused
+
+
+def check_reachable(workdir: str) -> None:
+  """Raises WorkdirError (one line) unless a remote WORKDIR (gs://...) can be reached: its
+  file system installed (entry_checks.remote_backend), and a first look at it answered
+  within REMOTE_TIMEOUT_S (no network or no credentials otherwise end in a retrying
+  library's traceback after tens of seconds). Local paths pass at once."""
+  if not atomic_io.is_remote(workdir):
+    return
+  import threading
+  from sparsediff_jax import entry_checks
+  if missing := entry_checks.remote_backend(workdir):
+    raise WorkdirError(f'--workdir={workdir}: {missing}')
+  outcome = []
+  def look():
+    try:
+      epath.Path(workdir).exists()
+      outcome.append(None)
+    except BaseException as e:  # noqa: BLE001 - reported below, on the main thread
+      outcome.append(e)
+  probe = threading.Thread(target=look, name='remote-workdir-probe', daemon=True)
+  probe.start()
+  probe.join(REMOTE_TIMEOUT_S)
+  advice = ('check the network and the credentials (gcloud auth application-default login), '
+            'or use a local --workdir')
+  if not outcome:
+    raise WorkdirError(f'--workdir={workdir}: no answer within {REMOTE_TIMEOUT_S:g} s; '
+                       + advice)
+  if outcome[0] is not None:
+    error = outcome[0]
+    detail = ' '.join((str(error).splitlines() or [''])[0].split())[:300]
+    raise WorkdirError(f'--workdir={workdir}: cannot be reached ({type(error).__name__}: '
+                       f'{detail}); {advice}')
+
+
 def check_writable(workdir: str) -> None:
-  """Raises WorkdirError unless `workdir` is, or can be made as, a writable directory."""
-  if '://' in workdir:   # remote file systems are checked by their first write
+  """Raises WorkdirError unless `workdir` is, or can be made as, a writable directory
+  (remote ones: reachable, check_reachable; their first write tells the rest)."""
+  if '://' in workdir:
+    check_reachable(workdir)
     return
   path = os.path.abspath(workdir)
+  try:   # else the first checkpoint fails deep inside Orbax and TensorBoard
+    path.encode('utf-8')
+  except UnicodeEncodeError:
+    shown = os.fsencode(workdir).decode('utf-8', 'backslashreplace')
+    raise WorkdirError(f'--workdir={shown}: its path is not valid UTF-8 (the bytes shown as '
+                       '\\xNN); checkpoints and TensorBoard events need '
+                       'UTF-8 file names: rename it or choose another --workdir') from None
   while not os.path.exists(path):
     path = os.path.dirname(path)
   what = 'it' if path == os.path.abspath(workdir) else f'its ancestor {path}'

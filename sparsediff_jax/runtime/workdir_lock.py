@@ -241,15 +241,23 @@ def hold(workdir: str, before_release=None):
       lock.acquire()
   except OSError as e:
     _remove_empty(made)
+    if e.errno == errno.ENOSPC:   # as every full disk: exit code 1 (atomic_io.py)
+      raise errors.DiskFullError(
+          f'no space left on device (ENOSPC) writing {os.path.join(workdir, LOCK_NAME)}; '
+          'nothing was written; free space there and run the same command again') from e
     raise errors.WorkdirError(f'--workdir={workdir}: cannot write its lock file {LOCK_NAME} '
                               f'({_reason(e)}); choose another --workdir or fix its '
                               'permissions') from e
   except BaseException:
     _remove_empty(made)
     raise
+  # Ctrl-C or SIGTERM that ends the process at once (interrupts.py) removes the lock too.
+  from sparsediff_jax.runtime import interrupts
+  forget = interrupts.at_interrupt(lambda: (lock.release(), _remove_empty(made)))
   try:
     yield lock
   finally:
+    forget()
     try:
       if before_release is not None:
         before_release()

@@ -128,6 +128,26 @@ def test_missing_files_name_the_folder_the_package_and_tfds(tmp_path, idx_config
   assert "config.data.source='tfds'" in message and 'train-images-idx3-ubyte' in message
 
 
+def test_a_file_or_a_link_loop_is_named_as_such_not_as_missing(tmp_path, idx_config):
+  a_file = tmp_path / 'train-images-idx3-ubyte.gz'
+  a_file.write_bytes(b'x')
+  loop = tmp_path / 'loop'
+  loop.symlink_to(loop)
+  for data_dir, words in ((a_file, 'is a file, not the folder of the four IDX files'),
+                          (loop, 'cannot be opened (Too many levels of symbolic links')):
+    with pytest.raises(errors.DatasetUnavailableError) as info:
+      data.describe_dataset(idx_config(data_dir=str(data_dir)))
+    assert str(info.value).startswith(f'config.data.data_dir={str(data_dir)!r} '
+                                      f'{words}'), str(info.value)
+  # One of the four names, a link loop inside the folder: that file, and why.
+  target = idx_config.folder / 'train-labels-idx1-ubyte.gz'
+  target.unlink()
+  target.symlink_to(target)
+  with pytest.raises(fashion_mnist.IdxFormatError,
+                     match=rf'^{target}: not a readable file \(Too many levels of symbolic'):
+    data.describe_dataset(idx_config())
+
+
 def _damage(folder, how):
   path = folder / 'train-images-idx3-ubyte.gz'
   content = gzip.decompress(path.read_bytes())

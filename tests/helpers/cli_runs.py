@@ -66,10 +66,13 @@ def start(*args, env: dict, log_path: str) -> subprocess.Popen:
 HEAVY = ('jax', 'jaxlib', 'tensorflow', 'tensorflow_datasets', 'flax', 'orbax')
 
 
-def imported_modules(*args, cwd) -> tuple[subprocess.CompletedProcess, set[str]]:
-  """Runs the CLI under `python -X importtime`; the top-level packages it imported."""
+def imported_modules(*args, cwd, extra_path: str = '') -> tuple[subprocess.CompletedProcess,
+                                                                 set[str]]:
+  """Runs the CLI under `python -X importtime`; the top-level packages it imported.
+  extra_path: folders put before the repository on PYTHONPATH."""
+  path = os.pathsep.join(p for p in (extra_path, REPO) if p)
   result = subprocess.run([sys.executable, '-X', 'importtime', '-m', 'sparsediff_jax.main',
-                           *args], cwd=cwd, env={**os.environ, 'PYTHONPATH': REPO},
+                           *args], cwd=cwd, env={**os.environ, 'PYTHONPATH': path},
                           capture_output=True, text=True, timeout=600)
   names = {line.rsplit('|', 1)[-1].strip().split('.')[0]
            for line in result.stderr.splitlines() if line.startswith('import time:')}

@@ -61,3 +61,5 @@ def test_a_signal_in_any_phase_is_one_line_and_128_plus_n(trained, tmp_path, mod
   assert code == 128 + signum, (code, log[-3000:])
   assert len(said) == 1, log[-3000:]
   assert 'Traceback' not in log and 'Segmentation' not in log and 'Fatal' not in log, log[-3000:]
+  if mode == 'train':   # stopped before its first step: nothing left, not even the lock, so
+    assert not os.path.exists(workdir), os.listdir(workdir)   # a corrected rerun starts

@@ -137,3 +137,55 @@ def test_a_run_on_gs_refuses_a_changed_config_as_on_local_disk(tmp_path):
   line = assert_one_line_error(sampled)
   assert '--config.mask.ratio=0.5 contradicts the run in gs://bucket/runs/tiny' in line
   assert snapshot(local) == before
+
+
+@pytest.mark.parametrize('how', ['refuses', 'never answers'])
+def test_an_unreachable_gs_workdir_is_one_line_naming_the_way_out(gcs, monkeypatch, how):
+  """No network or no credentials: the first look at the workdir (training's, and a
+  reader's before it reads the record) is refused with one line after at most
+  run_dir.REMOTE_TIMEOUT_S, not a retrying library's traceback."""
+  import threading
+  import fsspec
+  from fsspec.implementations.local import LocalFileSystem
+  release = threading.Event()
+
+  class Unreachable(LocalFileSystem):
+    protocol = ('gs', 'gcs')
+
+    def __init__(self, *args, finalize_on_close=None, **kwargs):
+      super().__init__(*args, **kwargs)
+
+    def exists(self, path, **kwargs):
+      if how == 'never answers':
+        release.wait(60)
+      raise PermissionError('Anonymous caller does not have storage.objects.list access to '
+                            'the Google Cloud Storage bucket.\nsecond line')
+
+  for name in Unreachable.protocol:
+    fsspec.register_implementation(name, Unreachable, clobber=True)
+  fake_gcs.install_cleared()
+  monkeypatch.setattr(run_dir, 'REMOTE_TIMEOUT_S', 0.5)
+  try:
+    for check in (run_dir.check_writable, lambda w: run_dir.bind_to_run(tiny_config(), w)):
+      with pytest.raises(errors.WorkdirError) as e:
+        check(WORKDIR)
+      message = str(e.value)
+      assert '\n' not in message and message.startswith(f'--workdir={WORKDIR}: ')
+      assert message.endswith('check the network and the credentials (gcloud auth '
+                              'application-default login), or use a local --workdir')
+      assert ('no answer within 0.5 s' in message if how == 'never answers' else
+              'cannot be reached (PermissionError: Anonymous caller does not have storage.'
+              'objects.list access to the Google Cloud Storage bucket.)' in message), message
+  finally:
+    release.set()
+
+
+def test_start_over_on_gs_is_refused_when_the_record_is_checked(gcs):
+  """Before training's set-up (compiling), not when the record begins: nothing moved."""
+  _a_run(tiny_config())
+  before = snapshot(gcs)
+  record = run_dir.RunRecord(tiny_config(), WORKDIR, start_over=True)
+  with pytest.raises(errors.WorkdirError, match=r'^--start_over cannot move records on '
+                                                rf'--workdir={WORKDIR} \(a remote'):
+    record.check()
+  assert snapshot(gcs) == before

@@ -211,3 +211,36 @@ def test_a_reader_is_advised_as_a_reader():
     run_dir.check_same_run(_saved(saved), config, '/w', run_dir.READER_ADVICE)
   assert str(refused.value).endswith('; ' + run_dir.READER_ADVICE)
   assert 'resume' not in str(refused.value) and 'new --workdir' not in str(refused.value)
+
+
+def test_a_workdir_name_that_is_not_utf8_is_refused_up_front(tmp_path):
+  """Not at the first checkpoint after training, in ~450 lines of traceback."""
+  name = os.fsdecode(os.fsencode(str(tmp_path)) + b'/run-\xff')
+  with pytest.raises(errors.WorkdirError) as e:
+    run_dir.check_writable(name)
+  message = str(e.value)
+  assert message == (f'--workdir={tmp_path}/run-\\xff: its path is not valid UTF-8 (the '
+                     'bytes shown as \\xNN); checkpoints and TensorBoard events need '
+                     'UTF-8 file names: rename it or choose another --workdir'), message
+  message.encode('utf-8')   # printable as it is
+
+
+def test_nothing_to_train_counts_only_a_checkpoint_that_looks_whole(tmp_path):
+  """A damaged newest step (its meta cut short, or no state files) is not a trained step:
+  the run goes on to its restore, which passes over it."""
+  from sparsediff_jax.modes import train
+  from tests.helpers.tiny import tiny_config
+  for step, meta, state in ((2, '{"config": {}}', True), (4, '{"con', True),
+                            (6, '{"config": {}}', False)):
+    folder = tmp_path / 'checkpoints' / str(step)
+    (folder / 'meta').mkdir(parents=True)
+    (folder / 'meta' / 'metadata').write_text(meta)
+    (folder / 'state').mkdir()
+    if state:
+      (folder / 'state' / 'array').write_bytes(b'x')
+  assert run_dir.checkpoint_steps(str(tmp_path)) == [2, 4, 6]   # the names say 6
+  assert run_dir.newest_intact_step(str(tmp_path)) == 2
+  assert train.finished_run_message(tiny_config({'training.num_steps': 4}), str(tmp_path)) is None
+  assert train.finished_run_message(tiny_config({'training.num_steps': 2}),
+                                    str(tmp_path)).startswith(
+      f'nothing to train: the run in {tmp_path} is at step 2 and training.num_steps=2')

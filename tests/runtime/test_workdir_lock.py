@@ -145,3 +145,19 @@ def test_an_advisory_lock_is_kept_fresh_while_held(tmp_path, monkeypatch):
     time.sleep(0.01)
   lock.release()
   assert not (tmp_path / '.lock').exists()
+
+
+def test_a_full_disk_at_the_lock_is_a_disk_full_error_and_leaves_nothing(tmp_path, monkeypatch):
+  """The same exit code (1) and wording as a full disk at config.json (atomic_io.py)."""
+  import errno
+
+  def full(*args):
+    raise OSError(errno.ENOSPC, 'No space left on device')
+
+  monkeypatch.setattr(workdir_lock.os, 'pwrite', full)
+  with pytest.raises(errors.DiskFullError, match=r'^no space left on device \(ENOSPC\) '
+                                                 rf'writing {tmp_path}/run/.lock; nothing was '
+                                                 'written; free space there'):
+    with workdir_lock.hold(str(tmp_path / 'run')):
+      pass
+  assert not (tmp_path / 'run').exists()

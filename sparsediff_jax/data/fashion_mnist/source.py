@@ -98,9 +98,29 @@ def parse_idx(data: bytes, path: str, magic: int) -> np.ndarray:
 
 
 def _file(folder: str, stem: str) -> str | None:
+  """The path of `stem` (gzipped or not) in folder; None when neither name is there.
+  IdxFormatError when a name is there but is no readable file (a folder, a link loop)."""
   for name in (stem + '.gz', stem):
-    if os.path.isfile(os.path.join(folder, name)):
-      return os.path.join(folder, name)
+    path = os.path.join(folder, name)
+    if os.path.isfile(path):
+      return path
+    if os.path.lexists(path):
+      raise IdxFormatError(f'{path}: not a readable file ({_not_a_file(path)})')
+  return None
+
+
+def _not_a_file(path: str) -> str:
+  """Why an existing name is not a file that can be read: os.stat's error (a link loop, a
+  dangling link), a folder, or something else."""
+  return _stat_error(path) or ('a folder' if os.path.isdir(path) else 'not a regular file')
+
+
+def _stat_error(path: str) -> str | None:
+  """os.stat's reason when `path` exists as a name but cannot be followed (a link loop)."""
+  try:
+    os.stat(path)
+  except OSError as err:
+    return err.strerror if os.path.lexists(path) else None
   return None
 
 
@@ -122,7 +142,16 @@ def folder_of(name: str, data_dir: str) -> str:
 
 
 def _check_files(name: str, folder: str) -> dict[str, str]:
-  """{stem: path} of the four files; DatasetUnavailableError naming what is missing."""
+  """{stem: path} of the four files; DatasetUnavailableError naming what is missing, or
+  that config.data.data_dir is a file or a path that cannot be followed."""
+  if os.path.isfile(folder):
+    raise errors.DatasetUnavailableError(
+        f'config.data.data_dir={folder!r} is a file, not the folder of the four IDX files '
+        f'of {DATASETS[name].title}; point it at their folder')
+  if reason := _stat_error(folder):
+    raise errors.DatasetUnavailableError(
+        f'config.data.data_dir={folder!r} cannot be opened ({reason}, e.g. a symbolic link '
+        'loop); point it at the folder of the four IDX files')
   found = {stem: _file(folder, stem) for pair in FILES.values() for stem in pair}
   missing = [stem for stem, path in found.items() if path is None]
   if missing:
