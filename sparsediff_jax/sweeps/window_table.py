@@ -94,6 +94,12 @@ def run_row(run: dict, quality: dict, levels) -> dict:
   for q in levels:
     row[f'mem_{q:g}'] = window.tau_mem(t, q)
   for metric, target in quality.items():
+    if not window.recorded(t, metric):   # scored before the metric existed: no crossing
+      row[f'gen_{metric}'] = None
+      row[f'memorized_at_gen_{metric}'] = math.nan
+      for q in levels:
+        row[f'window_{metric}_{q:g}'] = (math.nan, 'unrecorded')
+      continue
     gen = window.tau_gen(t, metric, target)
     row[f'gen_{metric}'] = gen
     row[f'memorized_at_gen_{metric}'] = (math.nan if gen.censored else window.value_at(
@@ -121,7 +127,11 @@ def dataset_title(runs: list[dict]) -> str:
 def _crossing_cell(crossings: list, scale: float = 1.0, fmt: str = '{:.0f}') -> str:
   """mean +- std over seeds; '> x' when every seed is censored (x: the smallest cap);
   '> mean (k of N censored)' when some are (the censored at their cap: a lower bound);
-  '<=' marks a crossing reached at the first scored step in every seed."""
+  '<=' marks a crossing reached at the first scored step in every seed; runs that did not
+  record the metric (None) are left out ('not recorded' when none did)."""
+  crossings = [c for c in crossings if c is not None]
+  if not crossings:
+    return 'not recorded'
   values = np.array([c.step * scale for c in crossings])
   censored = sum(c.censored for c in crossings)
   if censored == len(crossings):
@@ -136,6 +146,9 @@ def _crossing_cell(crossings: list, scale: float = 1.0, fmt: str = '{:.0f}') -> 
 
 
 def _ratio_cell(ratios: list) -> str:
+  ratios = [r for r in ratios if r[1] != 'unrecorded']
+  if not ratios:
+    return 'not recorded'
   values = np.array([v for v, bound in ratios if bound != 'none'])
   none = sum(bound == 'none' for _, bound in ratios)
   lower = sum(bound == 'lower' for _, bound in ratios)
@@ -194,7 +207,7 @@ def write_markdown(path: str, rows: list[dict], quality: dict, levels, runs: lis
   lines = [f'# The memorization window: {dataset_title(runs)}', '',
            f'{len(rows)} runs' + (f' of the {planned} planned' if planned else '') +
            f' ({command}). Quality targets: ' +
-           ', '.join(f'{m} {"<=" if window.QUALITY_METRICS[m][1] == "le" else ">="} {t:g}'
+           ', '.join(f'{m} {"<=" if window.quality_metric(m)[1] == "le" else ">="} {t:g}'
                      for m, t in quality.items()) +
            '; memorized: d1/d2 < 1/3. Steps interpolated between scored steps '
            '(resolution: the scoring spacing, column `every`). Cells: mean ± sample std over '
@@ -376,6 +389,9 @@ def build(results: str, out: str, quality: dict, levels, planned: int | None = N
     raise FileNotFoundError(f'no run with {TRAJECTORY} under {results}')
   for dataset in {r['dataset'] for r in runs}:
     window.check_dataset(quality, dataset)
+  # Targets every run recorded first: the sections and figures read at the first one.
+  quality = dict(sorted(quality.items(), key=lambda kv: not all(
+      window.recorded(r['trajectory'], kv[0]) for r in runs)))
   rows = [run_row(r, quality, levels) for r in runs]
   os.makedirs(out, exist_ok=True)
   first, q_top = next(iter(quality)), max(levels)
@@ -398,7 +414,7 @@ def main(argv=None) -> int:
   p.add_argument('--out', default=None, help='output folder (default: RESULTS/..)')
   p.add_argument('--quality', default='',
                  help='metric=target,...: the quality targets of tau_gen '
-                      f'({", ".join(window.QUALITY_METRICS)}); default: those of '
+                      f'({", ".join(window.quality_names())}); default: those of '
                       'window.DEFAULT_TARGETS that the runs\' dataset provides')
   p.add_argument('--levels', default=','.join(f'{q:g}' for q in window.LEVELS),
                  help='memorized fractions q of tau_mem(q), each in (0, 1]')
@@ -417,7 +433,7 @@ def main(argv=None) -> int:
     flag = '--quality'
     quality = window.parse_quality(a.quality or ','.join(
         f'{k}={v:g}' for k, v in window.DEFAULT_TARGETS.items()
-        if window.QUALITY_METRICS[k][0] in datasets or not datasets))
+        if window.quality_metric(k)[0] in datasets or not datasets))
     for dataset in datasets:
       window.check_dataset(quality, dataset)
   except ValueError as e:
