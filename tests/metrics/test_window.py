@@ -346,3 +346,56 @@ def test_window_table_bad_input_is_one_line_and_writes_nothing(tmp_path, capsys,
   err = capsys.readouterr().err
   assert err.startswith('error: ') and fragment in err and err.count('\n') == 1
   assert sorted(os.listdir(tmp_path)) == before
+
+
+def test_welch_matches_scipy_on_log_windows_and_holm_adjusts():
+  from scipy import stats
+  from sparsediff_jax.sweeps import window_table
+  a, b = [4.0, 4.4, 3.6, 4.1], [2.0, 2.2, 1.8]
+  t = window_table.welch(a, b)
+  assert t['p'] == pytest.approx(stats.ttest_ind(np.log(a), np.log(b), equal_var=False).pvalue)
+  gm = math.exp(np.mean(np.log(a)) - np.mean(np.log(b)))
+  assert t['effect'] == pytest.approx(gm) and t['low'] < gm < t['high']
+  raw = window_table.welch(a, b, log=False)
+  assert raw['effect'] == pytest.approx(np.mean(a) - np.mean(b))
+  assert math.isnan(window_table.welch([1.0], b)['p'])
+  assert window_table.holm([0.01, 0.04, 0.03, math.nan])[:3] == pytest.approx([0.03, 0.06, 0.06])
+
+
+def test_decisions_read_each_setting_against_dense_and_its_control():
+  """mask 0.9's window is 2x dense's (decided wider); its control's equals mask 0.9's to
+  within 1% (no different); mask 0.5 has one run without tau_gen and one censored."""
+  from sparsediff_jax.sweeps import window_table
+  rows = []
+
+  def add(setting, windows, memorized=0.0):
+    for seed, w in enumerate(windows):
+      bound = 'none' if w is None else 'lower' if w < 0 else 'exact'
+      rows.append({'setting': setting, 'n': 64, 'seed': seed,
+                   'window_digits_confidence_0.5': (abs(w) if w else math.nan, bound),
+                   'memorized_at_gen_digits_confidence': memorized + 0.01 * seed})
+  add('dense', [2.0, 2.2, 1.8, 2.1, 1.9], 0.05)
+  add('mask 0.9', [4.0, 4.4, 3.6, 4.2, 3.8])
+  add('dense, batch-matched 0.9', [4.04, 4.44, 3.64, 4.24, 3.84])
+  add('mask 0.5', [2.0, None, -2.4])
+  lines = window_table.decision_lines(rows, {'digits_confidence': 0.815}, (0.5,))
+  table = {tuple(c.strip() for c in l.split('|')[2:4]): [c.strip() for c in l.split('|')[1:-1]]
+           for l in lines if l.startswith('| 64')}
+  wider = table[('mask 0.9', 'dense')]
+  assert wider[3] == '5 / 5' and wider[4] == '2.00' and wider[8] == 'wider'
+  assert wider[9].startswith('-0.050')   # memorized at tau_gen: 0.07 against 0.07 + 0.05
+  same = table[('mask 0.9', 'dense, batch-matched 0.9')]
+  assert same[4] == '0.99' and same[8] == 'no different'
+  half = table[('mask 0.5', 'dense')]
+  assert half[3] == '2 / 5' and half[4].endswith('*') and half[8] == 'undecided'
+
+
+def test_a_lower_bound_on_the_smaller_side_leaves_the_direction_open():
+  from sparsediff_jax.sweeps import window_table
+  test = {'effect': 2.0, 'low': 1.5, 'high': 2.6, 'p': 0.001}
+  assert window_table.reading(test, 0.01) == 'wider'
+  assert window_table.reading(test, 0.01, (True, False)) == 'wider'   # larger side: stands
+  assert window_table.reading(test, 0.01, (False, True)) == 'undecided (censored)'
+  same = {'effect': 1.0, 'low': 0.9, 'high': 1.1, 'p': 0.9}
+  assert window_table.reading(same, 0.9) == 'no different'
+  assert window_table.reading(same, 0.9, (True, False)) == 'undecided'
