@@ -7,12 +7,10 @@ import os
 from tests.helpers import REPO
 
 
-def _benchmark():
-  path = os.path.join(REPO, 'benchmarks', 'sampler_nfe.py')
-  spec = importlib.util.spec_from_file_location('sampler_nfe', path)
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  return module
+_spec = importlib.util.spec_from_file_location(
+    'sampler_nfe', os.path.join(REPO, 'benchmarks', 'sampler_nfe.py'))
+b = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(b)
 
 
 def _row(nfe, fd, memorized=None):
@@ -23,7 +21,6 @@ def _row(nfe, fd, memorized=None):
 
 
 def test_the_memorized_fraction_must_match_as_well_as_the_quality():
-  b = _benchmark()
   # fd within 5% from NFE 8 on; the memorized fraction 0.07 above the reference until 16.
   rows = [_row(6, 11.0, 0.30), _row(8, 10.3, 0.37), _row(10, 10.2, 0.36),
           _row(16, 10.1, 0.34), _row(24, 10.0, 0.31)]
