@@ -23,6 +23,9 @@ Baselines (see docs/research.md for what each controls for):
                    round(B * (1 - eta)) (a multiple of --devices), so each step supervises
                    as many pixels as the masked run does.
   dropout=P[,P..]  the dense loss with dropout P in the network's residual blocks.
+With --matched_images each batch-matched run's training.num_steps is scaled by
+B / its batch, so that it may see as many images through the network as the masked run
+(the run's name is unchanged; a stop rule may end it earlier).
 
 Local runs share a persistent XLA compilation cache in ROOT/jax_cache, so seeds of one
 setting compile once.
