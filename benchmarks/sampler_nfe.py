@@ -16,7 +16,12 @@ left out (stochastic ones, or ones for another formulation) are listed with the 
 It records:
 - the dataset metric (digits: classifier FD `digits_fd`; shapes: the consistency
   metrics) next to the reference's;
+- the memorized fraction (`pixel_memorized_fraction`, d1/d2 < 1/3 against the model's
+  training images) next to the reference's: a cheap sampler may reach the reference's
+  quality and still copy more (or fewer) training images;
 - the RMS distance (images in [-1, 1]) of each sample to its own reference sample.
+A setting is "within" the reference when its headline metric is within 5% of the
+reference's AND its memorized fraction within 0.05 absolute (CHECKS).
 Heun spends 2 NFE per step (2 n - 1 for n steps): its NFE is the largest odd count not
 above the target. Writes OUT/sampler_nfe.{json,csv,md} and one curve png per model
 (--out, default docs/results/sampler_nfe); --only measures some models and --combos some
@@ -124,14 +129,21 @@ def measure(name: str, workdir: str, flags: list[str], samples: int, reference_n
   import numpy as np
   from flax import nnx
   from sparsediff_jax import data, formulations, registry, samplers
+  from sparsediff_jax.metrics import memorization
   from sparsediff_jax.runtime import state
   from sparsediff_jax.data.source import CHANNELS
   config = config_from_flags(flags)
   run = state.restore_run(config, workdir)
   model = nnx.merge(run.graphdef, run.params(config))
   net = jax.jit(lambda x, c: model(x, c))   # compiled once; the steps run in Python
-  metric = registry.DATASETS.get(config.data.name).metrics
+  dataset_metric = registry.DATASETS.get(config.data.name).metrics
   train_images = data.load_train_images(config)
+
+  def metric(config, images, train_images):
+    """The dataset's metrics and the memorized fraction of `images`."""
+    mem, _ = memorization.memorization_report(images, train_images)
+    return {**dataset_metric(config, images, train_images),
+            MEMORIZED: mem[MEMORIZED]}
   formulation = formulations.get_formulation(config.diffusion)
   size = config.data.image_size
   keys = jax.random.split(jax.random.PRNGKey(config.sampling.seed))
@@ -166,20 +178,33 @@ def measure(name: str, workdir: str, flags: list[str], samples: int, reference_n
 
 
 HEADLINE = {'digits': 'digits_fd', 'shapes': 'symmetry_error'}
-EXTRA = {'digits': (), 'shapes': ('consistent_fraction',)}   # printed between headline and RMS
+MEMORIZED = 'pixel_memorized_fraction'
+# Printed between the headline and the RMS; the memorized fraction is also checked.
+EXTRA = {'digits': (MEMORIZED,), 'shapes': ('consistent_fraction', MEMORIZED)}
 
 
 def within(row: dict, key: str) -> bool:
+  """`key` of the row is within 5% of the reference's (fractions: 0.05 absolute); a row
+  measured before the key was recorded is not checked on it."""
+  if key not in row or 'reference_' + key not in row:
+    return True
   ref = row['reference_' + key]
   if key.endswith('_fraction'):
     return abs(row[key] - ref) <= 0.05
   return abs(row[key] - ref) <= 0.05 * abs(ref)
 
 
+def checks(key: str) -> tuple[str, ...]:
+  """What "within the reference" checks: the headline metric and the memorized fraction."""
+  return (key, MEMORIZED)
+
+
 def cheapest_within(rows: list[dict], key: str) -> int | None:
-  """The smallest NFE from which `key` stays within 5% of the reference at every larger
-  NFE measured (rows of one sampler and grid, NFE ascending); None if none."""
-  ok = [r['nfe'] for k, r in enumerate(rows) if all(within(q, key) for q in rows[k:])]
+  """The smallest NFE from which `key` stays within 5% of the reference, and the memorized
+  fraction within 0.05 absolute, at every larger NFE measured (rows of one sampler and
+  grid, NFE ascending); None if none."""
+  ok = [r['nfe'] for k, r in enumerate(rows)
+        if all(within(q, c) for q in rows[k:] for c in checks(key))]
   return min(ok) if ok else None
 
 
@@ -200,6 +225,7 @@ def write(rows: list[dict], out: str) -> None:
     kind = 'digits' if model.startswith('digits') else 'shapes'
     key, extra = HEADLINE[kind], EXTRA[kind]
     mine = [r for r in rows if r['model'] == model]
+    extra = tuple(k for k in extra if k in mine[0])   # rows measured before it: left out
     ref = ', '.join(f'{k} {mine[0]["reference_" + k]:.3g}' for k in (key, *extra))
     lines += [f'### {model} (reference: {ref}): ' + ' / '.join((key, *extra))
               + ' / RMS to the reference sample', '',
@@ -258,8 +284,11 @@ def write(rows: list[dict], out: str) -> None:
   with open(os.path.join(out, 'sampler_nfe.md'), 'w') as f:
     f.write('Each cell: metric(s) / RMS distance to the same sample at the reference NFE.\n'
             f'"Cheapest within 5%": the smallest NFE whose headline metric is within 5% of the '
-            f'reference ({REFERENCE[0]}, {REFERENCE[1]} grid, same noise) and stays so at '
-            'every larger NFE measured (fractions: within 0.05 absolute). Columns: the target '
+            f'reference ({REFERENCE[0]}, {REFERENCE[1]} grid, same noise) and whose memorized '
+            f'fraction ({MEMORIZED}) is within 0.05 absolute of the reference\'s, and stays so '
+            'at every larger NFE measured (fractions: within 0.05 absolute; rows measured '
+            'before the memorized fraction was recorded are checked on the headline alone). '
+            'Columns: the target '
             'NFE (Heun: the largest odd count not above it).\n\n'
             'Cheapest setting per model:\n' + '\n'.join(goal) + '\n\n' + '\n'.join(lines))
 

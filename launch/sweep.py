@@ -23,6 +23,9 @@ Baselines (see docs/research.md for what each controls for):
                    round(B * (1 - eta)) (a multiple of --devices), so each step supervises
                    as many pixels as the masked run does.
   dropout=P[,P..]  the dense loss with dropout P in the network's residual blocks.
+With --matched_images each batch-matched run's training.num_steps is scaled by
+B / its batch, so that it may see as many images through the network as the masked run
+(the run's name is unchanged; a stop rule may end it earlier).
 
 Local runs share a persistent XLA compilation cache in ROOT/jax_cache, so seeds of one
 setting compile once.
@@ -64,6 +67,8 @@ class Run:
   overrides: dict           # config field -> value (string) that set it apart
   x: float | None           # its position on the plots' x axis (None: a horizontal band)
   seed_key: str
+  extra: dict = dataclasses.field(default_factory=dict)   # set without naming the run
+                            # (--matched_images: a batch-matched run's training.num_steps)
 
   def record(self) -> dict:
     return dataclasses.asdict(self)
@@ -147,6 +152,15 @@ def expand_runs(grid: dict[str, list[str]], baselines: list[str], *, base_batch:
   return runs
 
 
+def match_images(runs: list[Run], num_steps: int, base_batch: int) -> None:
+  """--matched_images: each batch-matched run's cap (training.num_steps, in run.extra) is
+  the masked run's in images through the network: num_steps x base_batch / its batch."""
+  for run in runs:
+    if run.group == 'batch_matched':
+      batch = int(run.overrides[BATCH_KEY])
+      run.extra['training.num_steps'] = str(num_steps * base_batch // batch)
+
+
 def _suffix(overrides: dict, seed_key: str) -> str:
   label = _label(overrides, seed_key)
   return '' if label == 'base' else f', {label}'
@@ -190,7 +204,7 @@ def resolve_runs(config_path: str | None, fixed: dict, runs: list[Run]) -> dict:
   for run in runs:
     try:
       out[run.name] = carry_over.as_dict(carry_over.resolve_config(
-          config_path, {**fixed, **run.overrides}))
+          config_path, {**fixed, **run.overrides, **run.extra}))
     except errors.ConfigError as e:
       raise errors.ConfigError(f'run {run.name}: {e}') from None
   return out
@@ -239,7 +253,7 @@ def run_commands(runner: list[str], config_path: str | None, fixed: dict, run: R
                  workdir: str) -> list[list[str]]:
   """The train and research command lines of one run."""
   args = ([f'--config={config_path}'] if config_path else [])
-  args += [f'--config.{k}={v}' for k, v in {**fixed, **run.overrides}.items()]
+  args += [f'--config.{k}={v}' for k, v in {**fixed, **run.overrides, **run.extra}.items()]
   args.append(f'--workdir={workdir}')
   return [runner + args + ['--mode=train'], runner + args + ['--mode=research']]
 
@@ -285,6 +299,9 @@ def main(argv=None) -> int:
                       'finished run is copied to RESULTS/<run name>/, and a run whose kept '
                       'config.json matches its resolved config is skipped '
                       '(sparsediff_jax/sweeps/carry_over.py)')
+  p.add_argument('--matched_images', action='store_true',
+                 help='cap each batch-matched run by images through the network, equal to '
+                      'its masked run\'s: training.num_steps x batch / its batch')
   p.add_argument('--commit', action='store_true',
                  help='with --results: git-commit each kept result as soon as it is kept')
   a = p.parse_args(argv)
@@ -296,6 +313,8 @@ def main(argv=None) -> int:
     base_batch = int(fixed.get(BATCH_KEY, config.training.batch_size))
     runs = expand_runs(grid, a.baseline, base_batch=base_batch, devices=a.devices,
                        seed_key=a.seed_key)
+    if a.matched_images:
+      match_images(runs, expected_steps(config, fixed), base_batch)
     if a.commit and not a.results:
       raise SweepError('--commit needs --results (the folder whose results it commits)')
     configs = {} if a.aggregate_only else resolve_runs(a.config, fixed, runs)
@@ -317,7 +336,7 @@ def main(argv=None) -> int:
     env['PYTHONPATH'] = REPO + os.pathsep + env.get('PYTHONPATH', '')
     for i, run in enumerate(runs, 1):
       workdir = os.path.join(root, run.name)
-      steps = expected_steps(config, {**fixed, **run.overrides})
+      steps = expected_steps(config, {**fixed, **run.overrides, **run.extra})
       if is_finished(workdir, steps):
         print(f'[{i}/{len(runs)}] {run.name}: finished, skipped', flush=True)
         continue

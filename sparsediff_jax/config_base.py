@@ -241,6 +241,11 @@ def get_config() -> ml_collections.ConfigDict:
   r.window_stop = 0.5           # window_every > 0: the run stops (checkpointed, finished) once
                                 # this fraction of its samples is memorized; in [0, 1], 0 =
                                 # train to training.num_steps (the cap) regardless.
+  r.window_cap_factor = 0.0     # window_every > 0 and > 0 here: a cap per run instead: it
+                                # stops once its tau_gen (the dataset's headline target of
+                                # metrics/window.py) AND window_stop are reached, or at the
+                                # first scored step >= this x its own tau_gen; num_steps
+                                # then bounds only runs that never reach quality. 0 = off.
 
   # ---- evaluation: --mode=fid_stats, --mode=eval, FID during training ---------------------
   # See docs/evaluation.md. Inception is pytorch-fid's network (our JAX port).

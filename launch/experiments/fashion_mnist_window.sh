@@ -26,6 +26,15 @@ CAP=${CAP:-3600}                  # training.num_steps of every run.
 STOP=${STOP:-0.9}                 # research.window_stop.
 EVERY=${EVERY:-200}               # research.window_every (and the checkpoint spacing).
 SEEDS=${SEEDS:-0,1,2}             # run in this order, all four settings of a seed together.
+# Caps per run (research.window_cap_factor; 0 = the fixed CAP above, as the committed n=16
+# runs): with CAP_FACTOR=4 a run stops once its tau_gen (novel_fashion_mnist_confidence
+# >= 0.66, copy-proof: metrics/window.py) and STOP are reached, or at 4x its own tau_gen;
+# CAP then bounds only runs that never reach quality, and the batch-matched control may see
+# as many images as its masked run (launch/sweep.py --matched_images). The decisive
+# Fashion-MNIST runs, where quality precedes memorization (fashion_mnist_regime.md):
+#   COMMIT=1 N=64 CAP=40000 EVERY=400 STOP=0.5 CAP_FACTOR=4 SEEDS=0,1,2,3,4,5,6,7 \
+#     bash launch/experiments/fashion_mnist_window.sh runs/fashion_mnist_window64
+CAP_FACTOR=${CAP_FACTOR:-0}
 # SAMPLER, SAMPLER_STEPS, SAMPLES, COMMIT=1 (commit each kept result), PYTHON: window_flags.sh.
 set -euo pipefail
 REPO=${REPO:-$(cd "$(dirname "$0")/../.." && pwd)}
@@ -35,12 +44,14 @@ shift || true
 cd "$REPO"
 source launch/experiments/window_flags.sh
 window_cap "$CAP" "$EVERY" "$STOP"
+per_run=()
+[ "$CAP_FACTOR" != 0 ] && per_run=(--matched_images --set research.window_cap_factor="$CAP_FACTOR")
 
 for seed in ${SEEDS//,/ }; do
   "$PYTHON" launch/sweep.py --root="$ROOT/n$N" --config=configs/fashion_mnist.py \
     --results="$RESULTS" "${commit_flag[@]}" \
     --set data.image_size=16 --set data.class_balanced=True --set training.log_every=100 \
-    "${SMALL_UNET[@]}" "${WINDOW_COMMON[@]}" "${WINDOW_CAP[@]}" \
+    "${SMALL_UNET[@]}" "${WINDOW_COMMON[@]}" "${WINDOW_CAP[@]}" "${per_run[@]}" \
     --grid data.num_train_examples="$N" --grid training.seed="$seed" \
     --grid mask.ratio=0,0.9 --baseline batch_matched --baseline dropout=0.1 \
     --headline pixel_memorized_fraction,fashion_mnist_fd,fashion_mnist_confidence,tau_gen_fashion_mnist_confidence,tau_mem_0.5 \

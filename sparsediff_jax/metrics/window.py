@@ -33,21 +33,48 @@ LEVELS = (0.1, 0.5)          # the memorized fractions q of tau_mem(q).
 # 'le' means lower is better (reached when value <= target), 'ge' higher is better; each
 # dataset registers its own (registry.Dataset.quality), read at lookup.
 QUALITY_METRICS = registry.QUALITY_METRICS
-# The targets of the memorization-window experiment (docs/results/memorization_window/):
-# digits_fd at most twice its real-vs-real floor (8x8 digits: blocks of 128 real
-# training-split digits against the held-out ones score 8.42 +- 2.48 over 11 blocks,
-# benchmarks/window_floor.py), and digits_confidence at least 0.9 x that of real digits
-# (0.906 +- 0.012). Fixed multiples of what real data scores, the same for every setting
-# and n, rather than tuned to any run.
-# Confidence first: the headline window uses the first target; digits_fd already reaches
-# its target at the first scored step of many runs, so its crossing is only bounded.
+# A quality target that copies cannot meet. `novel_<metric>` is <metric> counted over the
+# samples that are NOT copies (d1/d2 >= 1/3), recorded while training (window_scoring.py)
+# and None when fewer than MIN_NOVEL samples are novel: the training set itself, sampled
+# back, has no novel sample and never reaches it, at any n.
+NOVEL_PREFIX = 'novel_'
+MIN_NOVEL = 16
+# The targets of the memorization-window experiment (docs/results/memorization_window/),
+# the first one of a dataset being its headline:
+# * novel_digits_confidence >= 0.815: 0.9 x the confidence of real digits (0.906 +- 0.012,
+#   benchmarks/window_floor.py), over the novel samples only;
+# * digits_fd <= 9.5 against the 297 HELD-OUT digits: the training subsets of the
+#   experiment, repeated into 128 samples, score 14.9 (n=16), 10.2 (n=32) and 10.8 (n=64)
+#   (tests/metrics/test_window.py), so a model that only copies them fails it at
+#   n <= 64; blocks of 128 real digits that are not training images score 8.42 +- 2.48
+#   (benchmarks/window_floor.py). Recomputable from every committed trajectory. It is not
+#   copy-proof at n >= 128, where the training set is itself a real 128-digit block;
+# * digits_confidence >= 0.815 (mean over every sample): the target the experiment first
+#   used; the training digits, sampled back, score 0.89-0.90 and pass it, so a crossing of
+#   it may be a memorization time. Kept for comparison, not as a quality target.
 # Fashion-MNIST 16x16 (docs/results/fashion_mnist_metrics.md): confidence at least 0.9 x
-# that of 1,000 real training images (0.734); at 28x28 real images score higher (0.84),
-# pass --quality there. No fashion_mnist_fd target: its floor depends on n (the 16
-# training images of a run at n=16 score 7.6 against the test images, 128 score 1.24), so
-# a fixed one is out of reach of small-n runs; the table reads it at tau_gen instead.
-DEFAULT_TARGETS = {'digits_confidence': 0.815, 'digits_fd': 16.8,
+# that of 1,000 real training images (0.734), over the novel samples
+# (novel_fashion_mnist_confidence, copy-proof), and over every sample (not copy-proof: the
+# training garments score about that of real ones). At 28x28 real images score higher
+# (0.84), pass --quality there. No fashion_mnist_fd target: its floor depends on n (the 16
+# training images of a run at n=16 score 7.6 against the test images, 128 score 1.24).
+DEFAULT_TARGETS = {'novel_digits_confidence': 0.815, 'digits_fd': 9.5,
+                   'digits_confidence': 0.815,
+                   'novel_fashion_mnist_confidence': 0.66,
                    'fashion_mnist_confidence': 0.66}
+
+
+def quality_metric(name: str) -> tuple[str, str]:
+  """(dataset, 'le' | 'ge') of a quality metric, `novel_<metric>` as its metric; KeyError
+  for an unknown one."""
+  base = name[len(NOVEL_PREFIX):] if name.startswith(NOVEL_PREFIX) else name
+  return QUALITY_METRICS[base]
+
+
+def quality_names() -> list[str]:
+  """Every quality metric a target can name: the registered ones and their novel_ forms."""
+  names = list(QUALITY_METRICS)
+  return names + [NOVEL_PREFIX + m for m in names]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -70,9 +97,9 @@ def parse_quality(spec: str) -> dict[str, float]:
   out = {}
   for item in filter(None, (s.strip() for s in spec.split(','))):
     name, sep, value = item.partition('=')
-    if name not in QUALITY_METRICS:
+    if name not in quality_names():
       raise ValueError(f'unknown quality metric {name!r}; choose from '
-                       f'{", ".join(QUALITY_METRICS)}')
+                       f'{", ".join(quality_names())}')
     try:
       target = float(value) if sep else float('nan')
     except ValueError:
@@ -80,7 +107,7 @@ def parse_quality(spec: str) -> dict[str, float]:
     if not math.isfinite(target) or target < 0:
       raise ValueError(f'{name}: target {value!r} must be a finite number >= 0, e.g. '
                        f'{name}={DEFAULT_TARGETS.get(name, 1.0)}')
-    if QUALITY_METRICS[name][1] == 'ge' and target > 1:
+    if quality_metric(name)[1] == 'ge' and target > 1:
       raise ValueError(f'{name}: target {target} must be in [0, 1]')
     out[name] = target
   if not out:
@@ -107,8 +134,8 @@ def parse_levels(spec: str) -> tuple[float, ...]:
 def check_dataset(quality: dict[str, float], dataset: str) -> None:
   """ValueError when a quality metric is not one the dataset provides."""
   for name in quality:
-    if QUALITY_METRICS[name][0] != dataset:
-      raise ValueError(f'quality metric {name!r} is measured on {QUALITY_METRICS[name][0]}, '
+    if quality_metric(name)[0] != dataset:
+      raise ValueError(f'quality metric {name!r} is measured on {quality_metric(name)[0]}, '
                        f'not on data.name={dataset!r}')
 
 
@@ -142,10 +169,16 @@ def first_crossing(steps, values, target: float, direction: str = 'ge') -> Cross
 
 
 def tau_gen(trajectory: list[dict], metric: str, target: float) -> Crossing:
-  """First step at which `metric` reaches `target` (direction from QUALITY_METRICS)."""
+  """First step at which `metric` reaches `target` (direction from quality_metric)."""
   return first_crossing([e['step'] for e in trajectory],
                         [e.get(metric) for e in trajectory], target,
-                        QUALITY_METRICS[metric][1])
+                        quality_metric(metric)[1])
+
+
+def recorded(trajectory: list[dict], metric: str) -> bool:
+  """Whether the run scored `metric` at all (a novel_ metric is recorded, as None when too
+  few samples were novel, by runs scored since it was added)."""
+  return any(metric in e for e in trajectory)
 
 
 def tau_mem(trajectory: list[dict], q: float) -> Crossing:

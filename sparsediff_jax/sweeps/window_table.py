@@ -94,6 +94,12 @@ def run_row(run: dict, quality: dict, levels) -> dict:
   for q in levels:
     row[f'mem_{q:g}'] = window.tau_mem(t, q)
   for metric, target in quality.items():
+    if not window.recorded(t, metric):   # scored before the metric existed: no crossing
+      row[f'gen_{metric}'] = None
+      row[f'memorized_at_gen_{metric}'] = math.nan
+      for q in levels:
+        row[f'window_{metric}_{q:g}'] = (math.nan, 'unrecorded')
+      continue
     gen = window.tau_gen(t, metric, target)
     row[f'gen_{metric}'] = gen
     row[f'memorized_at_gen_{metric}'] = (math.nan if gen.censored else window.value_at(
@@ -121,7 +127,11 @@ def dataset_title(runs: list[dict]) -> str:
 def _crossing_cell(crossings: list, scale: float = 1.0, fmt: str = '{:.0f}') -> str:
   """mean +- std over seeds; '> x' when every seed is censored (x: the smallest cap);
   '> mean (k of N censored)' when some are (the censored at their cap: a lower bound);
-  '<=' marks a crossing reached at the first scored step in every seed."""
+  '<=' marks a crossing reached at the first scored step in every seed; runs that did not
+  record the metric (None) are left out ('not recorded' when none did)."""
+  crossings = [c for c in crossings if c is not None]
+  if not crossings:
+    return 'not recorded'
   values = np.array([c.step * scale for c in crossings])
   censored = sum(c.censored for c in crossings)
   if censored == len(crossings):
@@ -136,6 +146,9 @@ def _crossing_cell(crossings: list, scale: float = 1.0, fmt: str = '{:.0f}') -> 
 
 
 def _ratio_cell(ratios: list) -> str:
+  ratios = [r for r in ratios if r[1] != 'unrecorded']
+  if not ratios:
+    return 'not recorded'
   values = np.array([v for v, bound in ratios if bound != 'none'])
   none = sum(bound == 'none' for _, bound in ratios)
   lower = sum(bound == 'lower' for _, bound in ratios)
@@ -185,6 +198,147 @@ def slopes(rows: list[dict], key: str = 'mem_0.5') -> dict[str, tuple]:
   return out
 
 
+def welch(a, b, log: bool = True) -> dict:
+  """Welch's two-sample t-test of a against b (on log values when `log`): 'effect' (the
+  ratio of geometric means exp(mean log a - mean log b); without log the difference of
+  means), 'low' and 'high' (its 95% confidence interval), 'p' (two-sided). NaNs when either
+  side has fewer than 2 values."""
+  from scipy import stats
+  a, b = (np.log(np.asarray(x, float)) if log else np.asarray(x, float) for x in (a, b))
+  nan = {'effect': math.nan, 'low': math.nan, 'high': math.nan, 'p': math.nan}
+  if len(a) < 2 or len(b) < 2:
+    return nan
+  va, vb = a.var(ddof=1) / len(a), b.var(ddof=1) / len(b)
+  diff, se = a.mean() - b.mean(), math.sqrt(va + vb)
+  if se == 0:
+    return {**nan, 'effect': math.exp(diff) if log else diff}
+  df = (va + vb) ** 2 / (va ** 2 / (len(a) - 1) + vb ** 2 / (len(b) - 1))
+  half = float(stats.t.ppf(0.975, df)) * se
+  p = float(2 * stats.t.sf(abs(diff / se), df))
+  out = {'effect': diff, 'low': diff - half, 'high': diff + half, 'p': p}
+  if log:
+    out.update({k: math.exp(out[k]) for k in ('effect', 'low', 'high')})
+  return out
+
+
+def holm(ps: list[float]) -> list[float]:
+  """Holm-adjusted p-values (NaNs stay NaN and do not count)."""
+  order = sorted((p, i) for i, p in enumerate(ps) if not math.isnan(p))
+  out, running = [math.nan] * len(ps), 0.0
+  for rank, (p, i) in enumerate(order):
+    running = max(running, min(1.0, (len(order) - rank) * p))
+    out[i] = running
+  return out
+
+
+EQUIVALENCE = (0.8, 1.25)   # a window ratio whose 95% interval lies inside: "no different"
+
+
+def reading(test: dict, p_holm: float, censored: tuple[bool, bool] = (False, False)) -> str:
+  """The stated reading of one comparison (README.md: the test, fixed in advance).
+  censored: whether (setting, reference) hold runs whose window is a lower bound; the
+  smaller side holding one leaves the direction open, either holding one rules out "no
+  different"."""
+  smaller_censored = censored[1] if test['effect'] > 1 else censored[0]
+  if not math.isnan(p_holm) and p_holm < 0.05:
+    if smaller_censored:
+      return 'undecided (censored)'
+    return 'wider' if test['effect'] > 1 else 'narrower'
+  if (EQUIVALENCE[0] <= test['low'] and test['high'] <= EQUIVALENCE[1]
+      and not any(censored)):
+    return 'no different'
+  return 'undecided'
+
+
+def comparisons(settings) -> list[tuple[str, str]]:
+  """(setting, reference) pairs: each setting against the dense loss of its backbone, and
+  each mask against its batch-matched control."""
+  out = []
+  for s in settings:
+    prefix = s.split(': ')[0] + ': ' if ': ' in s else ''
+    if s != prefix + 'dense' and prefix + 'dense' in settings:
+      out.append((s, prefix + 'dense'))
+  for s in settings:
+    if s.startswith('mask ') and f'dense, batch-matched {s[5:]}' in settings:
+      out.append((s, f'dense, batch-matched {s[5:]}'))
+  return out
+
+
+def decision_lines(rows: list[dict], quality: dict, levels) -> list[str]:
+  """The section 'Decisions' of window.md (the test stated in README.md)."""
+  groups = group_rows(rows)
+  lines = ['', '## Decisions: each setting against dense and against its control', '',
+           'Welch\'s t-test on log window per run (a censored tau_mem enters as its lower '
+           'bound, marked *; runs without tau_gen are left out); effect: ratio of geometric '
+           'means with its 95% interval; Holm over the comparisons of one table and n. '
+           'Reading: wider/narrower when Holm p < 0.05 (undecided when the smaller side '
+           f'holds a lower bound), "no different" when the interval lies in '
+           f'[{EQUIVALENCE[0]}, {EQUIVALENCE[1]}] and no side holds a lower bound, else '
+           'undecided. Memorized at tau_gen: difference of means (Welch).', '']
+  for metric in quality:
+    for q in levels:
+      head = ['n', 'setting', 'against', 'runs', 'ratio', '95% interval', 'p', 'Holm p',
+              'reading', 'memorized at tau_gen: difference', 'p']
+      body = []
+      for n in sorted({r['n'] for r in rows}):
+        settings = [s for (s, m) in groups if m == n]
+        pairs, tests, mems = comparisons(settings), [], []
+        for a, b in pairs:
+          va, vb = ([x[f'window_{metric}_{q:g}'] for x in groups[(s, n)]] for s in (a, b))
+          good_a, good_b = ([v for v, bound in vs if bound in ('exact', 'lower')]
+                            for vs in (va, vb))
+          lower = tuple(any(bound == 'lower' for _, bound in v) for v in (va, vb))
+          tests.append((welch(good_a, good_b), lower, f'{len(good_a)} / {len(good_b)}'))
+          ma, mb = ([x[f'memorized_at_gen_{metric}'] for x in groups[(s, n)]] for s in (a, b))
+          mems.append(welch([v for v in ma if not math.isnan(v)],
+                            [v for v in mb if not math.isnan(v)], log=False))
+        adjusted = holm([t['p'] for t, _, _ in tests])
+        for (a, b), (t, lower, count), p_adj, mem in zip(pairs, tests, adjusted, mems):
+          if math.isnan(t['effect']):
+            continue
+          star = '*' if any(lower) else ''
+          body.append([str(n), a, b, count, f'{t["effect"]:.2f}{star}',
+                       f'{t["low"]:.2f} to {t["high"]:.2f}', f'{t["p"]:.3g}',
+                       f'{p_adj:.3g}', reading(t, p_adj, lower),
+                       f'{mem["effect"]:+.3f} ({mem["low"]:+.3f} to {mem["high"]:+.3f})'
+                       if not math.isnan(mem['low']) else '–', f'{mem["p"]:.3g}'])
+      if not body:
+        continue
+      sign = '<=' if window.quality_metric(metric)[1] == 'le' else '>='
+      lines += [f'### Window tau_mem({q:g}) / tau_gen({metric} {sign} {quality[metric]:g})',
+                '', '| ' + ' | '.join(head) + ' |', '|' + '---|' * len(head)]
+      lines += ['| ' + ' | '.join(cells) + ' |' for cells in body] + ['']
+  return lines
+
+
+def slope_lines(rows: list[dict], quality: dict, levels) -> list[str]:
+  """tau_gen (each target) and tau_mem(q) each against n: slope and its 95% interval."""
+  from scipy import stats
+  keys = ([(f'gen_{m}', f'tau_gen({m})') for m in quality] +
+          [(f'mem_{q:g}', f'tau_mem({q:g})') for q in levels])
+  lines = ['', '## tau_gen and tau_mem against n', '',
+           'Least-squares slope of log tau against log n over the uncensored runs, with its '
+           '95% interval (t, runs - 2 degrees of freedom; NaN with fewer than 3 runs or one '
+           'n); then the runs and the n they span.', '',
+           '| setting | ' + ' | '.join(label for _, label in keys) + ' |',
+           '|---|' + '---|' * len(keys)]
+  for setting in _by_setting(rows):
+    cells = [setting]
+    for key, _ in keys:
+      pts = [(r['n'], r[key].step) for r in rows if r['setting'] == setting
+             and r[key] is not None and not r[key].censored and not r[key].at_first]
+      slope, err, k = fit_slope([p[0] for p in pts], [p[1] for p in pts])
+      if math.isnan(slope):
+        cells.append(f'– ({k} runs)')
+        continue
+      half = float(stats.t.ppf(0.975, k - 2)) * err
+      ns = sorted({p[0] for p in pts})
+      cells.append(f'{slope:.2f} ({slope - half:.2f} to {slope + half:.2f}; {k} runs, '
+                   f'n {ns[0]}-{ns[-1]})')
+    lines.append('| ' + ' | '.join(cells) + ' |')
+  return lines
+
+
 def write_markdown(path: str, rows: list[dict], quality: dict, levels, runs: list[dict],
                    planned: int | None,
                    command: str = 'launch/experiments/memorization_window.sh') -> str:
@@ -194,11 +348,12 @@ def write_markdown(path: str, rows: list[dict], quality: dict, levels, runs: lis
   lines = [f'# The memorization window: {dataset_title(runs)}', '',
            f'{len(rows)} runs' + (f' of the {planned} planned' if planned else '') +
            f' ({command}). Quality targets: ' +
-           ', '.join(f'{m} {"<=" if window.QUALITY_METRICS[m][1] == "le" else ">="} {t:g}'
+           ', '.join(f'{m} {"<=" if window.quality_metric(m)[1] == "le" else ">="} {t:g}'
                      for m, t in quality.items()) +
            '; memorized: d1/d2 < 1/3. Steps interpolated between scored steps '
            '(resolution: the scoring spacing, column `every`). Cells: mean ± sample std over '
-           'seeds; "> x": censored (never reached by the cap x); "<= x": reached at the first '
+           'seeds; "> x": censored, not reached by step x, the last scored step (the cap, '
+           'or the step where the run\'s stop rule ended it); "<= x": reached at the first '
            'scored step.', '']
   head = (['setting', 'n', 'seeds', 'every'] + [f'tau_gen {m}' for m in quality] +
           [f'tau_mem({q:g})' for q in levels] +
@@ -245,12 +400,8 @@ def write_markdown(path: str, rows: list[dict], quality: dict, levels, runs: lis
         cells.append(_crossing_cell([m[key] for m in members], u[unit] * scale, '{:.2f}'))
     cells = cells[:2] + [cells[2], cells[3], cells[4], cells[5]]
     lines.append('| ' + ' | '.join(cells) + ' |')
-  lines += ['', f'## tau_mem({q_top:g}) against n', '',
-            'Least-squares slope of log tau_mem against log n over the uncensored runs '
-            '(± its standard error; NaN with fewer than 3 runs or one n).', '',
-            '| setting | slope | ± | runs |', '|---|---|---|---|']
-  for setting, (slope, err, k) in slopes(rows, f'mem_{q_top:g}').items():
-    lines.append(f'| {setting} | {slope:.2f} | {err:.2f} | {k} |')
+  lines += slope_lines(rows, quality, levels)
+  lines += decision_lines(rows, quality, levels)
   with open(path, 'w') as f:
     f.write('\n'.join(lines) + '\n')
   return path
@@ -376,6 +527,9 @@ def build(results: str, out: str, quality: dict, levels, planned: int | None = N
     raise FileNotFoundError(f'no run with {TRAJECTORY} under {results}')
   for dataset in {r['dataset'] for r in runs}:
     window.check_dataset(quality, dataset)
+  # Targets every run recorded first: the sections and figures read at the first one.
+  quality = dict(sorted(quality.items(), key=lambda kv: not all(
+      window.recorded(r['trajectory'], kv[0]) for r in runs)))
   rows = [run_row(r, quality, levels) for r in runs]
   os.makedirs(out, exist_ok=True)
   first, q_top = next(iter(quality)), max(levels)
@@ -398,7 +552,7 @@ def main(argv=None) -> int:
   p.add_argument('--out', default=None, help='output folder (default: RESULTS/..)')
   p.add_argument('--quality', default='',
                  help='metric=target,...: the quality targets of tau_gen '
-                      f'({", ".join(window.QUALITY_METRICS)}); default: those of '
+                      f'({", ".join(window.quality_names())}); default: those of '
                       'window.DEFAULT_TARGETS that the runs\' dataset provides')
   p.add_argument('--levels', default=','.join(f'{q:g}' for q in window.LEVELS),
                  help='memorized fractions q of tau_mem(q), each in (0, 1]')
@@ -417,7 +571,7 @@ def main(argv=None) -> int:
     flag = '--quality'
     quality = window.parse_quality(a.quality or ','.join(
         f'{k}={v:g}' for k, v in window.DEFAULT_TARGETS.items()
-        if window.QUALITY_METRICS[k][0] in datasets or not datasets))
+        if window.quality_metric(k)[0] in datasets or not datasets))
     for dataset in datasets:
       window.check_dataset(quality, dataset)
   except ValueError as e:

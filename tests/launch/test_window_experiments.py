@@ -14,7 +14,7 @@ from tests.helpers import REPO
 RESULTS = os.path.join(REPO, 'docs', 'results')
 
 
-def print_runs(tmp_path, script, committed, names, changed=0, **settings):
+def print_runs(tmp_path, script, committed, names, changed=0, output=None, **settings):
   """Runs SCRIPT with launch/sweep.py --print against a copy of the committed results NAMES
   (so the tables it rebuilds land in tmp_path); returns (kept, commands) counts. CHANGED:
   how many kept results must be reported as made with another config."""
@@ -29,6 +29,8 @@ def print_runs(tmp_path, script, committed, names, changed=0, **settings):
   assert out.returncode == 0, out.stderr[-2000:]
   lines = out.stdout.splitlines()
   assert sum('differs in' in l for l in lines) == changed, out.stdout
+  if output is not None:
+    output.extend(lines)
   return (sum('kept in' in l for l in lines), sum(l.startswith('cd ') for l in lines))
 
 
@@ -66,3 +68,22 @@ def test_a_changed_shared_flag_reruns_instead_of_reusing(tmp_path, setting, valu
   names = committed_runs(committed, 'num_train_examples=16__', 'training.seed=0')[:2]
   assert print_runs(tmp_path, 'memorization_window.sh', committed, names, changed=2,
                     N_LIST='16', **{setting: value}) == (0, 24)
+
+
+@pytest.mark.slow   # 6 sweep invocations
+def test_window_decisive_reruns_the_committed_n64_runs_with_caps_per_run(tmp_path):
+  """The committed n=64 seed-0 runs had a cap from the dense run: under the caps per run
+  (research.window_cap_factor) each of the decisive settings runs again, and the
+  batch-matched controls are capped by images: 40000 x 16 / their batch steps."""
+  committed = os.path.join(RESULTS, 'memorization_window', 'runs')
+  names = committed_runs(committed, 'num_train_examples=64__', 'training.seed=0')
+  lines = []
+  # --print runs nothing, so the dense run is printed again with the dropout baseline.
+  assert print_runs(tmp_path, 'window_decisive.sh', committed, names, changed=7,
+                    output=lines, SEEDS_FIRST='0', SEEDS_THEN='', SEEDS_128='') == (0, 7)
+  commands = [l for l in lines if l.startswith('cd ')]
+  assert all('--config.research.window_cap_factor=4' in c for c in commands)
+  caps = {os.path.basename(c.split('--workdir=')[1].split()[0]).split('__')[0]:
+          c.split('--config.training.num_steps=')[1].split()[0] for c in commands}
+  assert caps == {'grid': '40000', 'batch_matched0.9': '320000',
+                  'batch_matched0.5': '80000', 'dropout': '40000'}

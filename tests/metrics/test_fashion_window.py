@@ -53,9 +53,9 @@ def test_regime_rows_and_table_from_a_trajectory():
 
 def test_fashion_quality_targets_apply_to_fashion_runs_only():
   targets = window_scoring.quality_targets('fashion_mnist')
-  assert list(targets) == ['fashion_mnist_confidence']
-  assert window_scoring.quality_targets('digits') == {'digits_confidence': 0.815,
-                                                      'digits_fd': 16.8}
+  assert list(targets) == ['novel_fashion_mnist_confidence', 'fashion_mnist_confidence']
+  assert window_scoring.quality_targets('digits') == {
+      'novel_digits_confidence': 0.815, 'digits_fd': 9.5, 'digits_confidence': 0.815}
   gen = window.tau_gen([_entry(200, 0, 5.0, 0.5), _entry(400, 0, 2.0, 0.7)],
                        'fashion_mnist_confidence', 0.66)
   assert gen.step == pytest.approx(200 + 200 * 0.16 / 0.2) and not gen.censored
@@ -83,8 +83,16 @@ def test_window_table_reads_fashion_runs_with_their_own_targets(tmp_path):
     masked = [_entry(s, 0.0, 5.0, c) for s, c in zip(steps, conf)]
     _kept(tmp_path / 'runs', f'dense_s{seed}', 'grid', seed, 0.0, 16, dense)
     _kept(tmp_path / 'runs', f'mask_s{seed}', 'grid', seed, 0.9, 16, masked)
+  # The default targets: the copy-proof one first, which these runs did not record.
+  assert window_table.main([f'--results={tmp_path / "runs"}', '--levels=0.5',
+                            f'--out={tmp_path / "default"}']) == 0
+  md = (tmp_path / 'default' / 'window.md').read_text()
+  assert ('Quality targets: fashion_mnist_confidence >= 0.66, '
+          'novel_fashion_mnist_confidence >= 0.66;') in md
+  assert '| 300 ± 0 | not recorded | 300 ± 0 | 1.00 ± 0.00 | not recorded |' in md
   rc = window_table.main([f'--results={tmp_path / "runs"}', '--planned=12', '--levels=0.5',
-                          '--command=launch/experiments/fashion_mnist_window.sh'])
+                          '--command=launch/experiments/fashion_mnist_window.sh',
+                          '--quality=fashion_mnist_confidence=0.66'])
   assert rc == 0
   md = (tmp_path / 'window.md').read_text()
   assert md.startswith('# The memorization window: fashion_mnist 16x16')
@@ -114,3 +122,47 @@ def test_sample_grid_rows_are_the_nearest_scored_steps_and_the_last():
   assert grids.rows_to_show([200, 400, 600, 2200], [400, 1000, 2000]) == [400, 600, 2200]
   assert grids.rows_to_show([200, 400], [300]) == [200, 400]     # a tie takes the earlier
   assert grids.rows_to_show([], [400]) == []
+
+
+@pytest.mark.slow   # a small classifier trained on Fashion-MNIST-like files the test writes
+def test_the_training_set_sampled_back_fails_the_copy_proof_fashion_target(
+    tmp_path_factory, monkeypatch):
+  """n=64 class-balanced training garments at 16x16, repeated into 128 samples: all copies,
+  so no novel sample and the headline target fails (while the plain confidence passes);
+  128 test garments pass it."""
+  import ml_collections
+  import numpy as np
+  from sparsediff_jax import data
+  from sparsediff_jax.data.fashion_mnist import classifier as fashion_classifier
+  from sparsediff_jax.data.fashion_mnist import metrics as fashion_metrics
+  from sparsediff_jax.data.fashion_mnist import source as fashion_mnist
+  from sparsediff_jax.metrics import classifier, memorization
+  from tests.helpers.idx_fakes import write_idx_folder
+  from tests.helpers.tiny import tiny_config
+  folder = tmp_path_factory.mktemp('fmnist')
+  write_idx_folder(folder, n_train=200, n_test=200)
+  data_config = ml_collections.ConfigDict({'name': 'fashion_mnist', 'data_dir': str(folder),
+                                           'source': 'files', 'download': False})
+  spec = fashion_classifier.make_spec('fashion_mnist', data_config)
+  spec = classifier.Spec(**{**spec.__dict__, 'feature_dim': 16,
+                            'recipe': {**spec.recipe, 'steps': 120, 'batch_size': 16}})
+  model = classifier.load_or_train('fashion_mnist', tmp_path_factory.mktemp('cache'),
+                                   spec=spec)
+  monkeypatch.setattr(fashion_metrics, '_classifier', lambda *args: model)
+  config = tiny_config({'data.name': 'fashion_mnist', 'data.data_dir': str(folder),
+                        'data.source': 'files', 'data.download': False,
+                        'data.image_size': 16, 'data.class_balanced': True,
+                        'data.num_train_examples': 64})
+  train_images = data.load_train_images(config)
+  target = window.DEFAULT_TARGETS['novel_fashion_mnist_confidence']
+  for name, samples in (('train', np.resize(train_images, (128, 16, 16, 3))),
+                        ('test', fashion_mnist.load_split(data_config, 'test', 16)[0][:128])):
+    _, neighbours = memorization.memorization_report(samples, train_images)
+    novel = window_scoring.novel_quality(config, samples, train_images, neighbours)
+    plain = fashion_metrics.sample_metrics(config, samples, train_images)
+    if name == 'train':
+      assert novel['novel_count'] == 0 and novel['novel_fashion_mnist_confidence'] is None
+      assert plain['fashion_mnist_confidence'] >= target   # copies pass the plain one
+    else:
+      assert novel['novel_count'] >= 120
+      assert novel['novel_fashion_mnist_confidence'] >= target

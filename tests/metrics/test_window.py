@@ -122,6 +122,98 @@ def test_decided_reads_only_steps_up_to_the_asked_one():
   assert not window_scoring.decided(t, 300, 0.0)   # 0: never stops
 
 
+
+def test_the_cap_factor_waits_for_quality_then_stops_at_its_own_multiple():
+  """Quality (confidence >= 0.8) reached at step 150; memorized 0.5 at step 300."""
+  t = _trajectory([100, 200, 300, 400, 500, 600, 700], [0.0, 0.6, 0.5, 0.2, 0.2, 0.2, 0.2],
+                  confidence=[0.6, 1.0, 1.0, 1.0, 1.0, 1.0, 1.0])
+  quality = {'digits_confidence': 0.8}
+  # Memorized at 200, but quality is reached only at 150 <= 200: decided at 200.
+  assert window_scoring.decided(t, 200, 0.5, 4.0, quality)
+  assert not window_scoring.decided(t, 100, 0.5, 4.0, quality)
+  never = _trajectory([100, 200, 300, 400, 500, 600, 700], [0.0] * 7,
+                      confidence=[0.6, 1.0, 1.0, 1.0, 1.0, 1.0, 1.0])
+  # Never memorized: stops at the first scored step >= 4 x 150 = 600, not before.
+  assert [s for s in (500, 600, 700) if window_scoring.decided(never, s, 0.5, 4.0, quality)] \
+      == [600, 700]
+  # Memorized before quality: does not stop until quality is reached.
+  early = _trajectory([100, 200, 300], [0.9, 0.9, 0.9], confidence=[0.5, 0.6, 0.9])
+  assert not window_scoring.decided(early, 200, 0.5, 4.0, quality)
+  assert window_scoring.decided(early, 300, 0.5, 4.0, quality)
+  assert window_scoring.decided(early, 100, 0.5)   # without the factor: the old rule
+
+
+# ---- the quality target that copies cannot meet (real digits) ----
+
+@pytest.fixture(scope='module')
+def digits_scores():
+  """{name: (memorization, quality, novel quality)} of 128 'samples' scored as a digits run
+  at 8x8 scores them: each training subset of the experiment (n=16, 32, 64) repeated into
+  128 samples, and 128 held-out digits."""
+  from sparsediff_jax import data
+  from sparsediff_jax.data.digits import source as digits
+  from sparsediff_jax.metrics import memorization, sample_scores
+  out = {}
+  for n in (16, 32, 64):
+    config = tiny_config({'data.name': 'digits', 'data.image_size': 8,
+                          'data.num_train_examples': n})
+    train_images = data.load_train_images(config)
+    for name, samples in ((f'train{n}', np.resize(train_images, (128, 8, 8, 3))),
+                          (f'heldout{n}', digits.load_split('heldout', 8)[0][:128])):
+      mem, neighbours = memorization.memorization_report(samples, train_images)
+      out[name] = (mem, sample_scores.dataset_metrics(config, samples, train_images),
+                   window_scoring.novel_quality(config, samples, train_images, neighbours))
+  return out
+
+
+def _passes(scores, metric):
+  mem, quality, novel = scores
+  value = {**quality, **novel}.get(metric)
+  target = window.DEFAULT_TARGETS[metric]
+  if value is None:
+    return False
+  return value <= target if window.quality_metric(metric)[1] == 'le' else value >= target
+
+
+@pytest.mark.slow   # the digits classifier (trained on first use) and 6 scorings
+@pytest.mark.parametrize('n', [16, 32, 64])
+def test_the_training_set_sampled_back_fails_the_copy_proof_targets(digits_scores, n):
+  mem, quality, novel = digits_scores[f'train{n}']
+  assert mem['pixel_memorized_fraction'] == 1.0 and novel['novel_count'] == 0
+  assert novel['novel_digits_confidence'] is None
+  assert not _passes(digits_scores[f'train{n}'], 'novel_digits_confidence')
+  assert not _passes(digits_scores[f'train{n}'], 'digits_fd'), quality['digits_fd']
+  # The experiment's first target does not tell copies apart: the copies pass it.
+  assert _passes(digits_scores[f'train{n}'], 'digits_confidence')
+  # Real digits the model never saw pass both.
+  held = digits_scores[f'heldout{n}']
+  assert held[0]['pixel_memorized_fraction'] < 0.05 and held[2]['novel_count'] >= 120
+  assert _passes(held, 'novel_digits_confidence') and _passes(held, 'digits_fd')
+
+
+def test_novel_metrics_need_min_novel_samples(monkeypatch):
+  """Counted over the samples with d1/d2 >= 1/3 only; None below window.MIN_NOVEL."""
+  from sparsediff_jax.metrics import sample_scores
+  seen = []
+
+  def fake_metrics(config, samples, train_images):
+    seen.append(len(samples))
+    return {'digits_confidence': float(samples.mean()), 'digits_fd': 1.0, 'other': 2.0}
+  monkeypatch.setattr(sample_scores, 'dataset_metrics', fake_metrics)
+  config = tiny_config({'data.name': 'digits'})
+  samples = np.zeros((40, 2, 2, 3), np.uint8)
+  samples[:20] = 9   # the novel ones
+  d1 = np.where(np.arange(40) < 20, 1.0, 0.1)
+  out = window_scoring.novel_quality(config, samples, None, {'d1': d1, 'd2': np.ones(40)})
+  assert seen == [20] and out['novel_count'] == 20
+  assert out['novel_digits_confidence'] == 9.0 and out['novel_digits_fd'] == 1.0
+  assert 'novel_other' not in out
+  d1[:10] = 0.1   # 10 novel < MIN_NOVEL
+  out = window_scoring.novel_quality(config, samples, None, {'d1': d1, 'd2': np.ones(40)})
+  assert out == {'novel_count': 10, 'novel_digits_confidence': None, 'novel_digits_fd': None}
+  assert seen == [20]
+
+
 # ---- the stop rule in the training loop ----
 
 STOP_AT = 6
@@ -254,3 +346,56 @@ def test_window_table_bad_input_is_one_line_and_writes_nothing(tmp_path, capsys,
   err = capsys.readouterr().err
   assert err.startswith('error: ') and fragment in err and err.count('\n') == 1
   assert sorted(os.listdir(tmp_path)) == before
+
+
+def test_welch_matches_scipy_on_log_windows_and_holm_adjusts():
+  from scipy import stats
+  from sparsediff_jax.sweeps import window_table
+  a, b = [4.0, 4.4, 3.6, 4.1], [2.0, 2.2, 1.8]
+  t = window_table.welch(a, b)
+  assert t['p'] == pytest.approx(stats.ttest_ind(np.log(a), np.log(b), equal_var=False).pvalue)
+  gm = math.exp(np.mean(np.log(a)) - np.mean(np.log(b)))
+  assert t['effect'] == pytest.approx(gm) and t['low'] < gm < t['high']
+  raw = window_table.welch(a, b, log=False)
+  assert raw['effect'] == pytest.approx(np.mean(a) - np.mean(b))
+  assert math.isnan(window_table.welch([1.0], b)['p'])
+  assert window_table.holm([0.01, 0.04, 0.03, math.nan])[:3] == pytest.approx([0.03, 0.06, 0.06])
+
+
+def test_decisions_read_each_setting_against_dense_and_its_control():
+  """mask 0.9's window is 2x dense's (decided wider); its control's equals mask 0.9's to
+  within 1% (no different); mask 0.5 has one run without tau_gen and one censored."""
+  from sparsediff_jax.sweeps import window_table
+  rows = []
+
+  def add(setting, windows, memorized=0.0):
+    for seed, w in enumerate(windows):
+      bound = 'none' if w is None else 'lower' if w < 0 else 'exact'
+      rows.append({'setting': setting, 'n': 64, 'seed': seed,
+                   'window_digits_confidence_0.5': (abs(w) if w else math.nan, bound),
+                   'memorized_at_gen_digits_confidence': memorized + 0.01 * seed})
+  add('dense', [2.0, 2.2, 1.8, 2.1, 1.9], 0.05)
+  add('mask 0.9', [4.0, 4.4, 3.6, 4.2, 3.8])
+  add('dense, batch-matched 0.9', [4.04, 4.44, 3.64, 4.24, 3.84])
+  add('mask 0.5', [2.0, None, -2.4])
+  lines = window_table.decision_lines(rows, {'digits_confidence': 0.815}, (0.5,))
+  table = {tuple(c.strip() for c in l.split('|')[2:4]): [c.strip() for c in l.split('|')[1:-1]]
+           for l in lines if l.startswith('| 64')}
+  wider = table[('mask 0.9', 'dense')]
+  assert wider[3] == '5 / 5' and wider[4] == '2.00' and wider[8] == 'wider'
+  assert wider[9].startswith('-0.050')   # memorized at tau_gen: 0.07 against 0.07 + 0.05
+  same = table[('mask 0.9', 'dense, batch-matched 0.9')]
+  assert same[4] == '0.99' and same[8] == 'no different'
+  half = table[('mask 0.5', 'dense')]
+  assert half[3] == '2 / 5' and half[4].endswith('*') and half[8] == 'undecided'
+
+
+def test_a_lower_bound_on_the_smaller_side_leaves_the_direction_open():
+  from sparsediff_jax.sweeps import window_table
+  test = {'effect': 2.0, 'low': 1.5, 'high': 2.6, 'p': 0.001}
+  assert window_table.reading(test, 0.01) == 'wider'
+  assert window_table.reading(test, 0.01, (True, False)) == 'wider'   # larger side: stands
+  assert window_table.reading(test, 0.01, (False, True)) == 'undecided (censored)'
+  same = {'effect': 1.0, 'low': 0.9, 'high': 1.1, 'p': 0.9}
+  assert window_table.reading(same, 0.9) == 'no different'
+  assert window_table.reading(same, 0.9, (True, False)) == 'undecided'
