@@ -55,18 +55,49 @@ def disk_full_cause(error: BaseException) -> BaseException | None:
   Orbax re-raises an asynchronous writer's error wrapped in other types, sometimes keeping
   only the message, so the text 'No space left on device' counts too.
   """
+  return _cause_in_chain(error, (errno.ENOSPC,), ('No space left on device', 'ENOSPC'))
+
+
+def _cause_in_chain(error: BaseException, errnos, texts) -> BaseException | None:
+  """The first error in `error`'s chain (causes, contexts, exception groups) that is an
+  OSError with one of `errnos` or whose message holds one of `texts`; else None."""
   stack, seen = [error], set()
   while stack:
     e = stack.pop()
     if e is None or id(e) in seen:
       continue
     seen.add(id(e))
-    if isinstance(e, OSError) and e.errno == errno.ENOSPC:
+    if isinstance(e, OSError) and e.errno in errnos:
       return e
-    if 'No space left on device' in str(e) or 'ENOSPC' in str(e):
+    if any(text in str(e) for text in texts):
       return e
     stack += [e.__cause__, e.__context__, *getattr(e, 'exceptions', ())]
   return None
+
+
+# Why a write into a folder fails when the disk is not full: permissions, an immutable or
+# read-only folder, a path over the system's limits, a file where a folder should be, a
+# folder removed under the writer, a failing device. Orbax's array writer (TensorStore)
+# keeps only the message, so each is recognised by its strerror text too.
+WRITE_FAILURES = (errno.EACCES, errno.EPERM, errno.EROFS, errno.ENAMETOOLONG, errno.ENOTDIR,
+                  errno.EEXIST, errno.ENOENT, errno.EIO, errno.EDQUOT, errno.ELOOP)
+
+
+def write_failure_cause(error: BaseException) -> BaseException | None:
+  """Like disk_full_cause, for ENOSPC and the errnos in WRITE_FAILURES: the error in
+  `error`'s chain that says why a write failed, or None."""
+  errnos = (errno.ENOSPC, *WRITE_FAILURES)
+  return _cause_in_chain(error, errnos, [os.strerror(n) for n in errnos])
+
+
+def failure_reason(cause: BaseException) -> str:
+  """The strerror text of a write_failure_cause ('Permission denied', ...)."""
+  if isinstance(cause, OSError) and cause.strerror:
+    return cause.strerror
+  for n in (errno.ENOSPC, *WRITE_FAILURES):
+    if os.strerror(n) in str(cause):
+      return os.strerror(n)
+  return type(cause).__name__
 
 
 def make_dirs(path) -> None:
