@@ -68,18 +68,19 @@ def run_eval_mode(config, workdir: str) -> dict:
       reference_num_images=ref_meta.num_images, resolution=config.data.image_size,
       preprocessing=e.preprocessing, inception_weights_sha256=featurizer.sha256,
       seconds=round(elapsed, 2), images_per_sec=round(acc.count / max(elapsed, 1e-9), 3))
-  # A rerun (another sampler, more samples) never overwrites: metrics_<step>-2.json, ...
+  # A rerun (another sampler, more samples) never overwrites: metrics_<step>-2.json, ...,
+  # and evaluations started together each reserve their own name.
   base = os.path.join(workdir, 'eval', f'samples_{step}')
-  prefix = atomic_io.unused_prefix(base,
-                                   also=(os.path.join(workdir, 'eval', f'metrics_{step}'),))
-  suffix = prefix[len(base):]
-  metrics['samples'] = generate.write_images(config, keeper, prefix, dict(
-      step=step, seed=s.seed, sampler=s.sampler, nfe=nfe, ema_index=s.ema_index))
-  if jax.process_index() == 0:
-    path = os.path.join(workdir, 'eval', f'metrics_{step}{suffix}.json')
-    atomic_io.write_json(path, metrics)
-    logging.info('step %d: FID %.3f over %d samples (%s, %d NFE); wrote %s', step,
-                 metrics['fid'], acc.count, s.sampler, nfe, path)
+  with atomic_io.reserved_prefix(base, also=(os.path.join(workdir, 'eval', f'metrics_{step}'),),
+                                 reserve=jax.process_index() == 0) as prefix:
+    suffix = prefix[len(base):]
+    metrics['samples'] = generate.write_images(config, keeper, prefix, dict(
+        step=step, seed=s.seed, sampler=s.sampler, nfe=nfe, ema_index=s.ema_index))
+    if jax.process_index() == 0:
+      path = os.path.join(workdir, 'eval', f'metrics_{step}{suffix}.json')
+      atomic_io.write_json(path, metrics)
+      logging.info('step %d: FID %.3f over %d samples (%s, %d NFE); wrote %s', step,
+                   metrics['fid'], acc.count, s.sampler, nfe, path)
   return metrics
 
 

@@ -39,6 +39,7 @@ override that contradicts them is refused.
 """
 
 from absl import logging
+import contextlib
 import json
 import os
 
@@ -110,12 +111,17 @@ def evaluate_trajectory(config, workdir: str, gen, mesh, train_images: np.ndarra
 
 def evaluate_run(config, workdir: str) -> dict:
   """Computes, writes and returns the run's research metrics (see the module docstring)."""
-  r, s = config.research, config.sampling
   check_training_data(config, workdir)
+  with output_suffix(workdir) as suffix:   # reserved until everything is written
+    return _evaluate_run(config, workdir, suffix)
+
+
+def _evaluate_run(config, workdir: str, suffix: str) -> dict:
+  r, s = config.research, config.sampling
   run = state.restore_run(config, workdir)
   step, params, graphdef, mesh = run.step, run.params(config), run.graphdef, run.mesh
   logging.info('research metrics of %s at step %d', workdir, step)
-  out_dir, suffix = os.path.join(workdir, 'research'), output_suffix(workdir)
+  out_dir = os.path.join(workdir, 'research')
   out = lambda name: sweep_table.with_suffix(os.path.join(out_dir, name), suffix)
   metrics = {'step': step, 'num_samples': r.num_samples, 'sampler': s.sampler,
              'sampling_steps': s.num_steps, 'sampling_seed': s.seed,
@@ -174,14 +180,18 @@ def evaluate_run(config, workdir: str) -> dict:
   return {**metrics, 'metrics_file': metrics_file} if jax.process_index() == 0 else metrics
 
 
-def output_suffix(workdir: str) -> str:
+@contextlib.contextmanager
+def output_suffix(workdir: str):
   """'' for the first research run of WORKDIR, then '-2', '-3', ...: the first suffix with
-  no research_metrics, research/samples or research/trajectory output yet."""
+  no research_metrics, research/samples or research/trajectory output yet, reserved while
+  the body runs (atomic_io.reserved_prefix: research runs started together each get their
+  own); a failed run leaves no empty research/ folder."""
   base = os.path.join(workdir, 'research', 'samples')
-  prefix = atomic_io.unused_prefix(base, also=(
+  with atomic_io.reserved_prefix(base, also=(
       os.path.join(workdir, os.path.splitext(METRICS_FILE)[0]),
-      os.path.join(workdir, 'research', os.path.splitext(TRAJECTORY_FILE)[0])))
-  return prefix[len(base):]
+      os.path.join(workdir, 'research', os.path.splitext(TRAJECTORY_FILE)[0])),
+      reserve=jax.process_index() == 0) as prefix:
+    yield prefix[len(base):]
 
 
 def check_training_data(config, workdir: str) -> None:

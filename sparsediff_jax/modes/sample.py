@@ -9,6 +9,8 @@ from absl import logging
 import os
 import time
 
+import jax
+
 from sparsediff_jax import formulations, generate, samplers
 from sparsediff_jax.console import progress
 from sparsediff_jax.errors import ConfigError
@@ -40,8 +42,10 @@ def run_sample_mode(config, workdir: str) -> list[str]:
   logging.info('%d samples in %.1f s (%s sampler, %d NFE)', n, time.time() - start,
                s.sampler, nfe)
   meta = dict(step=step, seed=s.seed, sampler=s.sampler, nfe=nfe, ema_index=s.ema_index)
-  return generate.write_images(config, keeper, atomic_io.unused_prefix(os.path.join(
-      workdir, 'samples', f'sample_mode_{step:07d}')), meta)
+  # never over an earlier output, nor that of a sampler started at the same time
+  with atomic_io.reserved_prefix(os.path.join(workdir, 'samples', f'sample_mode_{step:07d}'),
+                                 reserve=jax.process_index() == 0) as prefix:
+    return generate.write_images(config, keeper, prefix, meta)
 
 
 def summary(paths: list[str], finished) -> tuple[str, str]:

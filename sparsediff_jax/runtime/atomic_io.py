@@ -204,10 +204,79 @@ def exists(path) -> bool:
 def unused_prefix(prefix: str, also=()) -> str:
   """PREFIX, or PREFIX-2, PREFIX-3, ... the first for which no PREFIX.png/.npz (and no
   A.json, A-2.json, ... for each prefix A in `also`) exists: a rerun with other sampling
-  settings never overwrites an earlier output."""
+  settings never overwrites an earlier output. Chosen by looking: two processes that ask
+  at once get the same answer (reserved_prefix reserves it)."""
+  outputs = _outputs(prefix, also)
   suffix, k = '', 1
-  while (any(exists(prefix + suffix + ext) for ext in ('.png', '.npz'))
-         or any(exists(a + suffix + '.json') for a in also)):
+  while _taken(outputs, suffix):
     k += 1
     suffix = f'-{k}'
   return prefix + suffix
+
+
+def _outputs(prefix: str, also) -> list[tuple[str, tuple[str, ...]]]:
+  return [(prefix, ('.png', '.npz')), *((a, ('.json',)) for a in also)]
+
+
+def _taken(outputs, suffix: str) -> bool:
+  return any(exists(p + suffix + ext) for p, exts in outputs for ext in exts)
+
+
+RESERVED = '.reserved'   # the ending of a reservation marker (.NAME-2.reserved)
+
+
+@contextlib.contextmanager
+def reserved_prefix(prefix: str, also=(), *, reserve: bool = True, tidy=()):
+  """unused_prefix's answer, reserved for this process while the body runs.
+
+  A marker file `.NAME{suffix}.reserved` beside PREFIX, created with O_CREAT | O_EXCL,
+  makes every other process asking at the same time take another suffix; the suffix is
+  looked at again once the marker is held (a process that just finished has written its
+  outputs before it removed its marker), and the marker is removed when the body ends.
+  So concurrent readers never share an output name. A marker left by a killed process
+  only makes later ones skip that suffix.
+
+  reserve: False (a process other than 0, which writes nothing) or a remote PREFIX (no
+  exclusive create on object stores): chosen by looking, as unused_prefix.
+  tidy: folders that the body may create; any of them that did not exist before and is
+  empty when the body fails is removed (a full disk leaves no empty folder behind).
+  """
+  if not reserve or is_remote(prefix):
+    yield unused_prefix(prefix, also)
+    return
+  folder = os.path.dirname(os.path.abspath(prefix))
+  tidy = [f for f in (folder, *tidy) if not os.path.exists(f)]
+  marker = None
+  try:
+    make_dirs(folder)
+    outputs = _outputs(prefix, also)
+    suffix, k = '', 1
+    while marker is None:
+      if not _taken(outputs, suffix):
+        path = os.path.join(folder, f'.{os.path.basename(prefix)}{suffix}{RESERVED}')
+        with reporting_disk_full(path):
+          try:
+            os.close(os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644))
+            marker = path
+          except FileExistsError:
+            pass
+        if marker is not None and _taken(outputs, suffix):   # finished meanwhile
+          os.remove(marker)
+          marker = None
+      if marker is None:
+        k += 1
+        suffix = f'-{k}'
+    yield prefix + suffix
+  except BaseException:
+    if marker is not None:
+      with contextlib.suppress(OSError):
+        os.remove(marker)
+      marker = None
+    for path in sorted(tidy, key=len, reverse=True):   # deepest first
+      with contextlib.suppress(OSError):
+        os.rmdir(path)   # only if empty
+    raise
+  finally:
+    if marker is not None:
+      with contextlib.suppress(OSError):
+        os.remove(marker)
