@@ -33,6 +33,7 @@ def run_eval_mode(config, workdir: str) -> dict:
   written to WORKDIR/eval/metrics_<step>.json."""
   e, s = config.eval, config.sampling
   state.require_checkpoint(workdir)   # the cheap refusals first
+  atomic_io.check_can_write('eval', [os.path.join(workdir, 'eval')])
   ref_stats, ref_meta, ref_features, ref_path = scoring.load_reference(config, workdir)
   run = state.restore_run(config, workdir)
   step, params, graphdef, mesh = run.step, run.params(config), run.graphdef, run.mesh

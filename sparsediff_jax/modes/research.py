@@ -111,6 +111,8 @@ def evaluate_trajectory(config, workdir: str, gen, mesh, train_images: np.ndarra
 
 def evaluate_run(config, workdir: str) -> dict:
   """Computes, writes and returns the run's research metrics (see the module docstring)."""
+  state.require_checkpoint(workdir)
+  atomic_io.check_can_write('research', [workdir, os.path.join(workdir, 'research')])
   check_training_data(config, workdir)
   with output_suffix(workdir) as suffix:   # reserved until everything is written
     return _evaluate_run(config, workdir, suffix)

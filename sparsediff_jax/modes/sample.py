@@ -25,6 +25,8 @@ def run_sample_mode(config, workdir: str) -> list[str]:
   if s.save_npz and not s.num_samples:
     raise ConfigError('config.sampling.save_npz=True needs config.sampling.num_samples > 0 '
                       '(the number of images to save); 0 writes one grid only')
+  state.require_checkpoint(workdir)
+  atomic_io.check_can_write('sample', [os.path.join(workdir, 'samples')])   # before sampling
   run = state.restore_run(config, workdir)
   step, params, graphdef, mesh = run.step, run.params(config), run.graphdef, run.mesh
   n = s.num_samples or s.grid_size ** 2

@@ -201,6 +201,39 @@ def exists(path) -> bool:
   return epath.Path(path).exists()
 
 
+def try_writing_in(folder: str) -> None:
+  """Raises the OSError that writing in the local `folder` (or, where it does not exist yet,
+  in its nearest existing ancestor) would meet: a read-only mount, an immutable or
+  unwritable folder, a file where a folder should be (NotADirectoryError naming the file).
+  A mkdir and rmdir of a probe, so it also holds for root, whom permissions do not stop."""
+  existing = os.path.abspath(folder)
+  while not os.path.lexists(existing):
+    existing = os.path.dirname(existing)
+  if not os.path.isdir(existing):
+    raise NotADirectoryError(errno.ENOTDIR, os.strerror(errno.ENOTDIR), existing)
+  try:
+    os.rmdir(tempfile.mkdtemp(prefix='.write-check-', dir=existing))
+  except OSError as e:   # named by the folder, not by the probe's random name
+    raise type(e)(e.errno, e.strerror, existing) from None
+
+
+def check_can_write(mode: str, folders) -> None:
+  """WorkdirError (bad input, exit 2) unless files can be written in each of `folders`
+  (try_writing_in), for the modes that read a run, before any sampling. Remote folders
+  are checked by their first write."""
+  for folder in folders:
+    if is_remote(folder):
+      continue
+    try:
+      try_writing_in(folder)
+    except OSError as e:
+      where = f'{e.filename} is a file' if e.errno == errno.ENOTDIR else e.filename
+      raise errors.WorkdirError(
+          f'--mode={mode} cannot write its outputs in {folder} ({e.strerror}: {where}); '
+          'make the workdir writable (or read a writable copy of the run) and run again'
+      ) from e
+
+
 def unused_prefix(prefix: str, also=()) -> str:
   """PREFIX, or PREFIX-2, PREFIX-3, ... the first for which no PREFIX.png/.npz (and no
   A.json, A-2.json, ... for each prefix A in `also`) exists: a rerun with other sampling

@@ -38,9 +38,7 @@ or cannot be created or written, or is so deep that its files would pass PATH_MA
 
 from absl import logging
 import contextlib
-import errno
 import os
-import tempfile
 import weakref
 
 from etils import epath
@@ -50,7 +48,8 @@ import orbax.checkpoint as ocp
 
 from sparsediff_jax import errors
 from sparsediff_jax.runtime import nonfinite, orbax_logs
-from sparsediff_jax.runtime.atomic_io import disk_full_cause, failure_reason, write_failure_cause
+from sparsediff_jax.runtime.atomic_io import (disk_full_cause, failure_reason, try_writing_in,
+                                              write_failure_cause)
 
 # Checkpoints exist but none of them can be restored, or the checkpoint folder is not one.
 CheckpointError = errors.CheckpointError
@@ -307,16 +306,11 @@ def check_checkpoint_dir(workdir: str) -> None:
   if '://' in directory:
     return
   real = os.path.realpath(directory)
-  existing = real
-  while not os.path.lexists(existing):
-    existing = os.path.dirname(existing)
   try:
-    if not os.path.isdir(existing):
-      raise NotADirectoryError(errno.ENOTDIR, os.strerror(errno.ENOTDIR), existing)
-    _try_writing_into(existing)
+    try_writing_in(real)
   except OSError as e:
     raise CheckpointError(
-        f'{directory} cannot be written ({failure_reason(e)}: {e.filename or existing}'
+        f'{directory} cannot be written ({failure_reason(e)}: {e.filename}'
         + (f', where it leads to {real}' if real != os.path.abspath(directory) else '') +
         '); make it a writable folder, or choose another --workdir') from e
 
@@ -348,10 +342,7 @@ def _try_writing_into(directory: str) -> None:
   if '://' in directory:
     return
   os.makedirs(directory, exist_ok=True)
-  try:
-    os.rmdir(tempfile.mkdtemp(prefix='.write-check-', dir=directory))
-  except OSError as e:   # named by the folder, not by the probe's random name
-    raise type(e)(e.errno, e.strerror, directory) from None
+  try_writing_in(directory)
 
 
 def _release_orbax_writers() -> None:

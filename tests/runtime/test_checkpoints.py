@@ -294,12 +294,13 @@ def test_a_folder_that_turns_unwritable_is_one_error_and_nothing_waits(copy, mon
 
 
 def test_a_folder_that_cannot_be_written_is_found_before_orbax_starts(copy, monkeypatch):
-  real = checkpoints.tempfile.mkdtemp
+  import tempfile
+  real = tempfile.mkdtemp
   ckpt = checkpoints.Checkpointer(copy, keep=3)
 
   def refused(*args, **kwargs):
     raise PermissionError(errno.EACCES, os.strerror(errno.EACCES), kwargs['dir'])
-  monkeypatch.setattr(checkpoints.tempfile, 'mkdtemp', refused)
+  monkeypatch.setattr(tempfile, 'mkdtemp', refused)
   with pytest.raises(checkpoints.CheckpointWriteError,
                      match=rf'^cannot write checkpoint 4 to {copy} \(Permission denied\); the '
                            rf'last intact checkpoint is step 3 in {copy}'):
@@ -308,7 +309,7 @@ def test_a_folder_that_cannot_be_written_is_found_before_orbax_starts(copy, monk
   with pytest.raises(checkpoints.CheckpointWriteError, match='no checkpoint in .* is '
                      'complete yet'):   # and a training run does not start
     checkpoints.Checkpointer(copy + '-new', keep=3)
-  monkeypatch.setattr(checkpoints.tempfile, 'mkdtemp', real)
+  monkeypatch.setattr(tempfile, 'mkdtemp', real)
 
 
 def test_a_checkpoint_folder_that_cannot_be_made_is_refused_before_any_write(tmp_path):
