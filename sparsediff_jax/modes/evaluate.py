@@ -25,7 +25,7 @@ from sparsediff_jax.metrics import sample_scores
 from sparsediff_jax.metrics.fid import features as feats
 from sparsediff_jax.metrics.fid import scoring
 from sparsediff_jax.modes.base import Mode
-from sparsediff_jax.runtime import atomic_io, state
+from sparsediff_jax.runtime import atomic_io, checkpoints, state
 
 
 def run_eval_mode(config, workdir: str) -> dict:
@@ -34,6 +34,7 @@ def run_eval_mode(config, workdir: str) -> dict:
   e, s = config.eval, config.sampling
   state.require_checkpoint(workdir)   # the cheap refusals first
   atomic_io.check_can_write('eval', [os.path.join(workdir, 'eval')])
+  identity = checkpoints.run_identity(workdir)   # checked again before writing
   ref_stats, ref_meta, ref_features, ref_path = scoring.load_reference(config, workdir)
   run = state.restore_run(config, workdir)
   step, params, graphdef, mesh = run.step, run.params(config), run.graphdef, run.mesh
@@ -56,6 +57,7 @@ def run_eval_mode(config, workdir: str) -> dict:
   elapsed = time.time() - start
   metrics = scoring.sample_metrics(acc.finalize(), gen_features[:e.reference_features],
                                    ref_stats, ref_features)
+  checkpoints.check_run_unchanged(workdir, identity, 'eval')
   if m:
     metrics.update(sample_scores.research_metrics(config, featurizer, mesh,
                                                   keeper.images()[:m], gen_features[:m],
@@ -75,6 +77,7 @@ def run_eval_mode(config, workdir: str) -> dict:
   with atomic_io.reserved_prefix(base, also=(os.path.join(workdir, 'eval', f'metrics_{step}'),),
                                  reserve=jax.process_index() == 0) as prefix:
     suffix = prefix[len(base):]
+    checkpoints.check_run_unchanged(workdir, identity, 'eval')
     metrics['samples'] = generate.write_images(config, keeper, prefix, dict(
         step=step, seed=s.seed, sampler=s.sampler, nfe=nfe, ema_index=s.ema_index))
     if jax.process_index() == 0:

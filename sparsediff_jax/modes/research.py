@@ -114,11 +114,13 @@ def evaluate_run(config, workdir: str) -> dict:
   state.require_checkpoint(workdir)
   atomic_io.check_can_write('research', [workdir, os.path.join(workdir, 'research')])
   check_training_data(config, workdir)
+  identity = checkpoints.run_identity(workdir)   # checked again before each write
   with output_suffix(workdir) as suffix:   # reserved until everything is written
-    return _evaluate_run(config, workdir, suffix)
+    return _evaluate_run(config, workdir, suffix,
+                         lambda: checkpoints.check_run_unchanged(workdir, identity, 'research'))
 
 
-def _evaluate_run(config, workdir: str, suffix: str) -> dict:
+def _evaluate_run(config, workdir: str, suffix: str, check_unchanged) -> dict:
   r, s = config.research, config.sampling
   run = state.restore_run(config, workdir)
   step, params, graphdef, mesh = run.step, run.params(config), run.graphdef, run.mesh
@@ -159,10 +161,12 @@ def _evaluate_run(config, workdir: str, suffix: str) -> dict:
     metrics['memorization_onset_step'] = memorization_onset_step(
         [e['step'] for e in trajectory], [e['pixel_memorized_fraction'] for e in trajectory])
 
+  check_unchanged()
   if jax.process_index() == 0:   # scored while training (research.window_every), if it was
     metrics.update(window_scoring.report(config, workdir, train_images,
                                          out('window_tau_gen.png')))
 
+  check_unchanged()
   if jax.process_index() == 0:
     rows = int(np.sqrt(min(64, len(samples))))
     save_png(out('samples.png'),
@@ -177,6 +181,7 @@ def _evaluate_run(config, workdir: str, suffix: str) -> dict:
       save_trajectory_plot(out('trajectory.png'), trajectory,
                            floor=metrics.get('reference_pixel_memorized_fraction'),
                            title=run_name)
+    check_unchanged()
     metrics_file = write_metrics(workdir, metrics, suffix)
   logging.info('research metrics: %s', json.dumps(metrics, sort_keys=True))
   return {**metrics, 'metrics_file': metrics_file} if jax.process_index() == 0 else metrics

@@ -47,7 +47,7 @@ from jax.experimental import multihost_utils
 import orbax.checkpoint as ocp
 
 from sparsediff_jax import errors
-from sparsediff_jax.runtime import nonfinite, orbax_logs
+from sparsediff_jax.runtime import atomic_io, nonfinite, orbax_logs
 from sparsediff_jax.runtime.atomic_io import (disk_full_cause, failure_reason, try_writing_in,
                                               write_failure_cause)
 
@@ -313,6 +313,33 @@ def check_checkpoint_dir(workdir: str) -> None:
         f'{directory} cannot be written ({failure_reason(e)}: {e.filename}'
         + (f', where it leads to {real}' if real != os.path.abspath(directory) else '') +
         '); make it a writable folder, or choose another --workdir') from e
+
+
+def run_identity(workdir: str) -> tuple | None:
+  """What identifies the run in WORKDIR for a mode that reads it: the checkpoint folder
+  itself (device and inode). A resumed or restarted run keeps it (and may rewrite
+  config.json with a longer training.num_steps: still the same run); --start_over moves it
+  into previous-*/ and the new run makes a new one. None on gs:// (no inodes) or without a
+  checkpoint folder."""
+  if atomic_io.is_remote(workdir):
+    return None
+  try:
+    st = os.stat(os.path.join(workdir, 'checkpoints'))
+  except OSError:
+    return None
+  return st.st_dev, st.st_ino
+
+
+def check_run_unchanged(workdir: str, identity: tuple | None, mode: str) -> None:
+  """WorkdirError (one line, exit 2) when the run in WORKDIR is no longer the one whose
+  identity (run_identity) a reader took before it read: called before each write, so that
+  results of the old run are never written into a new one (--start_over meanwhile)."""
+  if identity is None or run_identity(workdir) == identity:
+    return
+  raise errors.WorkdirError(
+      f'--mode={mode}: the run in {workdir} changed while this mode read it (its checkpoint '
+      f'folder was replaced, e.g. by --start_over, which moves the old run into '
+      f'{workdir}/previous-*/); nothing was written; run it again on the run you mean')
 
 
 def _check_path_length(directory: str) -> None:

@@ -60,3 +60,48 @@ def test_cli_a_file_where_the_samples_folder_should_be_is_one_line(workdir, tmp_
                   f'directory: {blocked} is a file); make the workdir writable (or read a '
                   'writable copy of the run) and run again')
   assert 'sampling' not in result.stderr
+
+
+def _start_over(workdir: str) -> None:
+  """What --start_over does to a run's records (run_dir.set_aside_run), then the new run's
+  first ones: the same config.json, a new checkpoint folder."""
+  aside = os.path.join(workdir, 'previous-x')
+  os.mkdir(aside)
+  for name in os.listdir(workdir):
+    if name != 'previous-x':
+      os.rename(os.path.join(workdir, name), os.path.join(aside, name))
+  os.mkdir(os.path.join(workdir, 'checkpoints'))
+
+
+def test_the_run_identity_survives_a_restart_but_not_start_over(tmp_path):
+  from sparsediff_jax.runtime import checkpoints
+  workdir = str(tmp_path / 'run')
+  os.makedirs(os.path.join(workdir, 'checkpoints', '2'))
+  with open(os.path.join(workdir, 'config.json'), 'w') as f:
+    f.write('{"training": {"num_steps": 4}}')
+  identity = checkpoints.run_identity(workdir)
+  with open(os.path.join(workdir, 'config.json'), 'w') as f:   # a resume to more steps
+    f.write('{"training": {"num_steps": 8}}')
+  os.rename(os.path.join(workdir, 'checkpoints', '2'), os.path.join(workdir, 'checkpoints', '4'))
+  checkpoints.check_run_unchanged(workdir, identity, 'research')   # the same run
+  _start_over(workdir)
+  with pytest.raises(errors.WorkdirError, match=rf'^--mode=research: the run in {workdir} '
+                     r'changed while this mode read it .*; nothing was written'):
+    checkpoints.check_run_unchanged(workdir, identity, 'research')
+  checkpoints.check_run_unchanged(workdir, None, 'research')   # gs://: not checked
+
+
+def test_a_sampler_whose_run_is_replaced_while_it_samples_writes_nothing(tmp_path, monkeypatch):
+  workdir = str(tmp_path / 'run')
+  write_checkpoint(tiny_config(), workdir)
+  real = state.restore_run
+
+  def restore_then_start_over(*args, **kwargs):
+    restored = real(*args, **kwargs)
+    _start_over(workdir)   # a --start_over while this reader samples
+    return restored
+  monkeypatch.setattr(state, 'restore_run', restore_then_start_over)
+  with pytest.raises(errors.WorkdirError, match='--mode=sample: the run in .* changed'):
+    sample.run_sample_mode(tiny_config(), workdir)
+  assert sorted(os.listdir(workdir)) == ['checkpoints', 'previous-x']   # nothing written
+  assert os.listdir(os.path.join(workdir, 'checkpoints')) == []
