@@ -29,9 +29,12 @@ metrics: pixel memorization of the same num_samples samples (same noise at every
 one compiled sampler for all steps) and the dataset's metrics, plus the losses logged at
 or before S. It writes WORKDIR/research/trajectory.json (a list of {'step', 'pixel_*',
 <dataset metrics>, 'train_loss', 'train_dense_loss'}) and trajectory.png, and adds to the
-metrics `trajectory_length` (checkpoints scored) and `memorization_onset_step`: the first
+metrics `trajectory_length` (checkpoints scored), `trajectory_missing_steps` (listed, but
+deleted by a live trainer before they were read) and `memorization_onset_step`: the first
 scored step at which at least ONSET_FRACTION of the samples are memorized, NaN when no
-scored step reaches it (so its resolution is training.checkpoint_every).
+scored step reaches it (so its resolution is training.checkpoint_every); left out, with
+`memorization_onset_note` saying why, when a missing step could hold it
+(trajectory.onset_report).
 
 Command line: e.g. python -m sparsediff_jax.main --workdir=runs/x --mode=research. The
 fields that define the run come from WORKDIR/config.json (run_dir.bind_to_run); an
@@ -53,7 +56,7 @@ from sparsediff_jax.metrics import locality, memorization, window_scoring
 from sparsediff_jax.metrics.sample_scores import (dataset_metrics, generate_samples,
                                                   memorization_floor)
 from sparsediff_jax.metrics.trajectory import (TRAJECTORY_FILE, last_logged, logged_at,
-                                               logged_series, memorization_onset_step,
+                                               logged_series, onset_report,
                                                save_trajectory_plot, trajectory_entry,
                                                write_trajectory)
 from sparsediff_jax.modes.base import Mode
@@ -78,16 +81,18 @@ def checkpoint_steps(workdir: str) -> list[int]:
 
 
 def evaluate_trajectory(config, workdir: str, gen, mesh, train_images: np.ndarray,
-                        newest: dict, like=None) -> list[dict]:
-  """Trajectory entries of every checkpoint on disk up to newest['step'], oldest first.
+                        newest: dict, like=None) -> tuple[list[dict], list[int]]:
+  """(trajectory entries of every checkpoint on disk up to newest['step'], oldest first;
+  the listed steps that could not be read).
 
   gen: the generate.make_generator function (one compiled sampler for every step).
   newest: the entry of the newest step, already computed by evaluate_run (reused).
   like: the newest step's state.Restored: the restore target of the others (traced once).
-  A checkpoint that cannot be read is left out with a warning.
+  A checkpoint that cannot be read (a live trainer deleted it meanwhile) is left out with a
+  warning, and counted as missing.
   """
   series = logged_series(workdir)
-  out = []
+  out, missing = [], []
   for step in checkpoint_steps(workdir):
     if step == newest['step']:
       out.append(newest)
@@ -98,6 +103,7 @@ def evaluate_trajectory(config, workdir: str, gen, mesh, train_images: np.ndarra
       run = state.restore_run(config, workdir, mesh=mesh, step=step, like=like)
     except errors.CheckpointError as e:
       logging.warning('trajectory: checkpoint %d left out: %s', step, e)
+      missing.append(step)
       continue
     samples = generate_samples(config, run.graphdef, run.params(config), mesh,
                                config.research.num_samples, gen=gen)
@@ -106,7 +112,7 @@ def evaluate_trajectory(config, workdir: str, gen, mesh, train_images: np.ndarra
     out.append(trajectory_entry(step, {**mem, **dataset}, dataset, logged_at(series, step)))
     logging.info('trajectory: step %d: memorized fraction %.3f', step,
                  mem['pixel_memorized_fraction'])
-  return out
+  return out, missing
 
 
 def evaluate_run(config, workdir: str) -> dict:
@@ -155,11 +161,15 @@ def _evaluate_run(config, workdir: str, suffix: str, check_unchanged) -> dict:
   trajectory = None
   if r.trajectory:
     newest = trajectory_entry(step, metrics, dataset, logged)
-    trajectory = evaluate_trajectory(config, workdir, gen, mesh, train_images, newest,
-                                     like=run)
-    metrics['trajectory_length'] = len(trajectory)
-    metrics['memorization_onset_step'] = memorization_onset_step(
-        [e['step'] for e in trajectory], [e['pixel_memorized_fraction'] for e in trajectory])
+    trajectory, missing = evaluate_trajectory(config, workdir, gen, mesh, train_images,
+                                              newest, like=run)
+    metrics.update(onset_report([e['step'] for e in trajectory],
+                                [e['pixel_memorized_fraction'] for e in trajectory], missing))
+    if missing:
+      logging.warning('trajectory: %d of %d listed checkpoints could not be read (%s); '
+                      'memorization onset: %s', len(missing), len(missing) + len(trajectory),
+                      missing, metrics.get('memorization_onset_note',
+                                           metrics.get('memorization_onset_step')))
 
   check_unchanged()
   if jax.process_index() == 0:   # scored while training (research.window_every), if it was

@@ -66,6 +66,7 @@ _DEEPEST_FILE = 160
 
 
 _OPEN = weakref.WeakSet()   # Checkpointers not closed yet
+_LIST_ATTEMPTS = 3          # a reader's listings of a folder whose steps a trainer deletes
 
 
 def wait_for_saves() -> None:
@@ -110,9 +111,19 @@ class Checkpointer:
       options = ocp.CheckpointManagerOptions(max_to_keep=keep,
                                              enable_async_checkpointing=async_save,
                                              cleanup_tmp_directories=True)
-    with orbax_logs.without_read_only_notice():
-      self.manager = ocp.CheckpointManager(self.directory, options=options,
-                                           item_names=('state', 'meta'))
+    for attempt in range(_LIST_ATTEMPTS):
+      try:
+        with orbax_logs.without_read_only_notice():
+          self.manager = ocp.CheckpointManager(self.directory, options=options,
+                                               item_names=('state', 'meta'))
+        break
+      except FileNotFoundError as e:
+        # Orbax reads each listed step's metadata when it opens the folder: a live trainer
+        # may delete the oldest step in between. A reader lists again (and falls back).
+        if not read_only or attempt == _LIST_ATTEMPTS - 1:
+          raise
+        logging.warning('a checkpoint in %s went away while it was listed (%s); listing '
+                        'again', self.directory, e)
     _OPEN.add(self)
 
   def save(self, step: int, state, meta: dict) -> None:

@@ -369,3 +369,31 @@ def test_cli_a_checkpoint_folder_that_cannot_be_made_is_refused_before_any_write
   line = assert_one_line_error(result, code=2)
   assert line.startswith(f'error: {workdir}/checkpoints cannot be written (Not a directory')
   assert os.listdir(workdir) == ['checkpoints']   # nothing written
+
+
+def test_a_reader_lists_again_when_a_step_goes_while_orbax_lists_it(copy, monkeypatch, caplog):
+  """Orbax reads every listed step's metadata when a folder is opened: a step that the
+  trainer deletes in between is a FileNotFoundError (a raw errno line at the CLI), not a
+  damaged run; the reader lists again and falls back as for a damaged step."""
+  real, calls = checkpoints.ocp.CheckpointManager, []
+
+  def deleted_meanwhile(directory, **kwargs):
+    calls.append(directory)
+    if len(calls) == 1:
+      shutil.rmtree(os.path.join(copy, '1'))   # the trainer trims its oldest step
+      raise FileNotFoundError(errno.ENOENT, os.strerror(errno.ENOENT),
+                              os.path.join(copy, '1', '_CHECKPOINT_METADATA'))
+    return real(directory, **kwargs)
+  monkeypatch.setattr(checkpoints.ocp, 'CheckpointManager', deleted_meanwhile)
+  reader = checkpoints.Checkpointer(copy, read_only=True)
+  assert len(calls) == 2 and reader.all_steps() == [2, 3]
+  assert reader.restore_latest(ABSTRACT)[0] == 3
+  assert any('went away while it was listed' in r.getMessage() for r in caplog.records)
+  def always_gone(directory, **kwargs):
+    calls.append(directory)
+    raise FileNotFoundError(errno.ENOENT, 'gone')
+  calls.clear()
+  monkeypatch.setattr(checkpoints.ocp, 'CheckpointManager', always_gone)
+  with pytest.raises(FileNotFoundError, match='gone'):   # a trainer's own folder: raised
+    checkpoints.Checkpointer(copy, keep=3)
+  assert len(calls) == 1
