@@ -14,10 +14,12 @@ shardings, damaged-step fallback) and, with the parameters sampling.ema_index na
   * the training losses of the last logged window (from the run's TensorBoard events).
 It writes WORKDIR/research_metrics.json (flat floats, what `launch/sweep.py` aggregates,
 and the settings that produced them: checkpoint step, sampler, sampling_steps,
-sampling_seed, num_samples, ema_index, ema_decay) and
+sampling_seed, sampling_time_steps, sampling_rho, sampling_s_churn, num_samples, ema_index,
+ema_decay, allow_other_data) and
 WORKDIR/research/{samples,memorization,locality}.png. A rerun never overwrites: it writes
 research_metrics-2.json, research/samples-2.png, ... (the first suffix no output has yet;
-sweep_table.newest_metrics_file finds the newest).
+sweep_table.newest_metrics_file finds the newest). The console shows a short table of the
+headline metrics (headline_lines) and the path of the JSON file.
 
 Before scoring, the training data is checked against WORKDIR/dataset.json as a resume does
 (run_dir.check_same_data): memorization against other images would mean nothing. A change
@@ -43,7 +45,6 @@ override that contradicts them is refused.
 
 from absl import logging
 import contextlib
-import json
 import os
 
 import jax
@@ -135,6 +136,8 @@ def _evaluate_run(config, workdir: str, suffix: str, check_unchanged) -> dict:
   out = lambda name: sweep_table.with_suffix(os.path.join(out_dir, name), suffix)
   metrics = {'step': step, 'num_samples': r.num_samples, 'sampler': s.sampler,
              'sampling_steps': s.num_steps, 'sampling_seed': s.seed,
+             'sampling_time_steps': s.time_steps, 'sampling_rho': s.rho,
+             'sampling_s_churn': s.s_churn, 'allow_other_data': bool(r.allow_other_data),
              'ema_index': s.ema_index, 'ema_decay': state.inference_ema_decay(config)}
 
   generate.check_sampler_fits(config, graphdef, mesh, params, r.batch_size)   # else refused
@@ -193,8 +196,29 @@ def _evaluate_run(config, workdir: str, suffix: str, check_unchanged) -> dict:
                            title=run_name)
     check_unchanged()
     metrics_file = write_metrics(workdir, metrics, suffix)
-  logging.info('research metrics: %s', json.dumps(metrics, sort_keys=True))
+  for line in headline_lines(config, metrics, metrics_file if jax.process_index() == 0
+                             else None):
+    logging.info('%s', line)
   return {**metrics, 'metrics_file': metrics_file} if jax.process_index() == 0 else metrics
+
+
+def headline_lines(config, metrics: dict, path: str | None) -> list[str]:
+  """What the console shows of the metrics: a short table of the dataset's headline metrics
+  and the generic ones (sweep_table.headline) that were computed, and where all are."""
+  names = [n for n in sweep_table.headline([config.data.name]) if n in metrics]
+  for extra in ('memorization_onset_step', 'memorization_onset_note'):
+    if extra in metrics:
+      names.append(extra)
+  width = max(map(len, names), default=0)
+  lines = [f'research metrics at step {metrics["step"]} ({metrics["num_samples"]} samples, '
+           f'{metrics["sampler"]}, {metrics["sampling_steps"]} steps):']
+  for name in names:
+    value = metrics[name]
+    lines.append(f'  {name:<{width}}  {value:.4g}' if isinstance(value, float) else
+                 f'  {name:<{width}}  {value}')
+  if path:
+    lines.append(f'all {len(metrics)} metrics: {path}')
+  return lines
 
 
 @contextlib.contextmanager
