@@ -105,3 +105,33 @@ def test_a_sampler_whose_run_is_replaced_while_it_samples_writes_nothing(tmp_pat
     sample.run_sample_mode(tiny_config(), workdir)
   assert sorted(os.listdir(workdir)) == ['checkpoints', 'previous-x']   # nothing written
   assert os.listdir(os.path.join(workdir, 'checkpoints')) == []
+
+
+@pytest.mark.slow   # three CLI processes at once
+def test_cli_research_readers_started_together_keep_every_result(tmp_path):
+  """Three --mode=research runs started at the same moment, each with its own sampling
+  seed: three results, each under its own suffix with all of its research/ files."""
+  import json
+  from tests.helpers import cli_runs, tiny
+  workdir = str(tmp_path / 'run')
+  write_checkpoint(tiny.research_config(), workdir)
+  cfg = tmp_path / 'research_cli.py'
+  cfg.write_text('from tests.helpers import tiny\n\ndef get_config():\n'
+                 '  return tiny.research_config()\n')
+  e = cli_runs.env(str(tmp_path), jax_cache=str(tmp_path / 'jax_cache'))
+  logs = [str(tmp_path / f'reader{i}.log') for i in range(3)]
+  readers = [cli_runs.start(f'--config={cfg}', '--mode=research', f'--workdir={workdir}',
+                            f'--config.sampling.seed={100 + i}', env=e, log_path=log)
+             for i, log in enumerate(logs)]
+  for reader, log in zip(readers, logs):
+    assert reader.wait(timeout=900) == 0, open(log).read()[-3000:]
+  seeds = []
+  for suffix in ('', '-2', '-3'):
+    with open(os.path.join(workdir, f'research_metrics{suffix}.json')) as f:
+      seeds.append(json.load(f)['sampling_seed'])
+    for name in ('samples', 'memorization', 'locality'):
+      assert os.path.exists(os.path.join(workdir, 'research', f'{name}{suffix}.png'))
+  assert sorted(seeds) == [100, 101, 102]   # every reader's result kept
+  assert sorted(os.listdir(os.path.join(workdir, 'research'))) == sorted(
+      f'{name}{suffix}.png' for name in ('samples', 'memorization', 'locality')
+      for suffix in ('', '-2', '-3'))   # nothing else: no marker left, no fourth name
