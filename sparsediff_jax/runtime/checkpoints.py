@@ -283,7 +283,10 @@ class Checkpointer:
                        remedy: str) -> str:
     """'checkpoint S to PATH{why}; the last intact checkpoint is ...; {remedy} and run ...'"""
     what = 'a checkpoint' if step is None else f'checkpoint {step}'
-    where = getattr(cause, 'filename', None) or _step_folder(self.directory, step)
+    where = getattr(cause, 'filename', None)
+    if where in (None, self.directory) and step is not None:   # the probe before a save
+      where = _step_folder(self.directory, step)
+    where = where or self.directory
     intact = [s for s in _steps_on_disk(self.directory) if s != step]
     last = (f'the last intact checkpoint is step {intact[-1]} in {self.directory}' if intact
             else f'no checkpoint in {self.directory} is complete yet')
@@ -314,7 +317,7 @@ def check_checkpoint_dir(workdir: str) -> None:
                else f'{workdir.rstrip("/")}/checkpoints')
   _check_is_directory(directory)
   _check_path_length(directory)
-  if '://' in directory:
+  if '://' in directory or not os.path.isdir(workdir):   # a new workdir: its creation says
     return
   real = os.path.realpath(directory)
   try:

@@ -302,7 +302,7 @@ def test_a_folder_that_cannot_be_written_is_found_before_orbax_starts(copy, monk
     raise PermissionError(errno.EACCES, os.strerror(errno.EACCES), kwargs['dir'])
   monkeypatch.setattr(tempfile, 'mkdtemp', refused)
   with pytest.raises(checkpoints.CheckpointWriteError,
-                     match=rf'^cannot write checkpoint 4 to {copy} \(Permission denied\); the '
+                     match=rf'^cannot write checkpoint 4 to {copy}/4 \(Permission denied\); the '
                            rf'last intact checkpoint is step 3 in {copy}'):
     ckpt.save(4, state_of(4), {'data': {'position': 4}})
   assert sorted(os.listdir(copy)) == ['1', '2', '3']   # Orbax started nothing
