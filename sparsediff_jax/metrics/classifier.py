@@ -43,6 +43,7 @@ import warnings
 import zipfile
 from typing import Callable
 
+from absl import logging
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -50,6 +51,7 @@ import optax
 from flax import nnx
 
 from sparsediff_jax import errors, registry
+from sparsediff_jax.console import progress
 from sparsediff_jax.runtime import caches
 from sparsediff_jax.runtime.caches import sha256_file
 
@@ -177,9 +179,35 @@ def train_params(spec: Spec, train_x: np.ndarray,
   xs, ys = jnp.asarray(train_x), jnp.asarray(train_y, jnp.int32)
   keys = jax.random.split(jax.random.key(r['seed']), r['steps'])
   opt_state = tx.init(params)
+  report = _TrainingReport(spec.name, r['steps'])
   for i in range(r['steps']):
     params, opt_state = step(params, opt_state, xs[batches[i]], ys[batches[i]], keys[i])
+    report.after(i + 1, params)
   return graphdef, params
+
+
+class _TrainingReport:
+  """Progress lines while a classifier trains (Fashion-MNIST's takes about 20 minutes on 2
+  CPU cores, once per cache): one at the start, then one every PROGRESS_SECONDS at most
+  with the step, the time so far and an estimate of the rest."""
+
+  PROGRESS_SECONDS = 30.0
+
+  def __init__(self, name: str, steps: int, clock=time.monotonic):
+    self.name, self.steps, self.clock = name, steps, clock
+    self.start = self.last = clock()
+    logging.info('training the %s classifier once (%d steps; cached afterwards)', name, steps)
+
+  def after(self, done: int, params) -> None:
+    now = self.clock()
+    if now - self.last < self.PROGRESS_SECONDS and done < self.steps:
+      return
+    jax.block_until_ready(params)   # the time of steps done, not of steps dispatched
+    now = self.clock()
+    self.last, elapsed = now, now - self.start
+    logging.info('%s classifier: step %d/%d, %s so far, about %s left', self.name, done,
+                 self.steps, progress.format_seconds(elapsed),
+                 progress.format_seconds(elapsed / done * (self.steps - done)))
 
 
 def _leaf_name(path) -> str:

@@ -83,6 +83,29 @@ def memorization_onset_step(steps, fractions, threshold: float = ONSET_FRACTION)
   return float('nan')
 
 
+def onset_report(steps, fractions, missing=()) -> dict:
+  """The trajectory's summary metrics: `trajectory_length` (steps scored),
+  `trajectory_missing_steps` (listed but unreadable: a live trainer deleted them) and
+  `memorization_onset_step` (memorization_onset_step of the scored steps: NaN when no
+  scored step reaches the threshold, i.e. not memorized by the newest step).
+
+  When a missing step comes before the onset (or there is none), the onset is unknown:
+  it may lie at a step that could not be scored. Then `memorization_onset_step` is left out
+  (an absent value, never a NaN that reads as "never memorized") and
+  `memorization_onset_note` says why."""
+  steps, missing = list(steps), sorted(missing)
+  onset = memorization_onset_step(steps, fractions)
+  out = {'trajectory_length': len(steps), 'trajectory_missing_steps': len(missing)}
+  if any(np.isnan(onset) or m < onset for m in missing):
+    out['memorization_onset_note'] = (
+        f'unknown: checkpoints {missing} were listed but could not be read (a live training '
+        'run deletes all but training.keep_checkpoints); score the trajectory after training '
+        'ends, or keep more checkpoints')
+  else:
+    out['memorization_onset_step'] = onset
+  return out
+
+
 def trajectory_entry(step: int, metrics: dict, dataset_keys, logged: dict) -> dict:
   """One point of the trajectory: the step, the pixel_* memorization stats, the dataset's
   metrics and the losses logged at or before `step`."""

@@ -25,7 +25,7 @@ from sparsediff_jax.metrics import sample_scores
 from sparsediff_jax.metrics.fid import features as feats
 from sparsediff_jax.metrics.fid import scoring
 from sparsediff_jax.modes.base import Mode
-from sparsediff_jax.runtime import atomic_io, state
+from sparsediff_jax.runtime import atomic_io, checkpoints, state
 
 
 def run_eval_mode(config, workdir: str) -> dict:
@@ -33,6 +33,8 @@ def run_eval_mode(config, workdir: str) -> dict:
   written to WORKDIR/eval/metrics_<step>.json."""
   e, s = config.eval, config.sampling
   state.require_checkpoint(workdir)   # the cheap refusals first
+  atomic_io.check_can_write('eval', [os.path.join(workdir, 'eval')])
+  identity = checkpoints.run_identity(workdir)   # checked again before writing
   ref_stats, ref_meta, ref_features, ref_path = scoring.load_reference(config, workdir)
   run = state.restore_run(config, workdir)
   step, params, graphdef, mesh = run.step, run.params(config), run.graphdef, run.mesh
@@ -55,6 +57,7 @@ def run_eval_mode(config, workdir: str) -> dict:
   elapsed = time.time() - start
   metrics = scoring.sample_metrics(acc.finalize(), gen_features[:e.reference_features],
                                    ref_stats, ref_features)
+  checkpoints.check_run_unchanged(workdir, identity, 'eval')
   if m:
     metrics.update(sample_scores.research_metrics(config, featurizer, mesh,
                                                   keeper.images()[:m], gen_features[:m],
@@ -68,18 +71,20 @@ def run_eval_mode(config, workdir: str) -> dict:
       reference_num_images=ref_meta.num_images, resolution=config.data.image_size,
       preprocessing=e.preprocessing, inception_weights_sha256=featurizer.sha256,
       seconds=round(elapsed, 2), images_per_sec=round(acc.count / max(elapsed, 1e-9), 3))
-  # A rerun (another sampler, more samples) never overwrites: metrics_<step>-2.json, ...
+  # A rerun (another sampler, more samples) never overwrites: metrics_<step>-2.json, ...,
+  # and evaluations started together each reserve their own name.
   base = os.path.join(workdir, 'eval', f'samples_{step}')
-  prefix = atomic_io.unused_prefix(base,
-                                   also=(os.path.join(workdir, 'eval', f'metrics_{step}'),))
-  suffix = prefix[len(base):]
-  metrics['samples'] = generate.write_images(config, keeper, prefix, dict(
-      step=step, seed=s.seed, sampler=s.sampler, nfe=nfe, ema_index=s.ema_index))
-  if jax.process_index() == 0:
-    path = os.path.join(workdir, 'eval', f'metrics_{step}{suffix}.json')
-    atomic_io.write_json(path, metrics)
-    logging.info('step %d: FID %.3f over %d samples (%s, %d NFE); wrote %s', step,
-                 metrics['fid'], acc.count, s.sampler, nfe, path)
+  with atomic_io.reserved_prefix(base, also=(os.path.join(workdir, 'eval', f'metrics_{step}'),),
+                                 reserve=jax.process_index() == 0) as prefix:
+    suffix = prefix[len(base):]
+    checkpoints.check_run_unchanged(workdir, identity, 'eval')
+    metrics['samples'] = generate.write_images(config, keeper, prefix, dict(
+        step=step, seed=s.seed, sampler=s.sampler, nfe=nfe, ema_index=s.ema_index))
+    if jax.process_index() == 0:
+      path = os.path.join(workdir, 'eval', f'metrics_{step}{suffix}.json')
+      atomic_io.write_json(path, metrics)
+      logging.info('step %d: FID %.3f over %d samples (%s, %d NFE); wrote %s', step,
+                   metrics['fid'], acc.count, s.sampler, nfe, path)
   return metrics
 
 

@@ -10,11 +10,13 @@ import filecmp
 import os
 import time
 
+import jax
+
 from sparsediff_jax import formulations, generate, samplers
 from sparsediff_jax.console import progress
 from sparsediff_jax.errors import ConfigError
 from sparsediff_jax.modes.base import Mode
-from sparsediff_jax.runtime import atomic_io, state
+from sparsediff_jax.runtime import atomic_io, checkpoints, state
 
 
 def run_sample_mode(config, workdir: str) -> list[str]:
@@ -24,6 +26,9 @@ def run_sample_mode(config, workdir: str) -> list[str]:
   if s.save_npz and not s.num_samples:
     raise ConfigError('config.sampling.save_npz=True needs config.sampling.num_samples > 0 '
                       '(the number of images to save); 0 writes one grid only')
+  state.require_checkpoint(workdir)
+  atomic_io.check_can_write('sample', [os.path.join(workdir, 'samples')])   # before sampling
+  identity = checkpoints.run_identity(workdir)   # checked again before writing
   run = state.restore_run(config, workdir)
   step, params, graphdef, mesh = run.step, run.params(config), run.graphdef, run.mesh
   n = s.num_samples or s.grid_size ** 2
@@ -41,8 +46,11 @@ def run_sample_mode(config, workdir: str) -> list[str]:
   logging.info('%d samples in %.1f s (%s sampler, %d NFE)', n, time.time() - start,
                s.sampler, nfe)
   meta = dict(step=step, seed=s.seed, sampler=s.sampler, nfe=nfe, ema_index=s.ema_index)
-  paths = generate.write_images(config, keeper, atomic_io.unused_prefix(os.path.join(
-      workdir, 'samples', f'sample_mode_{step:07d}')), meta)
+  checkpoints.check_run_unchanged(workdir, identity, 'sample')
+  # never over an earlier output, nor that of a sampler started at the same time
+  with atomic_io.reserved_prefix(os.path.join(workdir, 'samples', f'sample_mode_{step:07d}'),
+                                 reserve=jax.process_index() == 0) as prefix:
+    paths = generate.write_images(config, keeper, prefix, meta)
   trained = os.path.join(workdir, 'samples', f'samples_{step:07d}.png')   # train's grid
   if os.path.isfile(paths[0]) and os.path.isfile(trained) and filecmp.cmp(paths[0], trained,
                                                                           shallow=False):

@@ -55,18 +55,49 @@ def disk_full_cause(error: BaseException) -> BaseException | None:
   Orbax re-raises an asynchronous writer's error wrapped in other types, sometimes keeping
   only the message, so the text 'No space left on device' counts too.
   """
+  return _cause_in_chain(error, (errno.ENOSPC,), ('No space left on device', 'ENOSPC'))
+
+
+def _cause_in_chain(error: BaseException, errnos, texts) -> BaseException | None:
+  """The first error in `error`'s chain (causes, contexts, exception groups) that is an
+  OSError with one of `errnos` or whose message holds one of `texts`; else None."""
   stack, seen = [error], set()
   while stack:
     e = stack.pop()
     if e is None or id(e) in seen:
       continue
     seen.add(id(e))
-    if isinstance(e, OSError) and e.errno == errno.ENOSPC:
+    if isinstance(e, OSError) and e.errno in errnos:
       return e
-    if 'No space left on device' in str(e) or 'ENOSPC' in str(e):
+    if any(text in str(e) for text in texts):
       return e
     stack += [e.__cause__, e.__context__, *getattr(e, 'exceptions', ())]
   return None
+
+
+# Why a write into a folder fails when the disk is not full: permissions, an immutable or
+# read-only folder, a path over the system's limits, a file where a folder should be, a
+# folder removed under the writer, a failing device. Orbax's array writer (TensorStore)
+# keeps only the message, so each is recognised by its strerror text too.
+WRITE_FAILURES = (errno.EACCES, errno.EPERM, errno.EROFS, errno.ENAMETOOLONG, errno.ENOTDIR,
+                  errno.EEXIST, errno.ENOENT, errno.EIO, errno.EDQUOT, errno.ELOOP)
+
+
+def write_failure_cause(error: BaseException) -> BaseException | None:
+  """Like disk_full_cause, for ENOSPC and the errnos in WRITE_FAILURES: the error in
+  `error`'s chain that says why a write failed, or None."""
+  errnos = (errno.ENOSPC, *WRITE_FAILURES)
+  return _cause_in_chain(error, errnos, [os.strerror(n) for n in errnos])
+
+
+def failure_reason(cause: BaseException) -> str:
+  """The strerror text of a write_failure_cause ('Permission denied', ...)."""
+  if isinstance(cause, OSError) and cause.strerror:
+    return cause.strerror
+  for n in (errno.ENOSPC, *WRITE_FAILURES):
+    if os.strerror(n) in str(cause):
+      return os.strerror(n)
+  return type(cause).__name__
 
 
 def make_dirs(path) -> None:
@@ -170,13 +201,115 @@ def exists(path) -> bool:
   return epath.Path(path).exists()
 
 
+def try_writing_in(folder: str) -> None:
+  """Raises the OSError that writing in the local `folder` (or, where it does not exist yet,
+  in its nearest existing ancestor) would meet: a read-only mount, an immutable or
+  unwritable folder, a file where a folder should be (NotADirectoryError naming the file).
+  A mkdir and rmdir of a probe, so it also holds for root, whom permissions do not stop."""
+  existing = os.path.abspath(folder)
+  while not os.path.lexists(existing):
+    existing = os.path.dirname(existing)
+  if not os.path.isdir(existing):
+    raise NotADirectoryError(errno.ENOTDIR, os.strerror(errno.ENOTDIR), existing)
+  try:
+    os.rmdir(tempfile.mkdtemp(prefix='.write-check-', dir=existing))
+  except OSError as e:   # named by the folder, not by the probe's random name
+    raise type(e)(e.errno, e.strerror, existing) from None
+
+
+def check_can_write(mode: str, folders) -> None:
+  """WorkdirError (bad input, exit 2) unless files can be written in each of `folders`
+  (try_writing_in), for the modes that read a run, before any sampling. Remote folders
+  are checked by their first write."""
+  for folder in folders:
+    if is_remote(folder):
+      continue
+    try:
+      try_writing_in(folder)
+    except OSError as e:
+      where = f'{e.filename} is a file' if e.errno == errno.ENOTDIR else e.filename
+      raise errors.WorkdirError(
+          f'--mode={mode} cannot write its outputs in {folder} ({e.strerror}: {where}); '
+          'make the workdir writable (or read a writable copy of the run) and run again'
+      ) from e
+
+
 def unused_prefix(prefix: str, also=()) -> str:
   """PREFIX, or PREFIX-2, PREFIX-3, ... the first for which no PREFIX.png/.npz (and no
   A.json, A-2.json, ... for each prefix A in `also`) exists: a rerun with other sampling
-  settings never overwrites an earlier output."""
+  settings never overwrites an earlier output. Chosen by looking: two processes that ask
+  at once get the same answer (reserved_prefix reserves it)."""
+  outputs = _outputs(prefix, also)
   suffix, k = '', 1
-  while (any(exists(prefix + suffix + ext) for ext in ('.png', '.npz'))
-         or any(exists(a + suffix + '.json') for a in also)):
+  while _taken(outputs, suffix):
     k += 1
     suffix = f'-{k}'
   return prefix + suffix
+
+
+def _outputs(prefix: str, also) -> list[tuple[str, tuple[str, ...]]]:
+  return [(prefix, ('.png', '.npz')), *((a, ('.json',)) for a in also)]
+
+
+def _taken(outputs, suffix: str) -> bool:
+  return any(exists(p + suffix + ext) for p, exts in outputs for ext in exts)
+
+
+RESERVED = '.reserved'   # the ending of a reservation marker (.NAME-2.reserved)
+
+
+@contextlib.contextmanager
+def reserved_prefix(prefix: str, also=(), *, reserve: bool = True, tidy=()):
+  """unused_prefix's answer, reserved for this process while the body runs.
+
+  A marker file `.NAME{suffix}.reserved` beside PREFIX, created with O_CREAT | O_EXCL,
+  makes every other process asking at the same time take another suffix; the suffix is
+  looked at again once the marker is held (a process that just finished has written its
+  outputs before it removed its marker), and the marker is removed when the body ends.
+  So concurrent readers never share an output name. A marker left by a killed process
+  only makes later ones skip that suffix.
+
+  reserve: False (a process other than 0, which writes nothing) or a remote PREFIX (no
+  exclusive create on object stores): chosen by looking, as unused_prefix.
+  tidy: folders that the body may create; any of them that did not exist before and is
+  empty when the body fails is removed (a full disk leaves no empty folder behind).
+  """
+  if not reserve or is_remote(prefix):
+    yield unused_prefix(prefix, also)
+    return
+  folder = os.path.dirname(os.path.abspath(prefix))
+  tidy = [f for f in (folder, *tidy) if not os.path.exists(f)]
+  marker = None
+  try:
+    make_dirs(folder)
+    outputs = _outputs(prefix, also)
+    suffix, k = '', 1
+    while marker is None:
+      if not _taken(outputs, suffix):
+        path = os.path.join(folder, f'.{os.path.basename(prefix)}{suffix}{RESERVED}')
+        with reporting_disk_full(path):
+          try:
+            os.close(os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644))
+            marker = path
+          except FileExistsError:
+            pass
+        if marker is not None and _taken(outputs, suffix):   # finished meanwhile
+          os.remove(marker)
+          marker = None
+      if marker is None:
+        k += 1
+        suffix = f'-{k}'
+    yield prefix + suffix
+  except BaseException:
+    if marker is not None:
+      with contextlib.suppress(OSError):
+        os.remove(marker)
+      marker = None
+    for path in sorted(tidy, key=len, reverse=True):   # deepest first
+      with contextlib.suppress(OSError):
+        os.rmdir(path)   # only if empty
+    raise
+  finally:
+    if marker is not None:
+      with contextlib.suppress(OSError):
+        os.remove(marker)

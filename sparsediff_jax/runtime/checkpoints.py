@@ -26,8 +26,14 @@ a failed write never touches (Orbax commits a step by renaming it into place onl
 complete, and deletes old steps only after that). The failure of an asynchronous write is
 reported by the next `save()` or `wait()`, and Orbax's own error logs of it (several
 tracebacks, from its writer threads) are dropped from the console (orbax_logs.py).
-WORKDIR/checkpoints that exists but is not a directory is refused (CheckpointError) before
-anything is written.
+Any other write failure (permissions, an immutable or read-only folder, a path too long: see
+atomic_io.write_failure_cause) ends the run the same way, once, as CheckpointWriteError;
+before each save a folder is made and removed in the checkpoint folder, so that one that
+cannot be written is found before Orbax starts, and when Orbax's own folder creation fails
+its other writer threads are released at once instead of waiting 5 minutes for it (the
+process could not end before them). WORKDIR/checkpoints that exists but is not a directory,
+or cannot be created or written, or is so deep that its files would pass PATH_MAX, is refused
+(CheckpointError) before anything is written.
 """
 
 from absl import logging
@@ -41,14 +47,26 @@ from jax.experimental import multihost_utils
 import orbax.checkpoint as ocp
 
 from sparsediff_jax import errors
-from sparsediff_jax.runtime import nonfinite, orbax_logs
-from sparsediff_jax.runtime.atomic_io import disk_full_cause
+from sparsediff_jax.runtime import atomic_io, nonfinite, orbax_logs
+from sparsediff_jax.runtime.atomic_io import (disk_full_cause, failure_reason, try_writing_in,
+                                              write_failure_cause)
 
 # Checkpoints exist but none of them can be restored, or the checkpoint folder is not one.
 CheckpointError = errors.CheckpointError
 
 
+class CheckpointWriteError(errors.RunFailedError):
+  """A checkpoint could not be written for another reason than a full disk (permissions, an
+  immutable or read-only folder, a path too long): one `error:` line, exit code 1."""
+
+
+# Path bytes a checkpoint's files add below its folder, at most: '/STEP.orbax-checkpoint-tmp
+# /state.orbax-checkpoint-tmp/ocdbt.process_N/d/<32 hex digits>.__lock' is about 130.
+_DEEPEST_FILE = 160
+
+
 _OPEN = weakref.WeakSet()   # Checkpointers not closed yet
+_LIST_ATTEMPTS = 3          # a reader's listings of a folder whose steps a trainer deletes
 
 
 def wait_for_saves() -> None:
@@ -79,7 +97,11 @@ class Checkpointer:
     self.keep, self.read_only = keep, read_only
     self.failed = False      # a write failed and was reported; nothing more is waited for
     self._pending = None     # the step of the asynchronous write in flight, if any
-    orbax_logs.quiet_disk_full_logs()
+    orbax_logs.quiet_write_failure_logs()
+    if not read_only:   # before Orbax creates it: a folder that cannot be written, said once
+      _check_path_length(self.directory)
+      with self._reporting_write_failure(None):
+        _try_writing_into(self.directory)
     if read_only:   # each option Orbax's read_only would otherwise override with a warning
       options = ocp.CheckpointManagerOptions(read_only=True, max_to_keep=None, create=False,
                                              save_interval_steps=0,
@@ -89,9 +111,19 @@ class Checkpointer:
       options = ocp.CheckpointManagerOptions(max_to_keep=keep,
                                              enable_async_checkpointing=async_save,
                                              cleanup_tmp_directories=True)
-    with orbax_logs.without_read_only_notice():
-      self.manager = ocp.CheckpointManager(self.directory, options=options,
-                                           item_names=('state', 'meta'))
+    for attempt in range(_LIST_ATTEMPTS):
+      try:
+        with orbax_logs.without_read_only_notice():
+          self.manager = ocp.CheckpointManager(self.directory, options=options,
+                                               item_names=('state', 'meta'))
+        break
+      except FileNotFoundError as e:
+        # Orbax reads each listed step's metadata when it opens the folder: a live trainer
+        # may delete the oldest step in between. A reader lists again (and falls back).
+        if not read_only or attempt == _LIST_ATTEMPTS - 1:
+          raise
+        logging.warning('a checkpoint in %s went away while it was listed (%s); listing '
+                        'again', self.directory, e)
     _OPEN.add(self)
 
   def save(self, step: int, state, meta: dict) -> None:
@@ -103,7 +135,10 @@ class Checkpointer:
       raise ValueError(f'a read-only Checkpointer of {self.directory} cannot save')
     nonfinite.check_state_finite(state, f'the state of step {step}')
     self.wait()   # a failure of the write in flight is reported as that step's, not this one's
-    with self._reporting_disk_full(step):
+    with self._reporting_write_failure(step):
+      # Orbax reports a folder it cannot create from a writer thread, while its other
+      # threads wait 5 minutes for that folder: found here, nothing is started.
+      _try_writing_into(self.directory)
       self.manager.save(step, args=ocp.args.Composite(
           state=ocp.args.StandardSave(state), meta=ocp.args.JsonSave(meta)))
     self._pending = step
@@ -215,35 +250,48 @@ class Checkpointer:
 
   def wait(self) -> None:
     """Waits until the write in flight is on disk. Raises DiskFullError if it ran out of
-    space (once: after a reported failure this returns at once)."""
+    space, CheckpointWriteError if it failed otherwise (permissions, an immutable folder, a
+    path too long); once: after a reported failure this returns at once."""
     if self.failed:
       return
-    with self._reporting_disk_full(self._pending):
+    with self._reporting_write_failure(self._pending):
       self.manager.wait_until_finished()
     self._pending = None
 
   @contextlib.contextmanager
-  def _reporting_disk_full(self, step: int | None):
-    """Turns an ENOSPC raised in the body, however wrapped, into one DiskFullError."""
+  def _reporting_write_failure(self, step: int | None):
+    """Turns a write failure raised in the body, however wrapped, into one DiskFullError
+    (ENOSPC) or CheckpointWriteError naming the step, the path and the last intact step."""
     try:
       yield
     except Exception as e:
-      cause = disk_full_cause(e)
+      cause = write_failure_cause(e)
       if cause is None:
         raise
       self.failed, self._pending = True, None
-      orbax_logs.note_disk_full()
-      raise errors.DiskFullError(self._disk_full_message(step, cause)) from e
+      orbax_logs.note_write_failure()
+      _release_orbax_writers()
+      if disk_full_cause(e) is not None:
+        raise errors.DiskFullError(
+            'no space left on device (ENOSPC) writing ' + self._failure_message(
+                step, cause, '', 'free space there') + _free_space(self.directory)) from e
+      raise CheckpointWriteError('cannot write ' + self._failure_message(
+          step, cause, f' ({failure_reason(cause)})',
+          'make that folder writable (or use another --workdir)')) from e
 
-  def _disk_full_message(self, step: int | None, cause: BaseException) -> str:
+  def _failure_message(self, step: int | None, cause: BaseException, why: str,
+                       remedy: str) -> str:
+    """'checkpoint S to PATH{why}; the last intact checkpoint is ...; {remedy} and run ...'"""
     what = 'a checkpoint' if step is None else f'checkpoint {step}'
-    where = getattr(cause, 'filename', None) or _step_folder(self.directory, step)
+    where = getattr(cause, 'filename', None)
+    if where in (None, self.directory) and step is not None:   # the probe before a save
+      where = _step_folder(self.directory, step)
+    where = where or self.directory
     intact = [s for s in _steps_on_disk(self.directory) if s != step]
     last = (f'the last intact checkpoint is step {intact[-1]} in {self.directory}' if intact
             else f'no checkpoint in {self.directory} is complete yet')
-    return (f'no space left on device (ENOSPC) writing {what} to {where}; {last}; free '
-            'space there and run the same command again to resume (the half-written folder '
-            'is removed at the next start)' + _free_space(self.directory))
+    return (f'{what} to {where}{why}; {last}; {remedy} and run the same command again to '
+            'resume (the half-written folder is removed at the next start)')
 
   def close(self) -> None:
     _OPEN.discard(self)
@@ -257,13 +305,101 @@ def _is_shape_mismatch(error: str) -> bool:
 
 
 def check_checkpoint_dir(workdir: str) -> None:
-  """Raises CheckpointError when WORKDIR/checkpoints exists but is not a directory.
+  """Raises CheckpointError when WORKDIR/checkpoints exists but is not a directory, or
+  cannot be created or written (a file or a dangling link in its way, an immutable or
+  read-only folder, a path so long that the checkpoint files would pass PATH_MAX).
 
-  Orbax would fail on it deep inside, or a run could take it for "no checkpoints" and
-  train from scratch; the CLI calls this before it writes anything.
+  Orbax would fail on it deep inside, after training up to the first checkpoint, or a run
+  could take it for "no checkpoints" and train from scratch; the CLI calls this before it
+  writes anything (and it leaves nothing behind).
   """
-  _check_is_directory(os.path.join(workdir, 'checkpoints') if '://' not in workdir
-                      else f'{workdir.rstrip("/")}/checkpoints')
+  directory = (os.path.join(workdir, 'checkpoints') if '://' not in workdir
+               else f'{workdir.rstrip("/")}/checkpoints')
+  _check_is_directory(directory)
+  _check_path_length(directory)
+  if '://' in directory or not os.path.isdir(workdir):   # a new workdir: its creation says
+    return
+  real = os.path.realpath(directory)
+  try:
+    try_writing_in(real)
+  except OSError as e:
+    raise CheckpointError(
+        f'{directory} cannot be written ({failure_reason(e)}: {e.filename}'
+        + (f', where it leads to {real}' if real != os.path.abspath(directory) else '') +
+        '); make it a writable folder, or choose another --workdir') from e
+
+
+def run_identity(workdir: str) -> tuple | None:
+  """What identifies the run in WORKDIR for a mode that reads it: the checkpoint folder
+  itself (device and inode). A resumed or restarted run keeps it (and may rewrite
+  config.json with a longer training.num_steps: still the same run); --start_over moves it
+  into previous-*/ and the new run makes a new one. None on gs:// (no inodes) or without a
+  checkpoint folder."""
+  if atomic_io.is_remote(workdir):
+    return None
+  try:
+    st = os.stat(os.path.join(workdir, 'checkpoints'))
+  except OSError:
+    return None
+  return st.st_dev, st.st_ino
+
+
+def check_run_unchanged(workdir: str, identity: tuple | None, mode: str) -> None:
+  """WorkdirError (one line, exit 2) when the run in WORKDIR is no longer the one whose
+  identity (run_identity) a reader took before it read: called before each write, so that
+  results of the old run are never written into a new one (--start_over meanwhile)."""
+  if identity is None or run_identity(workdir) == identity:
+    return
+  raise errors.WorkdirError(
+      f'--mode={mode}: the run in {workdir} changed while this mode read it (its checkpoint '
+      f'folder was replaced, e.g. by --start_over, which moves the old run into '
+      f'{workdir}/previous-*/); nothing was written; run it again on the run you mean')
+
+
+def _check_path_length(directory: str) -> None:
+  """CheckpointError when the files of a checkpoint in `directory` would pass PATH_MAX."""
+  if '://' in directory:
+    return
+  limit = _path_max()
+  length = len(os.fsencode(os.path.abspath(directory))) + _DEEPEST_FILE
+  if length >= limit:
+    raise CheckpointError(
+        f'{directory} is too deep for checkpoints: the paths of their files would be about '
+        f'{length} bytes long, over this system\'s limit of {limit} (PATH_MAX); choose a '
+        '--workdir with a shorter path')
+
+
+def _path_max() -> int:
+  try:
+    return os.pathconf('/', 'PC_PATH_MAX')
+  except (OSError, ValueError):
+    return 4096
+
+
+def _try_writing_into(directory: str) -> None:
+  """Creates `directory` if needed and a folder in it (removed at once): raises the OSError
+  that a checkpoint write there would meet. Local paths only (on gs:// there are no
+  folders to create; a failed upload is reported by the write itself)."""
+  if '://' in directory:
+    return
+  os.makedirs(directory, exist_ok=True)
+  try_writing_in(directory)
+
+
+def _release_orbax_writers() -> None:
+  """After a failed write, Orbax's other writer threads of that save go on waiting for a
+  'folder created' signal for its coordination timeout (5 minutes), and the process cannot
+  end before they do (nor does it honour SIGTERM meanwhile). Sending the signals lets them
+  run on, fail at once on the missing folder (logs dropped by orbax_logs) and end. Orbax
+  internals: where they differ, nothing is done (the process then waits as before)."""
+  try:
+    from orbax.checkpoint._src.futures import future, synchronization
+    signals = synchronization.HandlerAwaitableSignal
+    future.set_signals(
+        [signals.STEP_DIRECTORY_CREATION, signals.ITEM_DIRECTORY_CREATION],
+        operation_id=synchronization.OperationIdGenerator.get_current_operation_id())
+  except Exception as e:  # noqa: BLE001 - best effort
+    logging.debug('could not release Orbax\'s writer threads: %s', e)
 
 
 def _check_is_directory(directory: str) -> None:

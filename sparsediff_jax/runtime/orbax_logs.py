@@ -1,11 +1,16 @@
-"""Keeps Orbax's log noise about a full disk, and its read-only notice, off the console.
+"""Keeps Orbax's log noise about a failed checkpoint write, and its read-only notice, off
+the console.
 
-When an asynchronous checkpoint write hits ENOSPC, checkpoints.py reports it once, as a
-DiskFullError. Orbax itself logs the failure from each writer thread it passes through (with
-tracebacks), asyncio logs the failed tasks nobody retrieved, and once Orbax has closed its event
-loop the other writes of the same save fail to hand back their results ('Event loop is closed',
-logged by concurrent.futures or raised where nobody can catch it, so Python prints it as an
-unraisable error). Everything here drops exactly those records, and nothing else.
+When an asynchronous checkpoint write fails (ENOSPC, or another write failure: permissions,
+an immutable folder, a path too long: atomic_io.write_failure_cause), checkpoints.py reports
+it once, as a DiskFullError or CheckpointWriteError. Orbax itself logs the failure from each
+writer thread it passes through (with tracebacks), asyncio logs the failed tasks nobody
+retrieved, and once Orbax has closed its event loop the other writes of the same save fail to
+hand back their results ('Event loop is closed', logged by concurrent.futures or raised where
+nobody can catch it, so Python prints it as an unraisable error). Once the failure has been
+reported, the writer threads that checkpoints.py releases fail too, and log that; Python
+warns at exit about their coroutines never awaited. Everything here drops exactly those
+records, and nothing else.
 """
 
 from absl import logging
@@ -13,7 +18,9 @@ import contextlib
 import logging as pylogging
 import sys
 
-from sparsediff_jax.runtime.atomic_io import disk_full_cause
+import warnings
+
+from sparsediff_jax.runtime.atomic_io import write_failure_cause
 
 
 @contextlib.contextmanager
@@ -28,14 +35,15 @@ def without_read_only_notice():
     logger.removeFilter(drop)
 
 
-def _is_orbax_disk_full_log(record: pylogging.LogRecord) -> bool:
-  """An error Orbax logs, with a traceback, from each thread an ENOSPC passes through."""
+def _is_orbax_write_failure_log(record: pylogging.LogRecord, reported: bool) -> bool:
+  """An error Orbax logs, with a traceback, from each thread a write failure passes through
+  (once a failure was reported: any error Orbax logs with a traceback)."""
   if 'orbax' not in record.pathname or record.levelno < pylogging.WARNING:
     return False
   if record.exc_info and record.exc_info[1] is not None:
-    if disk_full_cause(record.exc_info[1]) is not None:
+    if reported or write_failure_cause(record.exc_info[1]) is not None:
       return True
-  return 'No space left on device' in record.getMessage()
+  return write_failure_cause(Exception(record.getMessage())) is not None
 
 
 def _is_closed_loop_aftermath(record: pylogging.LogRecord) -> bool:
@@ -47,34 +55,35 @@ def _is_closed_loop_aftermath(record: pylogging.LogRecord) -> bool:
           and 'Event loop is closed' in str(error))
 
 
-def _is_unretrieved_disk_full_task(record: pylogging.LogRecord) -> bool:
-  """asyncio's 'Task exception was never retrieved' for a write that hit ENOSPC, logged with
-  a traceback when the failed save's tasks are collected (often after the error line)."""
+def _is_unretrieved_failed_task(record: pylogging.LogRecord) -> bool:
+  """asyncio's 'Task/Future exception was never retrieved' for a write that failed, logged
+  with a traceback when the failed save's tasks are collected (often after the error line)."""
   if record.name != 'asyncio':
     return False
   error = record.exc_info[1] if record.exc_info else None
-  return ((error is not None and disk_full_cause(error) is not None)
-          or 'No space left on device' in record.getMessage())
+  return ((error is not None and write_failure_cause(error) is not None)
+          or write_failure_cause(Exception(record.getMessage())) is not None)
 
 
-class _DropOrbaxDiskFull(pylogging.Filter):
-  """Drops Orbax's logs of an ENOSPC, and the closed-loop errors that follow a failed write
-  once one has been seen: DiskFullError reports the failure, once."""
+class _DropOrbaxWriteFailure(pylogging.Filter):
+  """Drops Orbax's logs of a failed write, and the closed-loop errors that follow a failed
+  write once one has been seen: checkpoints.py reports the failure, once."""
 
-  seen_disk_full = False
+  seen_failure = False
 
   def filter(self, record):
-    if _is_orbax_disk_full_log(record) or _is_unretrieved_disk_full_task(record):
-      type(self).seen_disk_full = True
+    reported = type(self).seen_failure
+    if _is_orbax_write_failure_log(record, reported) or _is_unretrieved_failed_task(record):
+      type(self).seen_failure = True
       return False
-    return not (type(self).seen_disk_full and _is_closed_loop_aftermath(record))
+    return not (reported and _is_closed_loop_aftermath(record))
 
 
-_ORBAX_FILTER = _DropOrbaxDiskFull()
+_ORBAX_FILTER = _DropOrbaxWriteFailure()
 
 
-def quiet_disk_full_logs() -> None:
-  """Installs _DropOrbaxDiskFull where those logs pass (absl's logger, for Orbax's own, and
+def quiet_write_failure_logs() -> None:
+  """Installs _DropOrbaxWriteFailure where those logs pass (absl's logger, for Orbax's own, and
   absl's console handler, for concurrent.futures'), and drops the 'Event loop is closed'
   errors that a failed write's worker threads raise where nobody can catch them (Python
   prints those unraisable errors as bare tracebacks). Idempotent."""
@@ -91,9 +100,12 @@ def quiet_disk_full_logs() -> None:
 _previous_unraisablehook = sys.unraisablehook
 
 
-def note_disk_full() -> None:
-  """From now on, drops the closed-loop errors that follow a failed write."""
-  _DropOrbaxDiskFull.seen_disk_full = True
+def note_write_failure() -> None:
+  """From now on, drops Orbax's errors and the closed-loop errors that follow a failed write,
+  and Python's exit-time warnings about the failed save's coroutines never awaited."""
+  _DropOrbaxWriteFailure.seen_failure = True
+  warnings.filterwarnings('ignore', message=r'coroutine .* was never awaited',
+                          category=RuntimeWarning)
 
 
 def _drop_closed_loop_unraisable(unraisable) -> None:

@@ -41,8 +41,9 @@ def run_dir(tmp_path_factory):
   return config, workdir
 
 
-def test_evaluate_run_writes_every_metric(run_dir):
+def test_evaluate_run_writes_every_metric(run_dir, caplog):
   config, workdir = run_dir
+  caplog.set_level('INFO')
   metrics = research.evaluate_run(config, workdir)
   path = metrics.pop('metrics_file')   # where it wrote them: the summary line names it
   assert path == os.path.join(workdir, research.METRICS_FILE)
@@ -62,6 +63,28 @@ def test_evaluate_run_writes_every_metric(run_dir):
   assert metrics['consistent_fraction'] == 0.0
   for name in ('samples.png', 'memorization.png', 'locality.png'):
     assert os.path.getsize(os.path.join(workdir, 'research', name)) > 500
+  # the sampler's settings, as they shape the samples, and whether other data was allowed
+  assert (metrics['sampling_time_steps'], metrics['sampling_rho'], metrics['sampling_s_churn'],
+          metrics['allow_other_data']) == (config.sampling.time_steps, config.sampling.rho,
+                                           config.sampling.s_churn, False)
+  logged = [r.getMessage() for r in caplog.records]
+  assert not any(m.startswith('research metrics: {') for m in logged)   # no JSON line
+  assert f'all {len(metrics)} metrics: {path}' in logged
+  assert any(m.startswith('  pixel_memorized_fraction') for m in logged)
+  assert not [n for n in os.listdir(os.path.join(workdir, 'research')) if n.endswith('.reserved')]
+
+
+def test_the_console_shows_a_short_table_and_the_json_path(tiny_config):
+  metrics = {'step': 40, 'num_samples': 6, 'sampler': 'euler', 'sampling_steps': 2,
+             'pixel_memorized_fraction': 0.5, 'consistent_fraction': 0.123456, 'other': 1.0,
+             'memorization_onset_note': 'unknown: ...', 'sampling_seed': 0}
+  lines = research.headline_lines(tiny_config(), metrics, '/w/research_metrics-2.json')
+  assert lines[0] == 'research metrics at step 40 (6 samples, euler, 2 steps):'
+  assert '  consistent_fraction       0.1235' in lines   # shapes' headline, 4 digits
+  assert '  pixel_memorized_fraction  0.5' in lines
+  assert '  memorization_onset_note   unknown: ...' in lines
+  assert not any('other' in line or 'sampling_seed' in line for line in lines)
+  assert lines[-1] == 'all 9 metrics: /w/research_metrics-2.json'
 
 
 def test_a_different_network_is_refused(run_dir):

@@ -110,6 +110,21 @@ def test_onset_is_the_first_step_with_half_the_samples_memorized():
   assert onset([5, 10], [0.2, 0.3], threshold=0.25) == 10.0
 
 
+def test_an_onset_that_missing_steps_could_hold_is_unknown_not_never():
+  report = trajectory.onset_report
+  full = report([2, 4, 6], [0.1, 0.2, 0.3])   # every listed step scored: never memorized
+  assert full['trajectory_length'] == 3 and full['trajectory_missing_steps'] == 0
+  assert math.isnan(full['memorization_onset_step']) and 'memorization_onset_note' not in full
+  # a live trainer deleted 2 and 4 before they were read: only the newest was scored
+  lost = report([6], [0.3], missing=[4, 2])
+  assert 'memorization_onset_step' not in lost and lost['trajectory_missing_steps'] == 2
+  assert lost['memorization_onset_note'].startswith('unknown: checkpoints [2, 4] were listed '
+                                                    'but could not be read')
+  assert 'memorization_onset_step' not in report([2, 6], [0.1, 0.9], missing=[4])
+  after = report([2, 4], [0.1, 0.9], missing=[6])   # a missing step after the onset: known
+  assert after['memorization_onset_step'] == 4.0 and 'memorization_onset_note' not in after
+
+
 def test_logged_at_takes_the_newest_value_up_to_the_step():
   series = {'dense_loss': {10: 1.0, 20: 0.5}, 'loss': {20: 2.0}}
   assert trajectory.logged_at(series, 15) == {'train_dense_loss': 1.0}

@@ -130,3 +130,58 @@ def test_disk_full_is_found_however_it_is_wrapped():
   assert atomic_io.disk_full_cause(wrapped(OSError(errno.ENOSPC, 'x'))).errno == errno.ENOSPC
   assert atomic_io.disk_full_cause(ValueError('[Errno 28] No space left on device'))
   assert atomic_io.disk_full_cause(wrapped(OSError(errno.EIO, 'I/O error'))) is None
+
+
+def test_readers_started_together_each_reserve_their_own_name(tmp_path):
+  """reserved_prefix: eight writers that ask at the same moment get eight names, none
+  overwrites another, and no marker is left."""
+  import threading
+  prefix = str(tmp_path / 'out' / 'samples')
+  atomic_io.write_bytes(prefix + '.png', b'earlier')   # an earlier output: never reused
+  start, got = threading.Barrier(8), []
+
+  def writer(i):
+    start.wait()
+    with atomic_io.reserved_prefix(prefix, also=(str(tmp_path / 'metrics'),)) as p:
+      got.append(p)
+      atomic_io.write_bytes(p + '.png', str(i).encode())
+      atomic_io.write_json(str(tmp_path / 'metrics') + p[len(prefix):] + '.json', i)
+  threads = [threading.Thread(target=writer, args=(i,)) for i in range(8)]
+  for t in threads:
+    t.start()
+  for t in threads:
+    t.join()
+  assert sorted(got) == sorted(f'{prefix}-{k}' for k in range(2, 10))
+  for p in got:   # each name holds the outputs of one writer
+    assert (open(p + '.png', 'rb').read().decode()
+            == open(str(tmp_path / 'metrics') + p[len(prefix):] + '.json').read().strip())
+  assert open(prefix + '.png', 'rb').read() == b'earlier'
+  assert not [n for n in os.listdir(tmp_path / 'out') if n.endswith(atomic_io.RESERVED)]
+
+
+def test_a_reservation_is_looked_at_again_once_held(tmp_path, monkeypatch):
+  """A writer that finished between the look and the marker (its outputs written, its
+  marker removed) is not overwritten; a marker left by a killed writer is skipped."""
+  prefix = str(tmp_path / 'samples')
+  os.close(os.open(str(tmp_path / f'.samples-2{atomic_io.RESERVED}'), os.O_CREAT))   # killed
+  real_open = os.open
+
+  def finished_meanwhile(path, *args):
+    fd = real_open(path, *args)
+    if path.endswith(f'.samples{atomic_io.RESERVED}') and not os.path.exists(prefix + '.png'):
+      with open(prefix + '.png', 'wb') as f:
+        f.write(b'the other writer')
+    return fd
+  monkeypatch.setattr(os, 'open', finished_meanwhile)
+  with atomic_io.reserved_prefix(prefix) as p:
+    assert p == prefix + '-3'
+
+
+def test_a_failed_reservation_leaves_no_folder_or_marker(tmp_path):
+  prefix = str(tmp_path / 'research' / 'samples')
+  with pytest.raises(errors.DiskFullError):
+    with atomic_io.reserved_prefix(prefix, tidy=(str(tmp_path / 'research'),)):
+      raise errors.DiskFullError('full')
+  assert os.listdir(tmp_path) == []
+  with atomic_io.reserved_prefix(prefix, reserve=False) as p:   # by looking: no marker
+    assert p == prefix and not os.path.exists(tmp_path / 'research')

@@ -260,3 +260,140 @@ def test_a_reader_lists_again_when_the_steps_it_saw_are_gone(copy):
                                                         r'them, try again$'):
     reader.restore_latest(ABSTRACT)
   reader.close()
+
+
+def _orbax_threads_end(timeout: float = 60) -> bool:
+  """Whether Orbax's writer threads end within `timeout` seconds (Orbax's own wait for a
+  folder that never comes is 300 s)."""
+  import threading
+  deadline = time.time() + timeout
+  writers = [t for t in threading.enumerate() if type(t).__module__.startswith('orbax')]
+  for thread in writers:   # threading's join: not Orbax's, which re-raises the failure
+    threading.Thread.join(thread, max(0.0, deadline - time.time()))
+  return not [t for t in writers if t.is_alive()]
+
+
+def test_a_folder_that_turns_unwritable_is_one_error_and_nothing_waits(copy, monkeypatch):
+  from tests.helpers.unwritable_checkpoints import refuse_from
+  refuse_from(4, monkeypatch.setattr)
+  ckpt = checkpoints.Checkpointer(copy, keep=3)
+  ckpt.save(4, state_of(4), {'data': {'position': 4}})   # fails in Orbax's writer thread
+  with pytest.raises(checkpoints.CheckpointWriteError) as raised:
+    ckpt.wait()
+  message = str(raised.value)
+  assert message.startswith(f'cannot write checkpoint 4 to {copy}/4.orbax-checkpoint-tmp '
+                            '(Operation not permitted); the last intact checkpoint is step 3 '
+                            f'in {copy}; make that folder writable'), message
+  assert isinstance(raised.value, errors.RunFailedError)   # exit code 1
+  checkpoints.wait_for_saves()   # reported once
+  ckpt.wait()
+  assert _orbax_threads_end()   # released, not waiting out Orbax's 5 minutes
+  monkeypatch.undo()
+  step, _, _ = checkpoints.Checkpointer(copy, keep=3).restore_latest(ABSTRACT)
+  assert step == 3
+
+
+def test_a_folder_that_cannot_be_written_is_found_before_orbax_starts(copy, monkeypatch):
+  import tempfile
+  real = tempfile.mkdtemp
+  ckpt = checkpoints.Checkpointer(copy, keep=3)
+
+  def refused(*args, **kwargs):
+    raise PermissionError(errno.EACCES, os.strerror(errno.EACCES), kwargs['dir'])
+  monkeypatch.setattr(tempfile, 'mkdtemp', refused)
+  with pytest.raises(checkpoints.CheckpointWriteError,
+                     match=rf'^cannot write checkpoint 4 to {copy}/4 \(Permission denied\); the '
+                           rf'last intact checkpoint is step 3 in {copy}'):
+    ckpt.save(4, state_of(4), {'data': {'position': 4}})
+  assert sorted(os.listdir(copy)) == ['1', '2', '3']   # Orbax started nothing
+  with pytest.raises(checkpoints.CheckpointWriteError, match='no checkpoint in .* is '
+                     'complete yet'):   # and a training run does not start
+    checkpoints.Checkpointer(copy + '-new', keep=3)
+  monkeypatch.setattr(tempfile, 'mkdtemp', real)
+
+
+def test_a_checkpoint_folder_that_cannot_be_made_is_refused_before_any_write(tmp_path):
+  workdir = tmp_path / 'run'
+  workdir.mkdir()
+  (tmp_path / 'a_file').write_text('x')
+  # a link to a disk that is not there: here, into a file
+  os.symlink(tmp_path / 'a_file' / 'ckpt', workdir / 'checkpoints')
+  before = sorted(os.listdir(tmp_path)), sorted(os.listdir(workdir))
+  with pytest.raises(errors.CheckpointError, match=rf'{workdir}/checkpoints cannot be written '
+                     rf'\(Not a directory: {tmp_path}/a_file, where it leads to '
+                     rf'{tmp_path}/a_file/ckpt\); make it a writable folder'):
+    checkpoints.check_checkpoint_dir(str(workdir))
+  assert (sorted(os.listdir(tmp_path)), sorted(os.listdir(workdir))) == before
+
+
+def test_a_workdir_too_deep_for_checkpoint_files_is_refused(tmp_path):
+  deep = str(tmp_path / 'run')
+  while len(deep) < 4096 - 150:
+    deep = os.path.join(deep, 'd' * min(200, 4096 - 150 - len(deep)))
+  with pytest.raises(errors.CheckpointError, match=r'checkpoints is too deep for checkpoints: '
+                     r'the paths of their files would be about \d+ bytes long, over this '
+                     r"system's limit of 4096 \(PATH_MAX\)"):
+    checkpoints.check_checkpoint_dir(deep)
+  assert os.listdir(tmp_path) == []
+  checkpoints.check_checkpoint_dir(str(tmp_path / 'run'))   # a usual path is fine
+
+
+@pytest.mark.slow   # the CLI in a subprocess
+def test_cli_a_checkpoint_folder_that_turns_unwritable_is_one_line_and_a_prompt_exit(tmp_path):
+  from tests.helpers import unwritable_checkpoints
+  from tests.helpers.cli_runs import TINY, assert_one_line_error, env
+  workdir = str(tmp_path / 'run')
+  result = subprocess.run(
+      [sys.executable, unwritable_checkpoints.__file__, '4', *TINY, f'--workdir={workdir}',
+       '--config.training.num_steps=8', '--config.training.checkpoint_every=2'],
+      env=env(str(tmp_path)), capture_output=True, text=True,
+      timeout=280)   # Orbax alone would wait 300 s at exit
+  line = assert_one_line_error(result, code=1)
+  ckpts = os.path.join(workdir, 'checkpoints')
+  assert line.startswith(f'error: cannot write checkpoint 4 to {ckpts}/4.orbax-checkpoint-tmp '
+                         f'(Operation not permitted); the last intact checkpoint is step 2 in '
+                         f'{ckpts}'), line
+  assert 'never awaited' not in result.stderr and 'Task exception' not in result.stderr
+  assert sorted(n for n in os.listdir(ckpts) if n.isdigit()) == ['2']
+  assert not os.path.exists(os.path.join(workdir, '.lock'))
+
+
+@pytest.mark.slow   # the CLI in a subprocess
+def test_cli_a_checkpoint_folder_that_cannot_be_made_is_refused_before_any_write(tmp_path):
+  from tests.helpers.cli_runs import TINY, assert_one_line_error, env, run
+  workdir = tmp_path / 'run'
+  workdir.mkdir()
+  (tmp_path / 'a_file').write_text('x')
+  os.symlink(tmp_path / 'a_file' / 'ckpt', workdir / 'checkpoints')
+  result = run(*TINY, f'--workdir={workdir}', env=env(str(tmp_path / 'env')), timeout=300)
+  line = assert_one_line_error(result, code=2)
+  assert line.startswith(f'error: {workdir}/checkpoints cannot be written (Not a directory')
+  assert os.listdir(workdir) == ['checkpoints']   # nothing written
+
+
+def test_a_reader_lists_again_when_a_step_goes_while_orbax_lists_it(copy, monkeypatch, caplog):
+  """Orbax reads every listed step's metadata when a folder is opened: a step that the
+  trainer deletes in between is a FileNotFoundError (a raw errno line at the CLI), not a
+  damaged run; the reader lists again and falls back as for a damaged step."""
+  real, calls = checkpoints.ocp.CheckpointManager, []
+
+  def deleted_meanwhile(directory, **kwargs):
+    calls.append(directory)
+    if len(calls) == 1:
+      shutil.rmtree(os.path.join(copy, '1'))   # the trainer trims its oldest step
+      raise FileNotFoundError(errno.ENOENT, os.strerror(errno.ENOENT),
+                              os.path.join(copy, '1', '_CHECKPOINT_METADATA'))
+    return real(directory, **kwargs)
+  monkeypatch.setattr(checkpoints.ocp, 'CheckpointManager', deleted_meanwhile)
+  reader = checkpoints.Checkpointer(copy, read_only=True)
+  assert len(calls) == 2 and reader.all_steps() == [2, 3]
+  assert reader.restore_latest(ABSTRACT)[0] == 3
+  assert any('went away while it was listed' in r.getMessage() for r in caplog.records)
+  def always_gone(directory, **kwargs):
+    calls.append(directory)
+    raise FileNotFoundError(errno.ENOENT, 'gone')
+  calls.clear()
+  monkeypatch.setattr(checkpoints.ocp, 'CheckpointManager', always_gone)
+  with pytest.raises(FileNotFoundError, match='gone'):   # a trainer's own folder: raised
+    checkpoints.Checkpointer(copy, keep=3)
+  assert len(calls) == 1

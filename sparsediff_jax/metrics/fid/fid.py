@@ -27,9 +27,9 @@ import warnings
 from typing import NamedTuple
 
 import numpy as np
-import scipy.linalg
 from sparsediff_jax.runtime import atomic_io
 from sparsediff_jax import errors
+from sparsediff_jax.metrics.fid import sqrtm
 
 __all__ = [
     "FeatureStats",
@@ -41,6 +41,7 @@ __all__ = [
     "precision_recall",
     "StatsMetadata",
     "StatsMismatchError",
+    "SqrtmTimeoutError",
     "check_compatible",
     "save_stats",
     "load_stats",
@@ -115,27 +116,6 @@ def feature_stats(features) -> FeatureStats:
     return FeatureAccumulator(x.shape[-1]).update(x).finalize()
 
 
-def _sqrtm_trace(product: np.ndarray) -> tuple[float, float]:
-    """Trace of the principal square root of `product`, and the relative residual.
-
-    The residual ||X X - A||_F / ||A||_F is what the deprecated `disp=False` returned.
-    """
-    with warnings.catch_warnings():
-        # scipy warns on singular input; the residual below is our (quantitative) check.
-        warnings.simplefilter("ignore", scipy.linalg.LinAlgWarning)
-        root = scipy.linalg.sqrtm(product)
-    norm = np.linalg.norm(product)
-    residual = np.linalg.norm(root @ root - product) / norm if norm > 0 else 0.0
-    if np.iscomplexobj(root):
-        # Tiny imaginary parts come from rounding on a (near-)singular product; large ones
-        # mean the square root is not trustworthy.
-        imag = np.max(np.abs(np.diagonal(root).imag)) if root.size else 0.0
-        if imag > 1e-3:
-            return float("nan"), float("inf")
-        root = root.real
-    return float(np.trace(root)), float(residual)
-
-
 def frechet_distance(mu1, sigma1, mu2, sigma2, eps: float = 1e-6) -> float:
     """Frechet distance between N(mu1, sigma1) and N(mu2, sigma2), in float64.
 
@@ -158,15 +138,32 @@ def frechet_distance(mu1, sigma1, mu2, sigma2, eps: float = 1e-6) -> float:
             "mismatched statistics: mu1 %s, sigma1 %s, mu2 %s, sigma2 %s (expected [D] and [D, D] "
             "with the same D; were both computed with the same feature layer?)"
             % (mu1.shape, sigma1.shape, mu2.shape, sigma2.shape))
+    for name, x in (("mu1", mu1), ("sigma1", sigma1), ("mu2", mu2), ("sigma2", sigma2)):
+        if not np.all(np.isfinite(x)):   # scipy's square root never returns on a NaN
+            raise ValueError(f"{name} holds NaN or inf values ({np.sum(~np.isfinite(x))} of "
+                             f"{x.size})")
 
-    trace_sqrt, residual = _sqrtm_trace(sigma1 @ sigma2)
+    trace_sqrt, residual = _bounded_sqrtm_trace(sigma1 @ sigma2)
     if not np.isfinite(trace_sqrt) or residual > 1e-5:
         offset = eps * np.eye(d)
-        trace_sqrt, residual = _sqrtm_trace((sigma1 + offset) @ (sigma2 + offset))
+        trace_sqrt, residual = _bounded_sqrtm_trace((sigma1 + offset) @ (sigma2 + offset))
         if not np.isfinite(trace_sqrt):
             raise ValueError("matrix square root of sigma1 @ sigma2 failed even with eps * I added")
     diff = mu1 - mu2
     return float(diff @ diff + np.trace(sigma1) + np.trace(sigma2) - 2.0 * trace_sqrt)
+
+
+class SqrtmTimeoutError(errors.RunFailedError):
+    """The matrix square root of the FID did not finish within its time limit."""
+
+
+def _bounded_sqrtm_trace(product: np.ndarray) -> tuple[float, float]:
+    try:
+        return sqrtm.bounded_sqrtm_trace(product)
+    except sqrtm.SqrtmTimeout as e:
+        raise SqrtmTimeoutError(
+            f"{e} (the limit: ${sqrtm.TIMEOUT_ENV}, now {sqrtm.timeout_seconds():g} s); the "
+            "statistics may be ill-conditioned: check them, or raise the limit") from None
 
 
 def fid_from_stats(a: FeatureStats, b: FeatureStats, eps: float = 1e-6) -> float:

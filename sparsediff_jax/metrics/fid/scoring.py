@@ -50,7 +50,8 @@ def stats_metadata(config, split: str, num_images: int,
 def load_reference(config, workdir: str):
   """(stats, metadata, feature subset or None, path) of the reference statistics.
 
-  Raises EvalInputError when the file is missing or unreadable, and StatsMismatchError when
+  Raises EvalInputError when the file is missing or unreadable or its arrays are not
+  statistics of Inception features (check_reference_arrays), and StatsMismatchError when
   its resolution or preprocessing differs from the config's (checked before any work).
   """
   path = reference_path(config, workdir)
@@ -65,11 +66,32 @@ def load_reference(config, workdir: str):
           zlib.error) as e:   # a truncated or damaged .npz (a zip archive)
     raise EvalInputError(f'{path}: not readable as reference statistics ({type(e).__name__}: '
                          f'{e}); make it again with --mode=fid_stats') from e
+  check_reference_arrays(path, stats, real)
   check_reference(path, meta, config)
   if meta.dataset != config.data.name:
     logging.warning('reference statistics %s are of dataset %r, the config trains on %r',
                     path, meta.dataset, config.data.name)
   return stats, meta, real, path
+
+
+def check_reference_arrays(path: str, stats: fid.FeatureStats, features,
+                           dim: int = feats.FEATURE_DIM) -> None:
+  """EvalInputError naming the file and the array unless mu is [dim], sigma [dim, dim] and
+  the feature subset (if any) [K, dim], all finite: a NaN would hang the FID's matrix
+  square root, a wrong shape fail after all the sampling."""
+  arrays = (('mu', stats.mu, (dim,)), ('sigma', stats.sigma, (dim, dim)))
+  if features is not None:
+    arrays += (('features', features, (features.shape[0] if features.ndim else 0, dim)),)
+  for name, array, shape in arrays:
+    if array.shape != shape:
+      problem = (f'has shape {list(array.shape)}, expected {list(shape)} (Inception pool3 '
+                 f'features have {dim} dimensions)')
+    elif not np.all(np.isfinite(array)):
+      problem = f'holds {int(np.sum(~np.isfinite(array)))} NaN or inf values'
+    else:
+      continue
+    raise EvalInputError(f'{path}: reference statistics array {name!r} {problem}; make the '
+                         'file again with --mode=fid_stats')
 
 
 def generated_features(config, featurizer, sample_batch, params, num_samples: int, *,
