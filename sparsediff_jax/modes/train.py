@@ -7,6 +7,7 @@ one rule for when it is due: the metric line, sample grids, the evaluation hooks
 hands it (training never imports evaluation code) and checkpoints.
 """
 
+from concurrent.futures import ThreadPoolExecutor
 import dataclasses
 import functools
 import os
@@ -28,8 +29,8 @@ from sparsediff_jax.runtime import (checkpoints, memory_check, nonfinite, preemp
                                     sharding)
 from sparsediff_jax.runtime.run_dir import flatten as _flatten
 from sparsediff_jax.runtime.state import (TrainState, abstract_model, abstract_state,
-                                          init_state, make_optimizer, memory_per_device,
-                                          restore)
+                                          compile_init, init_state, make_optimizer,
+                                          memory_per_device, restore)
 from sparsediff_jax.train_step import check_step_fits, compile_train_step
 
 # A periodic evaluation handed to the loop by its caller (training never imports the
@@ -148,10 +149,18 @@ def _train(config, workdir: str, hooks, record: run_dir.RunRecord) -> TrainState
   # First, so that a hook's missing input stops the run before it writes anything.
   evaluations = [h for h in (hook(config, graphdef, mesh, workdir) for hook in hooks) if h]
   step_jit = compile_train_step(config, graphdef, tx, schedule, mesh)
+  # The sampler (its check) and, for a new run, the initialiser compile in other threads
+  # while this one compiles the step: much of an XLA compile runs on one core, so a second
+  # core takes them off the way to the first step (benchmarks/warm_start.py).
+  background = ThreadPoolExecutor(2, thread_name_prefix='compile')
+  sampler_fits = background.submit(generate.check_sampler_fits, config, graphdef, mesh,
+                                   target.ema[0], config.sampling.grid_size ** 2)
+  init_compiled = None if run_dir.has_checkpoints(workdir) else background.submit(
+      compile_init, config, tx, mesh, jax.tree.map(lambda a: a.sharding, target))
+  background.shutdown(wait=False)   # the threads end with their job
   with progress.phase('compiling the train step and the sampler'):   # refused if too big
     check_step_fits(config, step_jit, target, mesh)
-    generate.check_sampler_fits(config, graphdef, mesh, target.ema[0],
-                                config.sampling.grid_size ** 2)
+    sampler_fits.result()
   # Then the data (main.py has checked that it exists): a broken one stops the run before
   # anything is written.
   with progress.phase('loading data'):
@@ -169,7 +178,7 @@ def _train(config, workdir: str, hooks, record: run_dir.RunRecord) -> TrainState
   skipped_steps, unlogged = 0, []
   if restored is None:
     with progress.phase('initialising parameters'):
-      state = init_state(config, tx, mesh)
+      state = init_state(config, tx, mesh, init_compiled and init_compiled.result())
   else:
     start, state, meta = restored
     data_it.set_state(meta['data'])

@@ -1,9 +1,10 @@
 """Running the real CLI (and the worker scripts of tests/helpers/) in subprocesses, for the
 end-to-end tests, and damaging its files.
 
-Runs compile with XLA's cheap CPU settings, and processes that share `jax_cache` load the
-compiled step from JAX's persistent cache instead of compiling it again: every run of the
-same tiny config after the first costs the Python start-up only.
+Runs compile with XLA's cheap CPU settings, and processes that share `jax_cache` (by default
+the whole session's, conftest.py) load the compiled step from JAX's persistent cache instead
+of compiling it again: every run of the same tiny config after the first costs the Python
+start-up only.
 """
 
 import hashlib
@@ -23,9 +24,15 @@ TINY = tuple(tiny.as_flags({
     'sampling.sampler': 'euler'}))
 
 
+# Set by conftest.py to the session's compilation cache: env()'s cache when none is given.
+SHARED_CACHE_ENV = 'SPARSEDIFF_TEST_JAX_CACHE'
+
+
 def env(tmp_dir: str, jax_cache: str | None = None, devices: int = 1) -> dict:
-  """Environment of a CLI subprocess; TMPDIR inside tmp_dir (TFDS leaves folders there)."""
+  """Environment of a CLI subprocess; TMPDIR inside tmp_dir (TFDS leaves folders there).
+  jax_cache: its own compilation cache folder; by default the session's (conftest.py)."""
   os.makedirs(os.path.join(tmp_dir, 'tmp'), exist_ok=True)
+  jax_cache = jax_cache or os.environ.get(SHARED_CACHE_ENV)
   e = {**os.environ, 'PYTHONPATH': REPO, 'TMPDIR': os.path.join(tmp_dir, 'tmp'),
        'TF_CPP_MIN_LOG_LEVEL': '2',
        'XLA_FLAGS': ('--xla_backend_optimization_level=0 --xla_llvm_disable_expensive_passes'

@@ -1,0 +1,30 @@
+"""The initialiser compiled at its cheaper CPU optimisation level gives the same bits as at
+the default level (state.INIT_CPU_COMPILER_OPTIONS): a cold start's saving must not change
+what a run starts from (tests/test_loss_reference.py checks the whole run)."""
+
+import jax
+import numpy as np
+import pytest
+
+from sparsediff_jax.runtime import sharding, state
+from tests.helpers import tiny
+
+
+@pytest.mark.parametrize('model', sorted(tiny.MODELS))
+def test_init_at_the_cheaper_level_matches_the_default_level_bit_for_bit(model):
+  config = tiny.model_config(model)
+  tx, _ = state.make_optimizer(config)
+  mesh = sharding.make_mesh(config)
+  assert mesh.devices.flat[0].platform == 'cpu'   # where the cheaper level applies
+  cheaper = state.init_state(config, tx, mesh)
+  default = jax.jit(state._init_fn(config, tx),
+                    out_shardings=state.state_shardings(config, tx, mesh))()
+  got, want = jax.tree.leaves(cheaper), jax.tree.leaves(default)
+  assert jax.tree.structure(cheaper) == jax.tree.structure(default)
+  for a, b in zip(got, want):
+    assert a.dtype == b.dtype and a.sharding == b.sharding
+    np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+  # the precompiled path (modes/train.py compiles it beside the train step) is the same
+  again = state.init_state(config, tx, mesh, state.compile_init(config, tx, mesh))
+  for a, b in zip(jax.tree.leaves(again), got):
+    np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
