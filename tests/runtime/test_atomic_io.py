@@ -105,14 +105,17 @@ def test_a_full_disk_at_the_start_leaves_no_lock_or_folder(tmp_path):
   assert not os.path.exists(tmp_path / 'new')
 
 
-def test_a_lock_that_cannot_be_written_is_not_left_behind(tmp_path, monkeypatch):
+@pytest.mark.parametrize('code, error, message', [
+    (errno.EIO, errors.WorkdirError, r'cannot write its lock file .lock \(Input/output error'),
+    (errno.ENOSPC, errors.DiskFullError, r'no space left on device \(ENOSPC\) writing ')])
+def test_a_lock_that_cannot_be_written_is_not_left_behind(tmp_path, monkeypatch, code, error,
+                                                          message):
   from sparsediff_jax.runtime import workdir_lock
 
-  def full(*args):
-    raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
-  monkeypatch.setattr(os, 'pwrite', full)
-  with pytest.raises(errors.WorkdirError, match='cannot write its lock file .lock '
-                     r'\(No space left on device'):
+  def failing(*args):
+    raise OSError(code, os.strerror(code))
+  monkeypatch.setattr(os, 'pwrite', failing)
+  with pytest.raises(error, match=message):
     with workdir_lock.hold(str(tmp_path / 'new' / 'run')):
       pass
   assert os.listdir(tmp_path) == []
