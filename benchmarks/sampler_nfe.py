@@ -131,7 +131,7 @@ def measure(name: str, workdir: str, flags: list[str], samples: int, reference_n
   from sparsediff_jax import data, formulations, registry, samplers
   from sparsediff_jax.metrics import memorization
   from sparsediff_jax.runtime import state
-  from sparsediff_jax.data.source import CHANNELS
+  from sparsediff_jax.images import CHANNELS
   config = config_from_flags(flags)
   run = state.restore_run(config, workdir)
   model = nnx.merge(run.graphdef, run.params(config))
