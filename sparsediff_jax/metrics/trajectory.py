@@ -15,7 +15,7 @@ from etils import epath
 from sparsediff_jax.console import metrics_jsonl
 from sparsediff_jax.console.images import pyplot, save_figure
 from sparsediff_jax.runtime import atomic_io
-from sparsediff_jax.sweeps import sweep_table
+from sparsediff_jax.runtime.run_dir import with_suffix
 
 TRAJECTORY_FILE = 'trajectory.json'
 ONSET_FRACTION = 0.5   # memorization_onset_step: at least half the samples memorized.
@@ -118,6 +118,6 @@ def save_trajectory_plot(path: str, trajectory: list[dict], floor: float | None 
 
 def write_trajectory(workdir: str, trajectory: list[dict], suffix: str = '') -> str:
   """WORKDIR/research/trajectory{suffix}.json, written whole or not at all."""
-  path = sweep_table.with_suffix(os.path.join(workdir, 'research', TRAJECTORY_FILE), suffix)
+  path = with_suffix(os.path.join(workdir, 'research', TRAJECTORY_FILE), suffix)
   atomic_io.write_json(path, trajectory)
   return path

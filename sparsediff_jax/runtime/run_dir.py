@@ -45,6 +45,13 @@ MAY_CHANGE = (
 )
 
 
+def with_suffix(path: str, suffix: str) -> str:
+  """'a/b.json', '-2' -> 'a/b-2.json': the name of a run's output file of the suffix ('',
+  '-2', ...) that each `--mode=research` of the run writes under."""
+  root, ext = os.path.splitext(path)
+  return root + suffix + ext
+
+
 def config_dict(config) -> dict:
   """The config as plain JSON data (tuples become lists), as config.json stores it."""
   return json.loads(config.to_json_best_effort())
