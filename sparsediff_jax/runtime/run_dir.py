@@ -28,7 +28,7 @@ import os
 
 from etils import epath   # local paths and gs:// alike
 
-from sparsediff_jax.runtime import atomic_io
+from sparsediff_jax.runtime import atomic_io, metrics_file
 from sparsediff_jax.errors import ConfigMismatchError, WorkdirError
 
 # Fields a resumed run may change; a trailing '.' covers a whole section. Note that with
@@ -267,9 +267,8 @@ def run_records(workdir: str) -> list[str]:
 def trained_steps(workdir: str) -> int:
   """The last step WORKDIR's records say was trained: metrics.jsonl's rows and the sample
   grids' names (0 when none)."""
-  from sparsediff_jax.console import metrics_jsonl
-  path = os.path.join(workdir, 'metrics.jsonl')
-  rows = metrics_jsonl.read(path) if atomic_io.exists(path) else []
+  path = os.path.join(workdir, metrics_file.FILE)
+  rows = metrics_file.read(path) if atomic_io.exists(path) else []
   steps = [r.get('step', 0) for r in rows if isinstance(r.get('step', 0), int)]
   steps += [int(n[len('samples_'):-len('.png')]) for n in _listing(epath.Path(workdir) / 'samples')
             if n.startswith('samples_') and n.endswith('.png') and n[8:-4].isdigit()]
