@@ -1,6 +1,6 @@
 """Checks a config before anything compiles or touches the workdir.
 
-One file (about 320 lines): every cross-field rule in one place, so a reader sees all that a
+One file: every cross-field rule in one place, so a reader sees all that a
 config must satisfy; the single-field rules are in entry_checks.py.
 
 Every problem becomes an `errors.ConfigError` whose message names the field, the value and

@@ -2,7 +2,7 @@
 holds, which fields the modes that read a run take from it, and undoing the run record
 when bad input ends a run before it did anything.
 
-One file (about 400 lines): the workdir's rules (writable, the same run, the fields a reader
+One file: the workdir's rules (writable, the same run, the fields a reader
 takes, undoing a record) must agree with each other, so they live together.
 
 ONE rule says what "the same run" is: every field is run-defining except those in

@@ -1,6 +1,6 @@
 """Aggregates a sweep's run folders into mean +- std tables (Markdown, CSV) and plots.
 
-One file (about 400 lines): reading a sweep's run folders, aggregating over seeds and
+One file: reading a sweep's run folders, aggregating over seeds and
 writing its tables and plots.
 
 A run folder holds `sweep_run.json` (written by `launch/sweep.py`: its group, the config
