@@ -37,7 +37,6 @@ import sys
 import time
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path[:0] = [REPO]
 
 NFES = NFES_DEFAULT = (4, 6, 8, 10, 12, 16, 24, 35, 64, 128)
 GRIDS = ('edm', 'logsnr', 'uniform')   # flow matching's 'default' grid is 'uniform'
