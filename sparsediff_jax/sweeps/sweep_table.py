@@ -32,7 +32,7 @@ from etils import epath
 
 from sparsediff_jax import config_base, registry
 from sparsediff_jax.runtime import atomic_io
-from sparsediff_jax.runtime.run_dir import with_suffix
+from sparsediff_jax.runtime.run_dir import with_suffix   # modes/research.py calls it from here
 from sparsediff_jax.console.images import pyplot, save_figure
 
 RUN_FILE = 'sweep_run.json'
