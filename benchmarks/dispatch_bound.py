@@ -1,6 +1,6 @@
 """The cost of bounding the steps in flight (progress.InFlight) on the real train step.
 
-    python benchmarks/dispatch_bound.py [--config tiny|default] [--steps 30] [--rounds 5]
+    python -m benchmarks.dispatch_bound [--config tiny|default] [--steps 30] [--rounds 5]
 
 The training loop pushes each step's loss into progress.InFlight(depth=2), which waits
 until the loss of the step before the previous one is ready: at most two steps are queued,
@@ -20,13 +20,11 @@ takes longer than a step) would stall it, and then the queue never fills anyway.
 import argparse
 import os
 import statistics
-import sys
 import time
 
 import jax
 import numpy as np
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from sparsediff_jax import config_base  # noqa: E402
 from sparsediff_jax.console import progress  # noqa: E402
 from sparsediff_jax.runtime import sharding  # noqa: E402

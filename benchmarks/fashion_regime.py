@@ -83,7 +83,6 @@ def trajectory_rows(trajectory: list[dict], dataset: str, **common) -> list[dict
 
 def floor_row(config_path: str, size: int, n: int, num_images: int) -> dict:
   """Held-out test images against the n class-balanced training images."""
-  sys.path.insert(0, REPO)
   from sparsediff_jax import data
   from sparsediff_jax.data import fashion_mnist
   from sparsediff_jax.metrics import memorization
@@ -101,7 +100,6 @@ def floor_row(config_path: str, size: int, n: int, num_images: int) -> dict:
 
 def copies_row(config_path: str, size: int, n: int, num_samples: int = 128) -> dict:
   """fashion_mnist_fd / _confidence of the n training images repeated to num_samples."""
-  sys.path.insert(0, REPO)
   import numpy as np
   from sparsediff_jax import data
   from sparsediff_jax.data import fashion_metrics

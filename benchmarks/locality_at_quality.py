@@ -33,7 +33,6 @@ import time
 import numpy as np
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, REPO)
 
 CHECKED = ('pixel_memorized_fraction',)   # plus --metric
 

@@ -10,14 +10,11 @@ memory where it reports one.
 """
 
 import argparse
-import os
-import sys
 import time
 
 import jax
 import numpy as np
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from sparsediff_jax.metrics import memorization  # noqa: E402
 
 

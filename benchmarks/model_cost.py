@@ -16,14 +16,12 @@ differs, so it compares backbones only roughly.
 import argparse
 import ast
 import os
-import sys
 
 import jax
 import numpy as np
 from flax import nnx
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path[:0] = [REPO, os.path.join(REPO, 'configs')]
 
 from sparsediff_jax import config_base  # noqa: E402
 from sparsediff_jax.runtime import sharding  # noqa: E402
@@ -36,7 +34,8 @@ from sparsediff_jax.models import count_params  # noqa: E402
 def load(name: str):
   if name == 'shapes':
     return config_base.get_config()
-  return __import__(name).get_config()
+  from sparsediff_jax.main import _load_config
+  return _load_config(os.path.join(REPO, 'configs', f'{name}.py'))
 
 
 def _flops(compiled) -> float:

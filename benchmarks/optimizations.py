@@ -24,7 +24,6 @@ buffers aliased by donation (on GPU/TPU the allocator's peak is printed by train
 
 import os
 import platform
-import sys
 import tempfile
 import time
 
@@ -32,7 +31,6 @@ import jax
 from absl import app, flags
 from ml_collections import config_flags
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from sparsediff_jax.runtime import checkpoints, sharding  # noqa: E402
 from sparsediff_jax import config_base, data  # noqa: E402
 from sparsediff_jax import train_step  # noqa: E402

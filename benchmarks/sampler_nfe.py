@@ -37,7 +37,6 @@ import sys
 import time
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path[:0] = [REPO]
 
 NFES = NFES_DEFAULT = (4, 6, 8, 10, 12, 16, 24, 35, 64, 128)
 GRIDS = ('edm', 'logsnr', 'uniform')   # flow matching's 'default' grid is 'uniform'
@@ -131,7 +130,7 @@ def measure(name: str, workdir: str, flags: list[str], samples: int, reference_n
   from sparsediff_jax import data, formulations, registry, samplers
   from sparsediff_jax.metrics import memorization
   from sparsediff_jax.runtime import state
-  from sparsediff_jax.data.source import CHANNELS
+  from sparsediff_jax.images import CHANNELS
   config = config_from_flags(flags)
   run = state.restore_run(config, workdir)
   model = nnx.merge(run.graphdef, run.params(config))

@@ -1,8 +1,8 @@
 """Sampling speed of the CelebA 64x64 network at 35 and 79 NFE, Inception feature speed,
 the FID computation, and the end-to-end time of a small --mode=eval.
 
-    python benchmarks/sampling_speed.py                          # CPU: batch 2, eval of 8
-    python benchmarks/sampling_speed.py --batch=128 --eval_samples=0 --inception_batch=250
+    python -m benchmarks.sampling_speed                          # CPU: batch 2, eval of 8
+    python -m benchmarks.sampling_speed --batch=128 --eval_samples=0 --inception_batch=250
 
 The network is configs/celeba.py's (flow matching, Heun: NFE = 2 * num_steps - 1, so
 18 steps = 35 NFE and 40 steps = 79 NFE), with random parameters: speed does not depend
@@ -18,7 +18,6 @@ be downloaded everywhere), with seeded FID-Inception weights written by tests/he
 import argparse
 import json
 import os
-import sys
 import tempfile
 import time
 
@@ -26,7 +25,6 @@ import jax
 import numpy as np
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path[:0] = [REPO]
 
 from sparsediff_jax import generate  # noqa: E402
 from sparsediff_jax.runtime import sharding  # noqa: E402
@@ -35,9 +33,8 @@ from flax import nnx  # noqa: E402
 
 
 def celeba_config(num_steps: int):
-  sys.path.insert(0, os.path.join(REPO, 'configs'))
-  import celeba
-  config = celeba.get_config()
+  from sparsediff_jax.main import _load_config
+  config = _load_config(os.path.join(REPO, 'configs', 'celeba.py'))
   config.sampling.sampler, config.sampling.num_steps = 'heun', num_steps
   return config
 

@@ -10,7 +10,6 @@ line the training log prints at start. Activations come on top.
 import argparse
 import importlib.util
 import os
-import sys
 
 
 def load_config(path: str):
@@ -29,7 +28,6 @@ def main():
   # Must be set before JAX starts: a CPU "machine" of the asked-for device count.
   os.environ['XLA_FLAGS'] = f'--xla_force_host_platform_device_count={args.devices}'
   os.environ['JAX_PLATFORMS'] = 'cpu'
-  sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
   import jax
   from sparsediff_jax.runtime import sharding
   from sparsediff_jax.runtime.state import abstract_state, make_optimizer, memory_per_device

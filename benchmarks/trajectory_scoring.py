@@ -2,7 +2,7 @@
 research.trajectory=True), under the old sampling default (heun, default grid, 18 steps:
 35 NFE) and the new one (config_base.py's sampling block), on the same run.
 
-    nice -n 10 python benchmarks/trajectory_scoring.py [--model=digits_dense]
+    nice -n 10 python -m benchmarks.trajectory_scoring [--model=digits_dense]
         [--digits_steps=1500 --shapes_steps=600] [--repeats=2] [--num_samples=128]
 
 The run is a digits model that benchmarks/sampler_nfe.py trained and cached with the same
@@ -30,7 +30,6 @@ import tempfile
 import time
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path[:0] = [REPO]
 
 OLD = dict(sampler='heun', time_steps='default', num_steps=18)
 MARK = 'PHASES '   # the child's result line

@@ -12,11 +12,9 @@ most once) and the run's last scored step.
 
 import argparse
 import os
-import sys
 
 import numpy as np
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SAMPLES_DIR = os.path.join('research', 'window_samples')
 
 
@@ -50,7 +48,6 @@ def main():
   p.add_argument('--steps', default='400,1000,2000', help='steps to show (nearest scored)')
   p.add_argument('--upscale', type=int, default=3)
   args = p.parse_args()
-  sys.path.insert(0, REPO)
   from sparsediff_jax.console import images
   wanted = [int(s) for s in args.steps.split(',')]
   os.makedirs(args.out, exist_ok=True)

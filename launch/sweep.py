@@ -43,7 +43,6 @@ import sys
 import time
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, REPO)
 
 from sparsediff_jax.runtime import atomic_io  # noqa: E402
 from sparsediff_jax import errors  # noqa: E402

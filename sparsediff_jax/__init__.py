@@ -1,3 +1,21 @@
-"""Sparsely Supervised Diffusion in JAX/Flax."""
+"""Sparsely Supervised Diffusion in JAX/Flax.
+
+LAYERS is the package's dependency rule: a module may import its own top-level package (or
+module) and anything in a lower layer, never a higher one. tests/test_layers.py checks every
+module's imports against it and names the file and the import that runs up.
+"""
 
 __version__ = "0.1.0"
+
+LAYERS = (   # bottom first; the names under sparsediff_jax/
+    ('errors', 'images'),                                    # error types, the image layout
+    ('entry_checks', 'registry', 'config_base', 'validation'),   # config fields, plug-ins
+    ('masking', 'formulations', 'samplers', 'multistep', 'models'),   # the maths, networks
+    ('runtime', 'console'),         # what keeps a run alive, what a person reads
+    ('train_step', 'generate'),     # the compiled step, sharded generation
+    ('metrics',),                   # measures of arrays of images
+    ('data',),                      # readers and datasets (each with its metrics)
+    ('sweeps',),                    # tables over many runs
+    ('modes',),                     # one module per --mode
+    ('main',),                      # the command line
+)

@@ -17,7 +17,8 @@ import numbers
 from sparsediff_jax.errors import ConfigError
 
 
-def _fail(field, value, allowed):
+def fail(field, value, allowed):
+  """Raises the one form of a bad-field error (validation.py raises it too)."""
   raise ConfigError(f'config.{field}={value!r} is invalid: {allowed}')
 
 
@@ -35,11 +36,11 @@ def unet_fields(config) -> None:
   m, size = config.model, config.data.image_size
   levels = len(m.channel_mult) - 1
   if size % (2 ** levels):
-    _fail('data.image_size', size,
+    fail('data.image_size', size,
           f'the U-Net halves the image {levels} times (model.channel_mult='
           f'{tuple(m.channel_mult)}), so it must be divisible by {2 ** levels}')
   if any(m.channels * mult % m.num_heads for mult in m.channel_mult):
-    _fail('model.num_heads', m.num_heads,
+    fail('model.num_heads', m.num_heads,
           'must divide the channel count of every attention layer')
 
 
@@ -48,31 +49,31 @@ def dit_fields(config) -> None:
   m, size = config.model, config.data.image_size
   for field in ('patch_size', 'depth', 'hidden_size', 'num_heads'):
     if not _is_int(m[field]) or m[field] < 1:
-      _fail(f'model.{field}', m[field], 'must be an integer >= 1')
+      fail(f'model.{field}', m[field], 'must be an integer >= 1')
   if not _is_number(m.mlp_ratio) or not m.mlp_ratio > 0:
-    _fail('model.mlp_ratio', m.mlp_ratio, 'must be a number > 0 (MLP width / hidden_size)')
+    fail('model.mlp_ratio', m.mlp_ratio, 'must be a number > 0 (MLP width / hidden_size)')
   if size % m.patch_size:
-    _fail('model.patch_size', m.patch_size,
+    fail('model.patch_size', m.patch_size,
           f'must divide data.image_size={size} (the DiT cuts the image into patches)')
   if m.hidden_size % 4:
-    _fail('model.hidden_size', m.hidden_size,
+    fail('model.hidden_size', m.hidden_size,
           'must be divisible by 4 (2-D sin-cos position embeddings: half the width per '
           'axis, sines and cosines)')
   if m.hidden_size % m.num_heads:
-    _fail('model.num_heads', m.num_heads,
+    fail('model.num_heads', m.num_heads,
           f'must divide model.hidden_size={m.hidden_size} (equal attention heads)')
 
 
 # ---- formulations ---------------------------------------------------------------------------
 def flow_matching_fields(config) -> None:
   if config.diffusion.time_sampling not in ('uniform', 'logit_normal'):
-    _fail('diffusion.time_sampling', config.diffusion.time_sampling,
+    fail('diffusion.time_sampling', config.diffusion.time_sampling,
           "choose one of 'uniform', 'logit_normal'")
 
 
 def ddpm_eps_fields(config) -> None:
   if config.diffusion.ddpm_schedule not in ('linear', 'cosine'):
-    _fail('diffusion.ddpm_schedule', config.diffusion.ddpm_schedule,
+    fail('diffusion.ddpm_schedule', config.diffusion.ddpm_schedule,
           "choose one of 'linear', 'cosine'")
 
 
@@ -80,7 +81,7 @@ def edm_fields(config) -> None:
   for field in ('edm_sigma_data', 'edm_p_std'):
     value = config.diffusion[field]
     if not (_is_number(value) and value > 0):
-      _fail(f'diffusion.{field}', value, 'must be a number > 0')
+      fail(f'diffusion.{field}', value, 'must be a number > 0')
 
 
 # ---- mask strategies ------------------------------------------------------------------------
@@ -107,7 +108,7 @@ def keeps_something(config, max_drop) -> None:
   field, ratio = max_drop(config.mask)
   draws = mask_draws_per_batch(config)
   if (1.0 - ratio) * draws < 1.0:
-    _fail(field, ratio,
+    fail(field, ratio,
           f'keeps {(1.0 - ratio) * draws:.3g} of the {draws} mask draws of a batch on average '
           f'at its highest drop ratio (mask.strategy={config.mask.strategy!r}; '
           'training.batch_size x draws per image): most steps would supervise nothing; lower '

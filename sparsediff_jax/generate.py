@@ -18,7 +18,7 @@ from jax.experimental import multihost_utils
 from sparsediff_jax.console import progress
 from sparsediff_jax.runtime import atomic_io, sharding
 from sparsediff_jax import formulations, samplers
-from sparsediff_jax.data.source import CHANNELS
+from sparsediff_jax.images import CHANNELS
 from sparsediff_jax.errors import NonFiniteSamplesError
 from sparsediff_jax.console.images import make_grid, save_png
 

@@ -1,6 +1,6 @@
 """Checks a config before anything compiles or touches the workdir.
 
-One file (about 320 lines): every cross-field rule in one place, so a reader sees all that a
+One file: every cross-field rule in one place, so a reader sees all that a
 config must satisfy; the single-field rules are in entry_checks.py.
 
 Every problem becomes an `errors.ConfigError` whose message names the field, the value and
@@ -21,6 +21,7 @@ import numbers
 import os
 
 from sparsediff_jax import registry
+from sparsediff_jax.entry_checks import fail as _fail
 from sparsediff_jax.errors import ConfigError
 
 CROPS = ('center', 'none')               # data.crop (data/preprocess.py)
@@ -37,10 +38,6 @@ REGISTRIES = (registry.DATASETS, registry.MODELS, registry.FORMULATIONS, registr
 REMOVED = {
     'data.num_channels': 'every dataset is RGB (3 channels); remove the field',
 }
-
-
-def _fail(field, value, allowed):
-  raise ConfigError(f'config.{field}={value!r} is invalid: {allowed}')
 
 
 def _get(config, field):

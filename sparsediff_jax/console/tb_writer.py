@@ -1,6 +1,6 @@
 """The run's metric writers without TensorFlow: TensorBoard event files, the console line.
 
-clu's writers (`clu.metric_writers`) import TensorFlow when the package is imported, 9 s of
+clu's writers (`clu.metric_writers`) import TensorFlow when the package is imported: seconds of
 start-up and ~1 GB of install for what is, here, a few protocol buffers appended to a
 file. This module writes the same event files with the `tensorboard` package alone (its
 protos and its TFRecord framing) and keeps clu's method names (write_scalars,

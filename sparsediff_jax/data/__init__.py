@@ -28,10 +28,10 @@ import numpy as np
 
 from sparsediff_jax import registry, validation
 from sparsediff_jax.data.iterators import ArrayIterator
-from sparsediff_jax.data.source import CHANNELS, Source
+from sparsediff_jax.data.source import Source
 from sparsediff_jax.errors import BadImageError, DatasetUnavailableError
 
-__all__ = ['ArrayIterator', 'BadImageError', 'CHANNELS', 'DatasetUnavailableError',
+__all__ = ['ArrayIterator', 'BadImageError', 'DatasetUnavailableError',
            'describe_dataset', 'load_train_images', 'make_train_iterator', 'process_range']
 
 

@@ -27,4 +27,3 @@ class Source:
   # under the same ids (None: the ids and the facts define the contents).
   fingerprint: Callable[[int], str] | None = None
 
-CHANNELS = 3   # every dataset is RGB: grayscale, palette and RGBA sources are converted

@@ -1,6 +1,6 @@
 """A small CNN per labelled dataset: the feature extractor of the classifier metrics.
 
-One file (about 420 lines): the classifier's network, training, cache and command line are
+One file: the classifier's network, training, cache and command line are
 one mechanism that every labelled dataset shares.
 
 Inception features say little about small gray images (8x8 digits, 28x28 garments), so

@@ -9,13 +9,10 @@
 
 import os
 
-import numpy as np
-from etils import epath
-
 from sparsediff_jax.console import metrics_jsonl
 from sparsediff_jax.console.images import pyplot, save_figure
 from sparsediff_jax.runtime import atomic_io
-from sparsediff_jax.sweeps import sweep_table
+from sparsediff_jax.runtime.run_dir import with_suffix
 
 TRAJECTORY_FILE = 'trajectory.json'
 ONSET_FRACTION = 0.5   # memorization_onset_step: at least half the samples memorized.
@@ -32,21 +29,9 @@ def logged_series(workdir: str, tags=('loss', 'dense_loss')) -> dict[str, dict[i
     records = metrics_jsonl.read(jsonl)
     return {tag: {int(r['step']): float(r[tag]) for r in records if tag in r}
             for tag in tags if any(tag in r for r in records)}
-  from tensorboard.backend.event_processing import event_accumulator
-  series: dict[str, dict[int, float]] = {}
-  for path in sorted(map(str, epath.Path(workdir).glob('events.out.tfevents.*'))):
-    acc = event_accumulator.EventAccumulator(path, size_guidance={'tensors': 0, 'scalars': 0})
-    acc.Reload()
-    for tag in tags:
-      events = []
-      if tag in acc.Tags().get('tensors', []):
-        events = [(e.step, float(np.asarray(_tensor_value(e.tensor_proto))))
-                  for e in acc.Tensors(tag)]
-      elif tag in acc.Tags().get('scalars', []):
-        events = [(e.step, float(e.value)) for e in acc.Scalars(tag)]
-      for step, value in events:
-        series.setdefault(tag, {})[int(step)] = value
-  return series
+  from sparsediff_jax.console.scalars import read_scalars
+  return {tag: dict(zip(steps.tolist(), values.tolist()))
+          for tag, (steps, values) in read_scalars(workdir).items() if tag in tags}
 
 
 def logged_at(series: dict[str, dict[int, float]], step: int | None = None) -> dict[str, float]:
@@ -63,11 +48,6 @@ def logged_at(series: dict[str, dict[int, float]], step: int | None = None) -> d
 def last_logged(workdir: str, tags=('loss', 'dense_loss')) -> dict[str, float]:
   """The newest logged value of each tag in WORKDIR's TensorBoard event files, as train_*."""
   return logged_at(logged_series(workdir, tags))
-
-
-def _tensor_value(proto):
-  from tensorboard.util import tensor_util
-  return tensor_util.make_ndarray(proto)
 
 
 def memorization_onset_step(steps, fractions, threshold: float = ONSET_FRACTION) -> float:
@@ -141,6 +121,6 @@ def save_trajectory_plot(path: str, trajectory: list[dict], floor: float | None 
 
 def write_trajectory(workdir: str, trajectory: list[dict], suffix: str = '') -> str:
   """WORKDIR/research/trajectory{suffix}.json, written whole or not at all."""
-  path = sweep_table.with_suffix(os.path.join(workdir, 'research', TRAJECTORY_FILE), suffix)
+  path = with_suffix(os.path.join(workdir, 'research', TRAJECTORY_FILE), suffix)
   atomic_io.write_json(path, trajectory)
   return path

@@ -31,7 +31,7 @@ import numpy as np
 from flax import nnx
 
 from sparsediff_jax import registry
-from sparsediff_jax.data.source import CHANNELS
+from sparsediff_jax.images import CHANNELS
 from sparsediff_jax.models import layers
 
 # Width of the sinusoidal noise-level features fed to the conditioning MLP (DiT's value).

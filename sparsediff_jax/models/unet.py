@@ -9,7 +9,7 @@ import jax.numpy as jnp
 from flax import nnx
 
 from sparsediff_jax import registry
-from sparsediff_jax.data.source import CHANNELS
+from sparsediff_jax.images import CHANNELS
 from sparsediff_jax.models import DTYPES, layers
 
 

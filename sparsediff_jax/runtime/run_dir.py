@@ -2,7 +2,7 @@
 holds, which fields the modes that read a run take from it, and undoing the run record
 when bad input ends a run before it did anything.
 
-One file (about 400 lines): the workdir's rules (writable, the same run, the fields a reader
+One file: the workdir's rules (writable, the same run, the fields a reader
 takes, undoing a record) must agree with each other, so they live together.
 
 ONE rule says what "the same run" is: every field is run-defining except those in
@@ -28,7 +28,7 @@ import os
 
 from etils import epath   # local paths and gs:// alike
 
-from sparsediff_jax.runtime import atomic_io
+from sparsediff_jax.runtime import atomic_io, metrics_file
 from sparsediff_jax.errors import ConfigMismatchError, WorkdirError
 
 # Fields a resumed run may change; a trailing '.' covers a whole section. Note that with
@@ -43,6 +43,13 @@ MAY_CHANGE = (
     'data.data_dir', 'data.download', 'data.manual_dir', 'data.on_bad_image',
     'sampling.', 'eval.', 'research.', 'sharding.',
 )
+
+
+def with_suffix(path: str, suffix: str) -> str:
+  """'a/b.json', '-2' -> 'a/b-2.json': the name of a run's output file of the suffix ('',
+  '-2', ...) that each `--mode=research` of the run writes under."""
+  root, ext = os.path.splitext(path)
+  return root + suffix + ext
 
 
 def config_dict(config) -> dict:
@@ -260,9 +267,8 @@ def run_records(workdir: str) -> list[str]:
 def trained_steps(workdir: str) -> int:
   """The last step WORKDIR's records say was trained: metrics.jsonl's rows and the sample
   grids' names (0 when none)."""
-  from sparsediff_jax.console import metrics_jsonl
-  path = os.path.join(workdir, 'metrics.jsonl')
-  rows = metrics_jsonl.read(path) if atomic_io.exists(path) else []
+  path = os.path.join(workdir, metrics_file.FILE)
+  rows = metrics_file.read(path) if atomic_io.exists(path) else []
   steps = [r.get('step', 0) for r in rows if isinstance(r.get('step', 0), int)]
   steps += [int(n[len('samples_'):-len('.png')]) for n in _listing(epath.Path(workdir) / 'samples')
             if n.startswith('samples_') and n.endswith('.png') and n[8:-4].isdigit()]

@@ -1,6 +1,6 @@
 """Aggregates a sweep's run folders into mean +- std tables (Markdown, CSV) and plots.
 
-One file (about 400 lines): reading a sweep's run folders, aggregating over seeds and
+One file: reading a sweep's run folders, aggregating over seeds and
 writing its tables and plots.
 
 A run folder holds `sweep_run.json` (written by `launch/sweep.py`: its group, the config
@@ -32,6 +32,7 @@ from etils import epath
 
 from sparsediff_jax import config_base, registry
 from sparsediff_jax.runtime import atomic_io
+from sparsediff_jax.runtime.run_dir import with_suffix   # modes/research.py calls it from here
 from sparsediff_jax.console.images import pyplot, save_figure
 
 RUN_FILE = 'sweep_run.json'
@@ -45,12 +46,6 @@ BOOKKEEPING = ('step', 'num_samples', 'num_train_images', 'sampling_seed', 'samp
                'ema_index', 'ema_decay')
 TRAJECTORY_FILE = os.path.join('research', 'trajectory.json')
 EQUAL_QUALITY_FILES = {'digits_fd': 'results_equal_fd.md'}   # else results_equal_<metric>.md
-
-
-def with_suffix(path: str, suffix: str) -> str:
-  """'a/b.json', '-2' -> 'a/b-2.json'."""
-  root, ext = os.path.splitext(path)
-  return root + suffix + ext
 
 
 def newest_suffix(workdir: str) -> str:

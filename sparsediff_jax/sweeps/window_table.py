@@ -1,6 +1,6 @@
 """Tables and figures of the memorization window, rebuilt from kept run results alone.
 
-One file (about 390 lines): the command that rebuilds every table and figure of the window
+One file: the command that rebuilds every table and figure of the window
 experiment from kept results; its math is metrics/window.py.
 
   python -m sparsediff_jax.sweeps.window_table \

@@ -138,6 +138,25 @@ def test_tensorboard_writer_round_trip(tmp_path):
   assert info.hparams['training.batch_size'].number_value == 16
 
 
+def test_read_scalars_reads_tensor_and_plain_scalar_summaries(tmp_path):
+  """console/scalars.read_scalars, the one event reader: clu's tensor scalars and the plain
+  simple_value scalars of older event files; images and hparams are not scalars."""
+  from tensorboard.compat.proto import summary_pb2
+  from sparsediff_jax.console.scalars import read_scalars
+  writer = tb_writer.TensorBoardWriter(str(tmp_path))
+  writer.write_hparams({'mask.ratio': '0.9'})
+  writer.write_scalars(5, {'loss': 0.25})
+  writer.write_scalars(10, {'loss': 0.5})
+  writer._write_summary(7, summary_pb2.Summary(value=[
+      summary_pb2.Summary.Value(tag='old_loss', simple_value=1.5)]))
+  writer.write_images(10, {'samples': np.zeros((1, 4, 4, 3), np.uint8)})
+  writer.close()
+  scalars = read_scalars(str(tmp_path))
+  assert sorted(scalars) == ['loss', 'old_loss']
+  steps, values = scalars['loss']
+  assert steps.tolist() == [5, 10] and values.tolist() == [0.25, 0.5]
+  assert [a.tolist() for a in scalars['old_loss']] == [[7], [1.5]]
+
 def test_create_writer_console_line_and_jsonl(tmp_path, caplog):
   import logging
   from sparsediff_jax.console import metrics_jsonl

@@ -1,7 +1,7 @@
 """The classifier of the digits dataset: its recipe and registration (classifier.py).
 
-Trained on the digits' `train` split (rows 0..1499, `sparsediff_jax/data/digits/source.py`) in
-under a minute on two CPU cores; it must reach MIN_ACCURACY on the 297 held-out digits.
+Trained on the digits' `train` split (rows 0..1499, `sparsediff_jax/data/digits/source.py`);
+it must reach MIN_ACCURACY on the 297 held-out digits.
 Cached in `CACHE_ROOT/digits_classifier/` (see classifier.py).
 
 Command: `python -m sparsediff_jax.metrics.classifier --dataset=digits` (or, the same,
