@@ -121,7 +121,7 @@ def make_plan(config, tpu_slice) -> dict:
       'note': 'a lower bound from the compiler\'s own counts (cost and memory analysis of '
               'the compiled TPU program), not a measurement'}
   if config.plan.find_batch:
-    plan['find_batch'] = find_batch(config, tpu_slice, devices)
+    plan['find_batch'] = find_batch(config, tpu_slice, devices, plan['train']['fits'])
   return plan
 
 
@@ -150,19 +150,22 @@ def largest_batch(fits, start: int, fits_at_start: bool, most: int) -> int:
   return lo
 
 
-def find_batch(config, tpu_slice, devices) -> dict:
+def find_batch(config, tpu_slice, devices, fits_as_is: bool) -> dict:
   """The largest per-chip batch that fits at config.sharding.fsdp, and the smallest fsdp
-  (a divisor of the chip count) that fits at config.training.batch_size, by compiling."""
-  chips = tpu_slice.chips
+  (a divisor of the chip count) that fits at config.training.batch_size, by compiling;
+  fits_as_is: whether the config itself fits (compiled already)."""
+  chips, fsdp_now = tpu_slice.chips, config.sharding.fsdp
   per_chip = config.training.batch_size // chips
 
   def fits_batch(b):
     return _fits(_with_config(config, training__batch_size=b * chips), tpu_slice, devices)
 
-  best = largest_batch(fits_batch, per_chip, fits_batch(per_chip),
-                       config.plan.max_batch_per_chip)
-  fsdp = next((f for f in range(1, chips + 1) if chips % f == 0 and _fits(
-      _with_config(config, sharding__fsdp=f), tpu_slice, devices)), None)
+  def fits_fsdp(f):
+    return fits_as_is if f == fsdp_now else _fits(_with_config(config, sharding__fsdp=f),
+                                                  tpu_slice, devices)
+
+  best = largest_batch(fits_batch, per_chip, fits_as_is, config.plan.max_batch_per_chip)
+  fsdp = next((f for f in range(1, chips + 1) if chips % f == 0 and fits_fsdp(f)), None)
   return {'largest_per_chip_batch': best, 'largest_global_batch': best * chips,
           'smallest_fsdp': fsdp, 'at_fsdp': config.sharding.fsdp,
           'at_global_batch': config.training.batch_size}

@@ -213,3 +213,62 @@ def test_the_tiny_config_compiles_for_a_one_host_and_a_four_host_v5e_slice(tmp_p
       assert plan['sampling']['fits'] and plan['sampling']['call']['flops'] > 0
       assert plan['sampling']['roofline']['nfe'] == 3   # Heun, 2 steps
     assert 'bound per step' in result.stderr + result.stdout
+
+
+def test_find_batch_searches_the_batch_per_chip_and_the_smallest_fsdp(monkeypatch):
+  # a model that fits when 32 images per chip or fewer, or when its state is split 4 ways
+  compiled = []
+
+  def fits(config, tpu_slice, devices):
+    compiled.append((config.training.batch_size, config.sharding.fsdp))
+    return config.sharding.fsdp >= 4 or config.training.batch_size // tpu_slice.chips <= 32
+
+  monkeypatch.setattr(tpu_plan, '_fits', fits)
+  config = tiny.tiny_config({'training.batch_size': 8 * 64})
+  found = tpu_plan.find_batch(config, topology.parse('v5e-8'), None, fits_as_is=False)
+  assert found == {'largest_per_chip_batch': 32, 'largest_global_batch': 256,
+                   'smallest_fsdp': 4, 'at_fsdp': 1, 'at_global_batch': 512}
+  assert (512, 1) not in compiled   # the config as it is was compiled already
+  assert config.training.batch_size == 512 and config.sharding.fsdp == 1   # not changed
+
+
+def _load_table_script():
+  spec = importlib.util.spec_from_file_location(
+      'tpu_plan_table', os.path.join(cli_runs.REPO, 'benchmarks', 'tpu_plan_table.py'))
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)
+  return module
+
+
+def _cell(config, topology_name, fits):
+  s = topology.parse(topology_name)
+  b = roofline.bound(s.chip, flops=2e12, hbm_bytes=27e9, ici_bytes=1e8)
+  memory = {'need': 3 * topology.GIB}
+  train = {'global_batch': 128, 'fits': fits, 'memory': memory, 'flops': 2e12,
+           'hbm_bytes': 27e9, 'ici_bytes': 1e8, 'arithmetic_intensity': 2e12 / 27e9,
+           'num_steps': 300_000, 'roofline': roofline.training(b, 128, 300_000, s.chips)}
+  return {'config': config, 'topology': topology_name, 'seconds': 60,
+          'refusal': None if fits else 'the train step needs 3.00 GiB per chip, ...',
+          'plan': {'chips': s.chips, 'generation': s.generation, 'train': train,
+                   'sampling': None}}
+
+
+def test_the_table_is_rebuilt_from_the_cells_and_kept_cells_are_not_compiled(tmp_path,
+                                                                             monkeypatch):
+  table = _load_table_script()
+  monkeypatch.setattr(table, 'OUT', str(tmp_path))
+  monkeypatch.setattr(table, 'CELLS', str(tmp_path / 'cells'))
+  os.makedirs(tmp_path / 'cells')
+  for config, name, fits in (('celeba', 'v5e-8', True), ('digits', 'v6e-8', False)):
+    (tmp_path / 'cells' / f'{config}__{name}.json').write_text(
+        json.dumps(_cell(config, name, fits)))
+  monkeypatch.setattr(table.subprocess, 'run', lambda *a, **k: pytest.fail('compiled'))
+  monkeypatch.setattr('sys.argv', ['tpu_plan_table.py', '--configs=celeba',
+                                   '--topologies=v5e-8'])
+  table.main()
+  text = (tmp_path / 'README.md').read_text()
+  rows = [line for line in text.splitlines() if line.startswith(('digits |', 'celeba |'))]
+  assert [r.split(' | ')[:5] for r in rows] == [
+      ['digits', 'v6e-8', '8', '128', '**no**'], ['celeba', 'v5e-8', '8', '128', 'yes']]
+  assert 'memory' in rows[1]   # 27 GB at 819 GB/s outweighs 2 TFLOP at 197 TFLOP/s
+  assert 'digits on v6e-8: the train step needs' in text
