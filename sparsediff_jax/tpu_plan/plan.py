@@ -110,7 +110,8 @@ def make_plan(config, tpu_slice) -> dict:
   plan = {
       'topology': tpu_slice.name, 'slice': tpu_slice.topology,
       'accelerator_type': tpu_slice.cloud_name, 'generation': tpu_slice.generation,
-      'chips': tpu_slice.chips, 'hosts': tpu_slice.hosts,
+      'chips': tpu_slice.chips,
+      'hosts': len({d.process_index for d in devices}),   # libtpu's count of host VMs
       'chip': {'peak_bf16_flops': chip.peak_bf16_flops, 'hbm_bytes': chip.hbm_bytes,
                'hbm_bytes_per_s': chip.hbm_bytes_per_s,
                'ici_bytes_per_s': chip.ici_bytes_per_s,
@@ -173,8 +174,8 @@ def find_batch(config, tpu_slice, devices, fits_as_is: bool) -> dict:
 
 def refusal(plan: dict) -> str | None:
   """The one line saying what does not fit on the slice, or None when everything fits."""
-  over = [(name, part) for name, part in (('train step', plan['train']),
-                                          ('sampler', plan['sampling'])) if part and not part['fits']]
+  parts = (('train step', plan['train']), ('sampler', plan['sampling']))
+  over = [(name, part) for name, part in parts if part and not part['fits']]
   if not over:
     return None
   hbm = plan['chip']['hbm_bytes']
@@ -211,9 +212,9 @@ def lines(plan: dict) -> list[str]:
   hbm = c['hbm_bytes']
   out = [
       f'{plan["topology"]}: {plan["chips"]} {plan["generation"]} chips ({plan["slice"]}, '
-      f'{plan["accelerator_type"]}), {plan["hosts"]} host(s); mesh data {t["mesh"]["data"]} x '
-      f'fsdp {t["mesh"]["fsdp"]}; global batch {t["global_batch"]} ({t["per_chip_batch"]} '
-      'per chip)',
+      f'{plan["accelerator_type"]}), {plan["hosts"]} host VM(s); mesh data '
+      f'{t["mesh"]["data"]} x fsdp {t["mesh"]["fsdp"]}; global batch {t["global_batch"]} '
+      f'({t["per_chip_batch"]} per chip)',
       'per chip: state ' + ', '.join(f'{k} {v / MIB:.1f} MiB'
                                       for k, v in t['state_bytes'].items()),
       f'per chip: train step memory {m["need"] / GIB:.2f} GiB of {hbm / GIB:.0f} GiB HBM '

@@ -89,16 +89,18 @@ def test_sampling_time_counts_whole_batches_of_nfe_calls():
   assert s['limited_by'] == 'compute'
 
 
-HLO = """
-ENTRY %main {
-  %all-reduce = f32[256,256]{1,0:T(8,128)} all-reduce(%fusion), channel_id=1, replica_groups=[1,4]<=[4], to_apply=%add
-  %all-reduce.1 = (f32[10]{0}, bf16[4,8]{1,0}) all-reduce(%a, %b), replica_groups={{0,1},{2,3}}, to_apply=%add
-  %ag = (f32[2,8]{1,0}, f32[8,8]{1,0}) all-gather-start(%p), replica_groups=mesh['axis_0'=2,'axis_1'=2] {'axis_1'}, dimensions={0}
-  %agd = f32[8,8]{1,0} all-gather-done(%ag)
-  %cp = f32[16]{0} collective-permute(%q), source_target_pairs={{0,1}}
-  // %fake = f32[99]{0} all-reduce(%x)
-}
-"""
+HLO = '\n'.join([
+    'ENTRY %main {',
+    '  %all-reduce = f32[256,256]{1,0:T(8,128)} all-reduce(%fusion), channel_id=1, '
+    'replica_groups=[1,4]<=[4], to_apply=%add',
+    '  %all-reduce.1 = (f32[10]{0}, bf16[4,8]{1,0}) all-reduce(%a, %b), '
+    'replica_groups={{0,1},{2,3}}, to_apply=%add',
+    "  %ag = (f32[2,8]{1,0}, f32[8,8]{1,0}) all-gather-start(%p), "
+    "replica_groups=mesh['axis_0'=2,'axis_1'=2] {'axis_1'}, dimensions={0}",
+    '  %agd = f32[8,8]{1,0} all-gather-done(%ag)',
+    '  %cp = f32[16]{0} collective-permute(%q), source_target_pairs={{0,1}}',
+    '  // %fake = f32[99]{0} all-reduce(%x)',
+    '}'])
 
 
 def test_collectives_are_read_from_the_hlo_with_bytes_and_group_sizes():
