@@ -274,3 +274,19 @@ def test_the_table_is_rebuilt_from_the_cells_and_kept_cells_are_not_compiled(tmp
       ['digits', 'v6e-8', '8', '128', '**no**'], ['celeba', 'v5e-8', '8', '128', 'yes']]
   assert 'memory' in rows[1]   # 27 GB at 819 GB/s outweighs 2 TFLOP at 197 TFLOP/s
   assert 'digits on v6e-8: the train step needs' in text
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize('args, message', [
+    (('--mode=plan', '--topology=v5e-12'), "--topology='v5e-12' is not a known TPU slice"),
+    (('--mode=train', '--topology=v5e-8'), '--topology is for --mode=plan only'),
+])
+def test_the_cli_refuses_a_bad_topology_in_one_line_and_writes_nothing(tmp_path, args,
+                                                                      message):
+  workdir = tmp_path / 'run'
+  result = cli_runs.run(*args, f'--workdir={workdir}', *cli_runs.TINY,
+                        env=cli_runs.env(str(tmp_path)), timeout=300)
+  assert result.returncode == 2, result.stderr[-2000:]
+  errors_ = [line for line in result.stderr.splitlines() if line.startswith('error:')]
+  assert len(errors_) == 1 and message in errors_[0]
+  assert not workdir.exists()
