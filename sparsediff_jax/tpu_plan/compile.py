@@ -41,13 +41,17 @@ def slice_devices(tpu_slice):
 
 def make_mesh(devices, fsdp: int):
   """runtime/sharding.py's data x fsdp mesh over `devices`, laid out on the torus."""
+  import numpy as np
   from jax.experimental import mesh_utils
   from jax.sharding import AxisType, Mesh
   from sparsediff_jax.runtime import sharding
   n = len(devices)
   if fsdp < 1 or n % fsdp:
     raise errors.ConfigError(f'config.sharding.fsdp={fsdp} must divide the slice\'s {n} chips')
-  grid = mesh_utils.create_device_mesh((n // fsdp, fsdp), list(devices))
+  try:   # the axes laid along the torus's physical links
+    grid = mesh_utils.create_device_mesh((n // fsdp, fsdp), list(devices))
+  except (ValueError, NotImplementedError, AssertionError):   # a shape it cannot lay out
+    grid = np.array(devices).reshape(n // fsdp, fsdp)
   return Mesh(grid, sharding.BATCH_AXES, axis_types=(AxisType.Auto,) * 2)
 
 
