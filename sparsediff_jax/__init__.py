@@ -13,7 +13,7 @@ LAYERS = (   # bottom first; the names under sparsediff_jax/
     ('masking', 'formulations', 'samplers', 'multistep', 'models'),   # the maths, networks
     ('runtime', 'console'),         # what keeps a run alive, what a person reads
     ('train_step', 'generate'),     # the compiled step, sharded generation
-    ('metrics',),                   # measures of arrays of images
+    ('metrics', 'tpu_plan'),        # measures of arrays of images; TPU slices costed
     ('data',),                      # readers and datasets (each with its metrics)
     ('sweeps',),                    # tables over many runs
     ('modes',),                     # one module per --mode

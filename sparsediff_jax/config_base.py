@@ -279,4 +279,14 @@ def get_config() -> ml_collections.ConfigDict:
                                 # reference statistics (--mode=fid_stats) first.
   e.train_fid_samples = 1000    # samples of the training FID, logged as fid_<n>: a biased
                                 # small-sample estimate, comparable only to itself.
+
+  # ---- --mode=plan: compiling for a TPU slice on this machine (docs/launch.md) ----------
+  c.plan = p = ml_collections.ConfigDict()
+  p.sampler = True              # also compile the sampler (its memory per chip) and one network
+                                # call (its FLOPs and bytes, times the NFE: the sampling time).
+  p.num_samples = 50_000        # samples whose generation time the plan bounds.
+  p.find_batch = False          # also search, by compiling the train step again (slow), the
+                                # largest per-chip batch that fits at sharding.fsdp and the
+                                # smallest sharding.fsdp that fits at training.batch_size.
+  p.max_batch_per_chip = 1024   # find_batch: the largest per-chip batch tried.
   return c

@@ -55,6 +55,9 @@ _START_OVER = flags.DEFINE_boolean(
     '(config.json, metrics, samples, checkpoints, eval and research results) into '
     'WORKDIR/previous-YYYYmmdd-HHMMSS/ and start a new run there. Without it a workdir '
     'holding another run is refused.')
+_TOPOLOGY = flags.DEFINE_string(
+    'topology', None, '--mode=plan: the TPU slice to compile for, a Cloud accelerator type '
+    '(v4-8, v5e-8, v5p-8, v6e-256, ...) or GEN:AxB[xC] (v5e:4x4, v4:2x2x1).')
 _INIT_TIMEOUT = flags.DEFINE_integer(
     'initialization_timeout', 300,
     'Seconds to wait for every process of a multi-process run to connect.')
@@ -246,6 +249,11 @@ def main(argv):
   except errors.ConfigError as e:
     usage_error(str(e))
   logging.get_absl_handler().addFilter(_quiet_library_info)
+  if _TOPOLOGY.value and _MODE.value != 'plan':
+    usage_error(f'--topology is for --mode=plan only (this is --mode={_MODE.value})')
+  if _MODE.value == 'plan':   # libtpu reads its environment when JAX starts its backends
+    from sparsediff_jax.tpu_plan.compile import prepare_environment
+    prepare_environment()
   import jax
   from sparsediff_jax.runtime import checkpoints, distributed, preemption, run_dir, workdir_lock
   try:

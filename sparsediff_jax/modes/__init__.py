@@ -17,6 +17,8 @@ _MODULES = {
     'research': ('research', "the run's research metrics (research_metrics.json)"),
     'fid_stats': ('fid_stats', 'FID reference statistics of the training images'),
     'eval': ('evaluate', 'FID, KID and precision/recall of the newest checkpoint'),
+    'plan': ('plan', 'compile for the TPU slice --topology names, here: memory, cost, '
+             'roofline (plan.json)'),
 }
 NAMES = tuple(_MODULES)
 HELP = '; '.join(f'{name}: {what}' for name, (_, what) in _MODULES.items())

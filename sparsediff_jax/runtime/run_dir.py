@@ -41,7 +41,7 @@ MAY_CHANGE = (
     'training.nonfinite_patience', 'training.resume_may_change',
     'training.compilation_cache',
     'data.data_dir', 'data.download', 'data.manual_dir', 'data.on_bad_image',
-    'sampling.', 'eval.', 'research.', 'sharding.',
+    'sampling.', 'eval.', 'research.', 'sharding.', 'plan.',
 )
 
 

@@ -37,7 +37,8 @@ def test_each_read_mode_says_what_it_wrote(mode, result, expected):
 
 def test_every_mode_says_its_two_lines():
   results = {'train': types.SimpleNamespace(step=3), 'sample': ['w/a.png'],
-             'research': {'step': 3}, 'fid_stats': 'w/s.npz', 'eval': {'step': 3, 'fid': 1.0}}
+             'research': {'step': 3}, 'fid_stats': 'w/s.npz', 'eval': {'step': 3, 'fid': 1.0},
+             'plan': 'w/plan.json'}
   assert set(results) == set(NAMES)
   for name in NAMES:
     done, after = summary.lines(MODES[name], results[name], 'w', 1.0)

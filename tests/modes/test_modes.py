@@ -15,7 +15,7 @@ import sparsediff_jax
 from sparsediff_jax import modes
 
 PACKAGE = os.path.dirname(sparsediff_jax.__file__)
-MODE_MODULES = {'train', 'sample', 'research', 'fid_stats', 'evaluate'}
+MODE_MODULES = {'train', 'sample', 'research', 'fid_stats', 'evaluate', 'plan'}
 
 
 def package_modules(path=PACKAGE, prefix='sparsediff_jax'):
@@ -91,14 +91,14 @@ def test_naming_the_modes_imports_no_jax():
           'print(modes.NAMES, sorted(heavy))')
   out = subprocess.run([sys.executable, '-c', code], capture_output=True, text=True,
                        check=True, env={**os.environ, 'PYTHONPATH': os.path.dirname(PACKAGE)})
-  assert out.stdout.strip() == "('train', 'sample', 'research', 'fid_stats', 'eval') []"
+  assert out.stdout.strip() == "('train', 'sample', 'research', 'fid_stats', 'eval', 'plan') []"
 
 
 def test_each_mode_is_its_modules_one_mode():
   table = {name: modes.MODES[name] for name in modes.NAMES}
   assert {n: (m.reads_run, m.writes_record) for n, m in table.items()} == {
       'train': (False, True), 'sample': (True, False), 'research': (True, False),
-      'fid_stats': (False, False), 'eval': (True, False)}
+      'fid_stats': (False, False), 'eval': (True, False), 'plan': (False, False)}
   assert all(m.name == n and callable(m.run) for n, m in table.items())
   assert table['train'].nothing_to_do is not None
   assert all(m.nothing_to_do is None for n, m in table.items() if n != 'train')
