@@ -10,6 +10,7 @@ import time
 import pytest
 
 from tests.helpers.cli_runs import TINY, env, run, start
+from tests.helpers.slow_phase import env_slowed
 
 pytestmark = pytest.mark.slow   # CLI subprocesses stopped by signals
 
@@ -54,7 +55,10 @@ def test_a_signal_in_any_phase_is_one_line_and_128_plus_n(trained, tmp_path, mod
   workdir = f'{root}/run' if mode == 'sample' else f'{tmp_path}/new'
   args = (*SHORT, f'--workdir={workdir}', f'--mode={mode}')
   if mode == 'train':
-    args = (*args, '--config.training.num_steps=1000')   # still initialising when signalled
+    args = (*args, '--config.training.num_steps=1000')
+  if marker == 'initialising parameters...':   # a compiled init runs in a blink: hold it
+    e = env_slowed(e, str(tmp_path / 'slowed'), 'sparsediff_jax.runtime.state', 'init_state',
+                   60)
   code, log = _signal_at(args, marker, signum, str(tmp_path / 'log.txt'), e)
   name = signal.Signals(signum).name
   said = [l for l in log.splitlines() if f'by {name}' in l]
