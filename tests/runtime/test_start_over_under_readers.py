@@ -43,6 +43,8 @@ def test_readers_never_write_into_a_run_that_start_over_replaced(tmp_path):
   assert {k: moved.get(k) for k in before if k != '.lock'} == {
       k: v for k, v in before.items() if k != '.lock'}   # the old run's files, whole
   in_old, in_new = reader_outputs(previous), reader_outputs(workdir)
+  print({'exit codes': codes, 'outputs under previous-*': in_old, 'outputs in the new run':
+         in_new})
   for (_, seed), code in zip(readers, codes):
     with open(os.path.join(root, f'reader{seed - SEED0}.log')) as f:
       log = f.read()
