@@ -10,6 +10,7 @@ it came from. All processes share one persistent JAX compilation cache."""
 
 import glob
 import os
+import time
 
 import pytest
 
@@ -18,7 +19,7 @@ from tests.helpers.reader_storm import SEED0, reader_args, reader_outputs
 
 OLD = ('--config.training.num_steps=4', '--config.training.checkpoint_every=2')
 NEW = ('--config.training.num_steps=6', '--config.training.checkpoint_every=3')
-READERS = ('research', 'research', 'sample')
+READERS = ('research', 'research', 'sample')   # the last starts after the move
 
 
 @pytest.mark.slow
@@ -31,10 +32,19 @@ def test_readers_never_write_into_a_run_that_start_over_replaced(tmp_path):
 
   trainer = start(*TINY, *NEW, f'--workdir={workdir}', '--start_over', env=cli_env,
                   log_path=os.path.join(root, 'trainer.log'))
-  readers = [(start(*TINY, *NEW, f'--workdir={workdir}', *reader_args(kind, []),
-                    f'--config.sampling.seed={SEED0 + i}', env=cli_env,
-                    log_path=os.path.join(root, f'reader{i}.log')), SEED0 + i)
-             for i, kind in enumerate(READERS)]
+  readers = []   # (process, sampling seed)
+
+  def start_reader(kind):
+    seed = SEED0 + len(readers)
+    readers.append((start(*TINY, *NEW, f'--workdir={workdir}', *reader_args(kind, []),
+                          f'--config.sampling.seed={seed}', env=cli_env,
+                          log_path=os.path.join(root, f'reader{seed - SEED0}.log')), seed))
+
+  for kind in READERS[:-1]:   # with the trainer: they meet the old run
+    start_reader(kind)
+  while not glob.glob(os.path.join(workdir, 'previous-*')) and trainer.poll() is None:
+    time.sleep(0.05)
+  start_reader(READERS[-1])   # once it is moved: the new run, with or without a checkpoint
   assert trainer.wait(timeout=600) == 0, open(os.path.join(root, 'trainer.log')).read()[-3000:]
   codes = [proc.wait(timeout=600) for proc, _ in readers]
 
