@@ -23,6 +23,7 @@ Writes are synchronous: the training loop hands over host floats and one small P
 fraction of a millisecond each.
 """
 
+import contextlib
 import io
 import os
 import socket
@@ -82,16 +83,32 @@ class TensorBoardWriter:
     from etils import epath
     from tensorboard.summary.writer.record_writer import RecordWriter
     path = epath.Path(logdir)
-    path.mkdir(parents=True, exist_ok=True)
     name = f'events.out.tfevents.{time.time():.6f}.{socket.gethostname()}.{os.getpid()}'
     self.path = path / name
-    self._file = self.path.open('wb')
+    with self._disk_full():
+      path.mkdir(parents=True, exist_ok=True)
+      self._file = self.path.open('wb')
     self._records = RecordWriter(self._file)
     from tensorboard.compat.proto import event_pb2
-    self._write_event(event_pb2.Event(wall_time=time.time(), file_version='brain.Event:2'))
+    from sparsediff_jax import errors
+    try:
+      self._write_event(event_pb2.Event(wall_time=time.time(), file_version='brain.Event:2'))
+    except errors.DiskFullError:   # no events file is left that holds no event
+      with contextlib.suppress(OSError):   # its buffer cannot be written either
+        self._file.close()
+      self.path.unlink(missing_ok=True)
+      raise
+
+  def _disk_full(self):
+    """A full disk (ENOSPC) as one DiskFullError naming the events file."""
+    from sparsediff_jax.runtime import atomic_io
+    return atomic_io.reporting_disk_full(
+        f'the TensorBoard events file {self.path}',
+        'the events before the last flush and the checkpoints are intact')
 
   def _write_event(self, event) -> None:
-    self._records.write(event.SerializeToString())
+    with self._disk_full():
+      self._records.write(event.SerializeToString())
 
   def _write_summary(self, step: int, summary) -> None:
     from tensorboard.compat.proto import event_pb2
@@ -137,10 +154,12 @@ class TensorBoardWriter:
     self._write_summary(0, hp.hparams_pb(hparams))
 
   def flush(self) -> None:
-    self._records.flush()
+    with self._disk_full():
+      self._records.flush()
 
   def close(self) -> None:
-    self._records.close()
+    with self._disk_full():
+      self._records.close()
 
 
 def _png(image: np.ndarray) -> bytes:

@@ -260,14 +260,19 @@ def _train(config, workdir: str, hooks, record: run_dir.RunRecord) -> TrainState
         if decided:
           logging.info('the run decided at step %d (an evaluation hook stopped it)', step)
         break
+  except BaseException:
+    stop.close()   # a failed run: a SIGTERM now ends it at once, not at a step to come
+    raise
   finally:
     bar.close()   # console progress, however the loop ended
 
   # --- finish: the last checkpoint written, the writers flushed ---------------------------
-  ckpt.wait()
-  ckpt.close()
-  writer.flush()
-  stop.close()   # only now: a SIGTERM during the last write must not cut it short
+  try:
+    ckpt.wait()
+    ckpt.close()
+    writer.flush()
+  finally:
+    stop.close()   # only now: a SIGTERM during the last write must not cut it short
   if stopping and not is_last:
     raise preemption.TrainingInterrupted(step, stop.signum)
   return state

@@ -32,20 +32,23 @@ def is_remote(path) -> bool:
   return '://' in os.fspath(path)
 
 
-def disk_full_error(path, cause: OSError) -> errors.DiskFullError:
-  return errors.DiskFullError(
-      f'no space left on device (ENOSPC) writing {path}; the previous version of that file '
-      'is intact; free space there and run the same command again')
+_INTACT = 'the previous version of that file is intact'
+
+
+def disk_full_error(path, cause: OSError, state: str = _INTACT) -> errors.DiskFullError:
+  return errors.DiskFullError(f'no space left on device (ENOSPC) writing {path}; {state}; '
+                              'free space there and run the same command again')
 
 
 @contextlib.contextmanager
-def reporting_disk_full(path):
-  """Turns an ENOSPC raised in the body into one DiskFullError naming `path`."""
+def reporting_disk_full(path, state: str = _INTACT):
+  """Turns an ENOSPC raised in the body into one DiskFullError naming `path` and, in
+  `state`, what is left of the file."""
   try:
     yield
   except OSError as e:
     if e.errno == errno.ENOSPC:
-      raise disk_full_error(path, e) from e
+      raise disk_full_error(path, e, state) from e
     raise
 
 

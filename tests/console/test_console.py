@@ -202,3 +202,25 @@ def test_plain_log_lines_drop_the_absl_prefix():
   record.levelno, record.levelname = logging.WARNING, 'WARNING'
   assert re.fullmatch(r'\d\d:\d\d:\d\d warning: mode train',
                       logs.PlainFormatter().format(record))
+
+
+def test_a_full_disk_under_the_events_file_is_one_disk_full_error_naming_it(tmp_path,
+                                                                             monkeypatch):
+  from sparsediff_jax import errors
+  from tests.helpers import disk_full
+  writer = tb_writer.TensorBoardWriter(str(tmp_path))
+  writer.write_scalars(5, {'loss': 0.25})
+  writer.flush()
+  disk_full.fill_up('tfevents', monkeypatch.setattr)
+  with pytest.raises(errors.DiskFullError) as raised:   # a new writer (a resumed run)
+    tb_writer.TensorBoardWriter(str(tmp_path))
+  message = str(raised.value)
+  assert message.startswith('no space left on device (ENOSPC) writing the TensorBoard events '
+                            f'file {tmp_path}/events.out.tfevents.'), message
+  assert message.endswith('free space there and run the same command again'), message
+  assert '\n' not in message
+  assert glob.glob(str(tmp_path / 'events.*')) == [str(writer.path)]   # none left half-made
+  writer._file = disk_full._FillingFile(writer._file)   # the disk fills under a running one
+  writer._records._writer = writer._file
+  with pytest.raises(errors.DiskFullError, match=str(writer.path)):
+    writer.write_scalars(10, {'loss': 0.125})

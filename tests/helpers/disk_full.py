@@ -1,16 +1,19 @@
 """A disk that fills up under chosen files, for tests: `fill_up(pattern)` makes every file
-opened with os.fdopen (atomic_io's temporary files) whose path contains `pattern` take half
-of the first write and then fail with ENOSPC, as a full disk does.
+opened for writing with os.fdopen (atomic_io's temporary files) or open (the TensorBoard
+events file) whose path contains `pattern` take half of the first write and then fail with
+ENOSPC, as a full disk does.
 
 As a program, `python disk_full.py PATTERN ARGS...` runs the command line
 (sparsediff_jax.main) with ARGS on such a disk.
 """
 
+import builtins
 import errno
 import os
 import sys
 
 _fdopen = os.fdopen
+_open = builtins.open
 
 
 class _FillingFile:
@@ -41,7 +44,14 @@ def fill_up(pattern: str, setattr_fn=None) -> None:
       return _FillingFile(file)
     return file
 
+  def open_(file, mode='r', *args, **kwargs):
+    opened = _open(file, mode, *args, **kwargs)
+    if any(c in mode for c in 'wax+') and pattern in os.fspath(file):
+      return _FillingFile(opened)
+    return opened
+
   (setattr_fn or setattr)(os, 'fdopen', fdopen)
+  (setattr_fn or setattr)(builtins, 'open', open_)
 
 
 if __name__ == '__main__':

@@ -3,8 +3,10 @@
 One tiny CLI training run checkpoints every 2 steps. While it trains, `readers` processes of
 `--mode=sample`, `--mode=eval` (seeded Inception weights, a small reference made first by
 `--mode=fid_stats`) and `--mode=research` start at seeded random moments (during start-up
-or at a random step of the first three quarters of training), at most one of each mode at
-a time. Each reader has its own sampling seed, which its output records
+or at a random step of the first three quarters of training), at most one sample and one
+eval reader at a time and up to three research readers (a research reader starts together
+with a second one while there is room, so that two always race for the same output name
+at least once). Each reader has its own sampling seed, which its output records
 (sample's .npz, eval's metrics_STEP.json, research_metrics.json), so every output is traced
 to its reader. At the end:
   * the trainer exited 0, and its metrics.jsonl holds the losses of an undisturbed run of
@@ -12,10 +14,14 @@ to its reader. At the end:
   * every committed checkpoint restores whole, the last equal to the reference's, and no
     step folder was renamed, half-written or left behind;
   * every reader either exited 0 with one output made from a committed checkpoint, or
-    exited 2 with one `error:` line (e.g. no checkpoint yet) and no traceback.
+    exited 2 with one `error:` line (e.g. no checkpoint yet) and no traceback; so readers
+    that ran at once each kept their own output (its own reserved suffix, none
+    overwritten), and no reservation marker (.NAME.reserved) is left.
 
-python -m tests.helpers.reader_storm [READERS] [SEED] prints the counts (docs/troubleshooting.md,
-"Reader storm"). All processes share one persistent JAX compilation cache.
+python -m tests.helpers.reader_storm [READERS] [SEED] [STEPS] prints the counts
+(docs/troubleshooting.md, "Reader storm"); `python -m tests.helpers.reader_storm 20` runs the
+20-reader storm (the slow test runs 9). All processes share one persistent JAX compilation
+cache.
 """
 
 import glob
@@ -34,9 +40,10 @@ from tests.helpers.cli_runs import TINY, env, error_lines, run, start, timing
 EVERY = 2   # checkpoint interval, steps
 SEED0 = 100  # reader i samples with sampling.seed = SEED0 + i
 KINDS = ('sample', 'eval', 'research')
+AT_ONCE = {'sample': 1, 'eval': 1, 'research': 3}   # readers of each mode running at a time
 
 
-def _reader_args(kind: str, eval_args: list[str]) -> list[str]:
+def reader_args(kind: str, eval_args: list[str]) -> list[str]:
   if kind == 'sample':
     return ['--mode=sample', '--config.sampling.num_samples=4',
             '--config.sampling.save_npz=True', '--config.eval.batch_size=4']
@@ -49,7 +56,7 @@ def _reader_args(kind: str, eval_args: list[str]) -> list[str]:
           *eval_args]
 
 
-def _outputs(workdir: str) -> dict[int, list[int]]:
+def reader_outputs(workdir: str) -> dict[int, list[int]]:
   """{sampling seed: [checkpoint steps of the outputs that seed made]} of every reader."""
   found: dict[int, list[int]] = {}
   for path in glob.glob(os.path.join(workdir, 'samples', 'sample_mode_*.npz')):
@@ -123,17 +130,27 @@ def storm(root: str, readers: int = 20, seed: int = 0, num_steps: int = 100) -> 
   moments = sorted(0 if rng.random() < 1 / 6 else rng.randint(1, num_steps * 3 // 4)
                    for _ in range(readers))
   started = []   # dicts: kind, seed, proc, log
+  most_research = 0   # research readers running at once, at most
   while trainer.poll() is None and len(started) < readers:
-    busy = {r['kind'] for r in started if r['proc'].poll() is None}
-    free = [k for k in KINDS if k not in busy]
+    running = [r['kind'] for r in started if r['proc'].poll() is None]
+    room = {k: AT_ONCE[k] - running.count(k) for k in KINDS}
+    free = [k for k in KINDS if room[k] > 0]
     if not free or _logged(workdir) < moments[len(started)]:
       time.sleep(0.05)
       continue
-    kind, reader_seed = rng.choice(free), SEED0 + len(started)
-    log = os.path.join(root, f'reader{len(started)}-{kind}.log')
-    proc = start(*args, f'--workdir={workdir}', *_reader_args(kind, eval_args),
-                 f'--config.sampling.seed={reader_seed}', env=cli_env, log_path=log)
-    started.append(dict(kind=kind, seed=reader_seed, proc=proc, log=log))
+    kind = rng.choice(free)
+    if 'research' in free and len(started) >= readers - 2 and (
+        'research' not in [r['kind'] for r in started]):
+      kind = 'research'   # the last chance for two research readers at once
+    together = min(2, room[kind], readers - len(started)) if kind == 'research' else 1
+    for _ in range(together):
+      reader_seed = SEED0 + len(started)
+      log = os.path.join(root, f'reader{len(started)}-{kind}.log')
+      proc = start(*args, f'--workdir={workdir}', *reader_args(kind, eval_args),
+                   f'--config.sampling.seed={reader_seed}', env=cli_env, log_path=log)
+      started.append(dict(kind=kind, seed=reader_seed, proc=proc, log=log))
+    if kind == 'research':
+      most_research = max(most_research, together + running.count('research'))
   trainer_code = trainer.wait(timeout=1800)
   for r in started:
     r['code'] = r['proc'].wait(timeout=900)
@@ -142,7 +159,7 @@ def storm(root: str, readers: int = 20, seed: int = 0, num_steps: int = 100) -> 
     trainer_log = f.read()
   folders = _step_folders(workdir)
   committed = [int(n) for n in folders if n.isdigit()]
-  outputs = _outputs(workdir)
+  outputs = reader_outputs(workdir)
   counts = {'readers': len(started), 'succeeded': 0, 'refused_in_one_line': 0,
             'bad_readers': [], 'by_kind': {}, 'steps_read': []}
   for r in started:
@@ -181,6 +198,9 @@ def storm(root: str, readers: int = 20, seed: int = 0, num_steps: int = 100) -> 
       losses_equal=got == want and [s for s, _ in got] == list(range(1, num_steps + 1)),
       checkpoints=folders, checkpoints_intact=intact and num_steps in committed,
       only_committed_steps=all(n.isdigit() for n in folders),
+      most_research_at_once=most_research,
+      markers_left=sorted(os.path.relpath(p, workdir) for p in glob.glob(
+          os.path.join(workdir, '**', '.*.reserved'), recursive=True)),
       steps=num_steps, **timing(t0, t_reference))
   return counts
 

@@ -97,6 +97,16 @@ def test_a_full_disk_while_writing_a_grid_is_one_line(tmp_path):
 
 
 @pytest.mark.slow
+def test_a_full_disk_under_the_tensorboard_events_is_one_line_naming_the_file(tmp_path):
+  workdir = str(tmp_path / 'run')
+  result = _cli(tmp_path, 'tfevents', '--config.training.num_steps=2', f'--workdir={workdir}')
+  line = assert_one_line_error(result, code=1)
+  assert line.startswith('error: no space left on device (ENOSPC) writing the TensorBoard '
+                         f'events file {workdir}/events.out.tfevents.'), line
+  assert not os.path.exists(workdir)   # a new run that trained no step leaves nothing
+
+
+@pytest.mark.slow
 def test_a_full_disk_at_the_start_leaves_no_lock_or_folder(tmp_path):
   workdir = str(tmp_path / 'new' / 'run')
   result = _cli(tmp_path, 'config.json', f'--workdir={workdir}')

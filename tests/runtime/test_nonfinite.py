@@ -2,6 +2,7 @@
 
 import os
 import re
+import signal
 
 import jax
 import jax.numpy as jnp
@@ -126,12 +127,15 @@ def test_a_run_stopped_before_its_first_checkpoint_says_there_is_none(tiny_confi
   c = tiny_config({'optim.learning_rate': float('inf'), 'optim.warmup_steps': 0,
                    'optim.grad_clip': 0.0, 'training.on_nonfinite': 'stop',
                    'training.compilation_cache': ''})
+  before = signal.getsignal(signal.SIGTERM)
   with pytest.raises(nonfinite.NonFiniteError) as e:
     train.train(c, str(tmp_path / 'run'))
   message = str(e.value)
   assert message.startswith("step 1: the optimiser's update is not finite"), message
   assert 'no checkpoint was written yet' in message, message
   assert not os.listdir(tmp_path / 'run' / 'checkpoints')
+  # The loop failed: its stop request is closed, so a SIGTERM acts at once again.
+  assert signal.getsignal(signal.SIGTERM) is before
 
 
 def test_nothing_is_read_until_check():
