@@ -9,6 +9,8 @@
 
 import os
 
+import numpy as np
+
 from sparsediff_jax.console import metrics_jsonl
 from sparsediff_jax.console.images import pyplot, save_figure
 from sparsediff_jax.runtime import atomic_io
