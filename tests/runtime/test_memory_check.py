@@ -65,8 +65,8 @@ def test_a_step_too_big_for_the_fake_limit_is_refused_before_any_step(
                                                                sharding.make_mesh(config)))
   monkeypatch.setenv(memory_check.LIMIT_ENV, str(state_bytes + 1024))   # state fits, step not
   with pytest.raises(errors.ConfigError,
-                     match=r'^the train step \(batch 8 of 16x16\) needs an estimated .* MiB '
-                           r'per device \(arguments .*temporaries .*\), more than the .* MiB '
+                     match=r'^the train step \(batch 8 of 16x16\) needs an estimated .* [KMG]iB '
+                           r'per device \(arguments .*temporaries .*\), more than the .* [KMG]iB '
                            rf'of \${memory_check.LIMIT_ENV}; lower training.batch_size'):
     train.train(config, str(tmp_path / 'run'))
   assert not (tmp_path / 'run').exists()
