@@ -85,13 +85,16 @@ def make_multi_step(step_fn, steps: int, unroll: bool = True):
 
 
 def compile_train_step(config, graphdef, tx, schedule, mesh, *, donate: bool = True,
-                       return_mask: bool = False):
+                       return_mask: bool = False, shardings: TrainState | None = None):
   """jit with the batch split over the mesh, the state in its shardings and donated (its
   buffers reused for the new state: one copy of the state in memory, not two).
+  shardings: state_shardings(config, tx, mesh), when the caller has them (saves a trace of
+  the model).
 
   With config.training.steps_per_call = k > 1 one call runs k steps on [k, batch, ...].
   """
-  rep, state_sh = sharding.replicated(mesh), state_shardings(config, tx, mesh)
+  rep = sharding.replicated(mesh)
+  state_sh = shardings if shardings is not None else state_shardings(config, tx, mesh)
   k = config.training.steps_per_call
   step_fn = make_train_step(config, graphdef, tx, schedule, return_mask=return_mask)
   return jax.jit(make_multi_step(step_fn, k,

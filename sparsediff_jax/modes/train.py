@@ -28,9 +28,9 @@ from sparsediff_jax.modes.base import Mode
 from sparsediff_jax.runtime import (checkpoints, memory_check, nonfinite, preemption, run_dir,
                                     sharding)
 from sparsediff_jax.runtime.run_dir import flatten as _flatten
-from sparsediff_jax.runtime.state import (TrainState, abstract_model, abstract_state,
-                                          compile_init, init_state, make_optimizer,
-                                          memory_per_device, restore)
+from sparsediff_jax.runtime.state import (TrainState, abstract_model_and_state, compile_init,
+                                          init_state, make_optimizer, memory_per_device,
+                                          restore)
 from sparsediff_jax.train_step import check_step_fits, compile_train_step
 
 # A periodic evaluation handed to the loop by its caller (training never imports the
@@ -140,15 +140,15 @@ def _train(config, workdir: str, hooks, record: run_dir.RunRecord) -> TrainState
   tc = config.training
   mesh = sharding.make_mesh(config)
   tx, schedule = make_optimizer(config)
-  graphdef, abstract_params = abstract_model(config)
+  graphdef, target = abstract_model_and_state(config, tx, mesh)   # shapes: nothing allocated
   logging.info('model %s: %d parameters; mesh %s', config.model.name,
-               count_params(abstract_params), dict(mesh.shape))
-  target = abstract_state(config, tx, mesh)   # shapes only: nothing allocated
+               count_params(target.params), dict(mesh.shape))
   logging.info('training state per device: %s', memory_per_device(target))
   memory_check.check_state_fits(target)   # before the data, the checkpoints and any write
   # First, so that a hook's missing input stops the run before it writes anything.
   evaluations = [h for h in (hook(config, graphdef, mesh, workdir) for hook in hooks) if h]
-  step_jit = compile_train_step(config, graphdef, tx, schedule, mesh)
+  shardings = jax.tree.map(lambda a: a.sharding, target)
+  step_jit = compile_train_step(config, graphdef, tx, schedule, mesh, shardings=shardings)
   # The sampler (its check) and, for a new run, the initialiser compile in other threads
   # while this one compiles the step: much of an XLA compile runs on one core, so a second
   # core takes them off the way to the first step (benchmarks/warm_start.py).
@@ -156,7 +156,7 @@ def _train(config, workdir: str, hooks, record: run_dir.RunRecord) -> TrainState
   sampler_fits = background.submit(generate.check_sampler_fits, config, graphdef, mesh,
                                    target.ema[0], config.sampling.grid_size ** 2)
   init_compiled = None if run_dir.has_checkpoints(workdir) else background.submit(
-      compile_init, config, tx, mesh, jax.tree.map(lambda a: a.sharding, target))
+      compile_init, config, tx, mesh, shardings)
   background.shutdown(wait=False)   # the threads end with their job
   with progress.phase('compiling the train step and the sampler'):   # refused if too big
     check_step_fits(config, step_jit, target, mesh)

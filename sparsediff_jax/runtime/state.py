@@ -51,12 +51,16 @@ def abstract_model(config):
   return nnx.split(nnx.eval_shape(lambda: build_model(config, config.training.seed)))
 
 
-def _init_fn(config, tx):
-  """The function that makes the initial TrainState (to run under jit or eval_shape)."""
+def _init_fn(config, tx, graphdefs: list | None = None):
+  """The function that makes the initial TrainState (to run under jit or eval_shape).
+  graphdefs: a list that each call appends the model's graphdef to (static structure, no
+  arrays: it may leave the trace)."""
   seed = config.training.seed
 
   def init():
-    params = nnx.split(build_model(config, seed))[1]
+    graphdef, params = nnx.split(build_model(config, seed))
+    if graphdefs is not None:
+      graphdefs.append(graphdef)
     return TrainState(step=jnp.zeros((), jnp.int32), params=params,
                       ema=tuple(params for _ in config.optim.ema_decays),
                       opt_state=tx.init(params),
@@ -72,8 +76,17 @@ def state_shardings(config, tx, mesh) -> TrainState:
 
 def abstract_state(config, tx, mesh) -> TrainState:
   """The TrainState as sharded ShapeDtypeStructs: a restore target; its size, unallocated."""
-  shapes = jax.eval_shape(_init_fn(config, tx))
-  return checkpoints.abstract_like(shapes, sharding.state_shardings(shapes, mesh))
+  return abstract_model_and_state(config, tx, mesh)[1]
+
+
+def abstract_model_and_state(config, tx, mesh) -> tuple[nnx.GraphDef, TrainState]:
+  """(graphdef, abstract_state) from ONE trace of the model's construction: each trace of
+  it costs about a second of a start on a CPU (benchmarks/warm_start.py), and
+  abstract_model + abstract_state + state_shardings would take three."""
+  graphdefs = []
+  shapes = jax.eval_shape(_init_fn(config, tx, graphdefs))
+  return graphdefs[0], checkpoints.abstract_like(shapes,
+                                                 sharding.state_shardings(shapes, mesh))
 
 
 # The initialiser runs once per run, so on CPU it is compiled at LLVM optimisation level 1:

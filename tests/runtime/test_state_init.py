@@ -28,3 +28,22 @@ def test_init_at_the_cheaper_level_matches_the_default_level_bit_for_bit(model):
   again = state.init_state(config, tx, mesh, state.compile_init(config, tx, mesh))
   for a, b in zip(jax.tree.leaves(again), got):
     np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+
+
+@pytest.mark.parametrize('model', sorted(tiny.MODELS))
+def test_one_trace_gives_the_graphdef_and_the_state_of_the_separate_ones(model):
+  """abstract_model_and_state (one trace of the model, what training uses) returns what
+  abstract_model and abstract_state return separately: the same graphdef, and the same
+  shapes, dtypes and shardings of every array of the state."""
+  config = tiny.model_config(model)
+  tx, _ = state.make_optimizer(config)
+  mesh = sharding.make_mesh(config)
+  graphdef, target = state.abstract_model_and_state(config, tx, mesh)
+  want_graphdef, _ = state.abstract_model(config)
+  assert graphdef == want_graphdef
+  want = state.abstract_state(config, tx, mesh)
+  assert jax.tree.structure(target) == jax.tree.structure(want)
+  for a, b in zip(jax.tree.leaves(target), jax.tree.leaves(want)):
+    assert (a.shape, a.dtype, a.sharding) == (b.shape, b.dtype, b.sharding)
+  shardings = jax.tree.map(lambda a: a.sharding, target)
+  assert shardings == state.state_shardings(config, tx, mesh)

@@ -26,7 +26,6 @@ import sys
 import warnings
 
 import numpy as np
-import scipy.linalg
 
 IN_PROCESS_MAX_DIM = 128   # larger products go to a child process
 TIMEOUT_ENV = 'SPARSEDIFF_SQRTM_TIMEOUT_S'
@@ -52,6 +51,7 @@ def sqrtm_trace(product: np.ndarray) -> tuple[float, float]:
 
   The residual ||X X - A||_F / ||A||_F is what the deprecated `disp=False` returned.
   """
+  import scipy.linalg   # here: importing it costs a training start about 0.4 s
   with warnings.catch_warnings():
     # scipy warns on singular input; the residual below is our (quantitative) check.
     warnings.simplefilter('ignore', scipy.linalg.LinAlgWarning)

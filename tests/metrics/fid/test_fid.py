@@ -106,7 +106,7 @@ def test_frechet_retries_with_eps_offset_when_sqrtm_fails(monkeypatch):
         calls.append(a.copy())
         return np.full_like(a, np.nan) if len(calls) == 1 else real_sqrtm(a)
 
-    monkeypatch.setattr(fid.sqrtm.scipy.linalg, "sqrtm", flaky_sqrtm)
+    monkeypatch.setattr(scipy.linalg, "sqrtm", flaky_sqrtm)
     v1, v2, eps = np.array([1.0, 4.0]), np.array([9.0, 1.0]), 0.5
     got = fid.frechet_distance(np.zeros(2), np.diag(v1), np.zeros(2), np.diag(v2), eps=eps)
     np.testing.assert_allclose(calls[1], np.diag((v1 + eps) * (v2 + eps)))
