@@ -9,7 +9,7 @@ with the size of its lowered StableHLO and of its compiled HLO, and the load ave
 and after (the machine is shared: CPU seconds are the number to compare between runs).
 
   python benchmarks/tpu_compile_time.py --config=shapes --topology=v5e-8 \
-      [--parts=train,call,sampler,sampler2] [--out=/tmp/compile_time.json]
+      [--parts=train,call,sampler,sampler2] [--eval_batch=N] [--out=/tmp/compile_time.json]
 
 LIBTPU_INIT_ARGS set in the environment reaches libtpu (its flags, e.g. for dumps); the
 variant is recorded in the output. Needs libtpu (pip install -e '.[tpu]').
@@ -84,6 +84,9 @@ def main(argv=None) -> None:
   parser.add_argument('--config', default='shapes')
   parser.add_argument('--topology', default='v5e-8')
   parser.add_argument('--parts', default=','.join(PARTS))
+  parser.add_argument('--eval_batch', type=int, default=None,
+                      help='eval.batch_size (the sampler\'s and the network call\'s global '
+                           'batch) instead of the config\'s')
   parser.add_argument('--out', default=None, help='JSON written here too')
   args = parser.parse_args(argv)
   parts = parse_parts(args.parts)
@@ -95,11 +98,14 @@ def main(argv=None) -> None:
   tpu_slice = topology.parse(args.topology)
   devices = tpu_compile.slice_devices(tpu_slice)
   result = {'config': args.config, 'topology': args.topology,
-            'libtpu_init_args': os.environ.get('LIBTPU_INIT_ARGS', ''), 'parts': {}}
+            'libtpu_init_args': os.environ.get('LIBTPU_INIT_ARGS', ''),
+            'eval_batch': args.eval_batch, 'parts': {}}
   for part in parts:
     config = load_config(args.config)
     chips = tpu_slice.chips
     config.training.batch_size = -(-config.training.batch_size // chips) * chips
+    if args.eval_batch:
+      config.eval.batch_size = args.eval_batch
     mesh = tpu_compile.make_mesh(devices, config.sharding.fsdp)
     result['parts'][part] = timed_compile(lower_part(part, config, mesh))
     print(part, json.dumps(result['parts'][part]), flush=True)
