@@ -5,11 +5,12 @@ one network call (one NFE), the whole sampler at the config's sampling.num_steps
 same sampler at 2 steps (the fori_loop of samplers.sample runs 1 iteration; if its compile
 time matches the full one, the loop is kept rolled and the trip count costs nothing to
 compile). Each is timed in wall seconds and in this process's CPU seconds (all threads),
-with the size of its lowered StableHLO and of its compiled HLO, and the load average before
-and after (the machine is shared: CPU seconds are the number to compare between runs).
+with the size of its lowered StableHLO and of its compiled HLO, and the load average when
+it finished (the machine is shared: CPU seconds are the number to compare between runs).
 
   python benchmarks/tpu_compile_time.py --config=shapes --topology=v5e-8 \
-      [--parts=train,call,sampler,sampler2] [--eval_batch=N] [--out=/tmp/compile_time.json]
+      [--parts=train,call,sampler,sampler2] [--train_batch=N] [--eval_batch=N] \
+      [--out=/tmp/compile_time.json]
 
 LIBTPU_INIT_ARGS set in the environment reaches libtpu (its flags, e.g. for dumps); the
 variant is recorded in the output. Needs libtpu (pip install -e '.[tpu]').
@@ -84,6 +85,8 @@ def main(argv=None) -> None:
   parser.add_argument('--config', default='shapes')
   parser.add_argument('--topology', default='v5e-8')
   parser.add_argument('--parts', default=','.join(PARTS))
+  parser.add_argument('--train_batch', type=int, default=None,
+                      help='training.batch_size (global) instead of the config\'s')
   parser.add_argument('--eval_batch', type=int, default=None,
                       help='eval.batch_size (the sampler\'s and the network call\'s global '
                            'batch) instead of the config\'s')
@@ -99,10 +102,11 @@ def main(argv=None) -> None:
   devices = tpu_compile.slice_devices(tpu_slice)
   result = {'config': args.config, 'topology': args.topology,
             'libtpu_init_args': os.environ.get('LIBTPU_INIT_ARGS', ''),
-            'eval_batch': args.eval_batch, 'parts': {}}
+            'train_batch': args.train_batch, 'eval_batch': args.eval_batch, 'parts': {}}
   for part in parts:
     config = load_config(args.config)
     chips = tpu_slice.chips
+    config.training.batch_size = args.train_batch or config.training.batch_size
     config.training.batch_size = -(-config.training.batch_size // chips) * chips
     if args.eval_batch:
       config.eval.batch_size = args.eval_batch
