@@ -109,6 +109,9 @@ def write_table() -> str:
       'NFE, in batches of eval.batch_size. "batch" is the global batch planned (the '
       "config's, raised to a multiple of the chips where it does not split).",
       '',
+      'Where the compile time goes (the last column; each program compiled alone): '
+      '[compile_time.md](compile_time.md).',
+      '',
       HEADER,
       ' | '.join(['---'] * len(HEADER.split(' | '))),
       *(_row(c) for c in cells),
