@@ -15,6 +15,7 @@ LAYERS = (   # bottom first; the names under sparsediff_jax/
     ('train_step', 'generate'),     # the compiled step, sharded generation
     ('metrics', 'tpu_plan'),        # measures of arrays of images; TPU slices costed
     ('data',),                      # readers and datasets (each with its metrics)
+    ('scoring',),                   # metrics of a run: generates, loads data, restores
     ('sweeps',),                    # tables over many runs
     ('modes',),                     # one module per --mode
     ('main',),                      # the command line

@@ -53,10 +53,11 @@ from flax import nnx
 
 from sparsediff_jax import data, errors, formulations, generate
 from sparsediff_jax.console.images import make_grid, save_png
-from sparsediff_jax.metrics import locality, memorization, window_scoring
-from sparsediff_jax.metrics.sample_scores import (dataset_metrics, generate_samples,
+from sparsediff_jax.metrics import locality, memorization
+from sparsediff_jax.scoring import window_scoring
+from sparsediff_jax.scoring.sample_scores import (dataset_metrics, generate_samples,
                                                   memorization_floor)
-from sparsediff_jax.metrics.trajectory import (TRAJECTORY_FILE, last_logged, logged_at,
+from sparsediff_jax.scoring.trajectory import (TRAJECTORY_FILE, last_logged, logged_at,
                                                logged_series, onset_report,
                                                save_trajectory_plot, trajectory_entry,
                                                write_trajectory)

@@ -34,7 +34,8 @@ import numpy as np
 
 from sparsediff_jax.runtime import atomic_io
 from sparsediff_jax import data
-from sparsediff_jax.metrics import memorization, sample_scores, window
+from sparsediff_jax.metrics import memorization, window
+from sparsediff_jax.scoring import sample_scores
 
 TRAJECTORY_FILE = os.path.join('research', 'window_trajectory.json')
 SAMPLES_DIR = os.path.join('research', 'window_samples')
