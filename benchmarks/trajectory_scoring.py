@@ -35,7 +35,7 @@ OLD = dict(sampler='heun', time_steps='default', num_steps=18)
 MARK = 'PHASES '   # the child's result line
 # phase -> the (module, function) call sites of the research mode wrapped with its timer.
 _R, _M = 'sparsediff_jax.modes.research', 'sparsediff_jax.metrics.memorization'
-PHASES = {'restore': [('sparsediff_jax.runtime.state', 'restore_run')],
+PHASES = {'restore': [('sparsediff_jax.train_state', 'restore_run')],
           'compile sampler': [('sparsediff_jax.generate', 'check_sampler_fits')],
           'sampling': [(_R, 'generate_samples')],
           'load training images': [('sparsediff_jax.data', 'load_train_images')],

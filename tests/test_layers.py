@@ -75,7 +75,7 @@ def test_an_upward_import_is_named_with_its_file(tmp_path):
 
 def test_metrics_hold_pure_measures():
   """metrics/ measures arrays: what restores a run's parameters to score it is scoring/."""
-  restoring = ('sparsediff_jax.runtime.state', 'sparsediff_jax.runtime.checkpoints')
+  restoring = ('sparsediff_jax.train_state', 'sparsediff_jax.runtime.checkpoints')
   found = [f'{module}: {name}' for module, file in package_modules()
            if module.startswith('sparsediff_jax.metrics.')
            for name in imported_names(module, file) if name.startswith(restoring)]

@@ -24,7 +24,8 @@ from sparsediff_jax.errors import EvalInputError
 from sparsediff_jax.metrics.fid import features as feats
 from sparsediff_jax.scoring import fid_scores, sample_scores
 from sparsediff_jax.modes.base import Mode
-from sparsediff_jax.runtime import atomic_io, checkpoints, state
+from sparsediff_jax.runtime import atomic_io, checkpoints
+from sparsediff_jax import train_state as state
 
 
 def run_eval_mode(config, workdir: str) -> dict:

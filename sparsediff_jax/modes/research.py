@@ -62,7 +62,8 @@ from sparsediff_jax.scoring.trajectory import (TRAJECTORY_FILE, last_logged, log
                                                save_trajectory_plot, trajectory_entry,
                                                write_trajectory)
 from sparsediff_jax.modes.base import Mode
-from sparsediff_jax.runtime import atomic_io, checkpoints, run_dir, state
+from sparsediff_jax.runtime import atomic_io, checkpoints, run_dir
+from sparsediff_jax import train_state as state
 from sparsediff_jax.sweeps import sweep_table
 
 METRICS_FILE = 'research_metrics.json'

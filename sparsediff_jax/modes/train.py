@@ -27,7 +27,7 @@ from sparsediff_jax.modes.base import Mode
 from sparsediff_jax.runtime import (checkpoints, memory_check, nonfinite, preemption, run_dir,
                                     sharding)
 from sparsediff_jax.runtime.run_dir import flatten as _flatten
-from sparsediff_jax.runtime.state import (TrainState, abstract_model, abstract_state,
+from sparsediff_jax.train_state import (TrainState, abstract_model, abstract_state,
                                           compile_init, init_state, make_optimizer,
                                           memory_per_device, restore)
 from sparsediff_jax.train_step import check_step_fits, compile_train_step

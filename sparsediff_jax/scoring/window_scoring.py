@@ -97,7 +97,7 @@ def hook(config, graphdef, mesh, workdir: str):
   """
   import jax
   from sparsediff_jax import generate
-  from sparsediff_jax.runtime.state import inference_params
+  from sparsediff_jax.train_state import inference_params
   r = config.research
   if not r.window_every:
     return None

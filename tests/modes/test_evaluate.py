@@ -21,7 +21,7 @@ import pytest
 from tests.helpers.eval_fakes import seeded_inception_state_dict, tiny_config, write_checkpoint, write_torch_zip
 from sparsediff_jax import data, errors, main, samplers
 from sparsediff_jax.modes import evaluate, fid_stats, sample, train
-from sparsediff_jax.runtime.state import abstract_model
+from sparsediff_jax.train_state import abstract_model
 from sparsediff_jax.runtime import sharding
 from sparsediff_jax import formulations, validation
 from sparsediff_jax.metrics.fid import features, fid, inception_weights
