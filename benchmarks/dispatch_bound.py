@@ -29,7 +29,7 @@ from sparsediff_jax import config_base  # noqa: E402
 from sparsediff_jax.console import progress  # noqa: E402
 from sparsediff_jax.runtime import sharding  # noqa: E402
 from sparsediff_jax import train_step  # noqa: E402
-from sparsediff_jax.runtime.state import (abstract_model, init_state,  # noqa: E402
+from sparsediff_jax.train_state import (abstract_model, init_state,  # noqa: E402
                                           make_optimizer)
 from tests.helpers.tiny import tiny_config  # noqa: E402
 

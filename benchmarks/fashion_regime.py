@@ -2,7 +2,7 @@
 
 Trains the dense model (mask.ratio=0) of configs/fashion_mnist.py on class-balanced subsets
 of n training images (data.class_balanced=True: the first n/10 of each class) and scores it
-WHILE it trains (research.window_every, sparsediff_jax/metrics/window_scoring.py): every
+WHILE it trains (research.window_every, sparsediff_jax/scoring/window_scoring.py): every
 --every steps, 128 samples from the same noise (EMA 0.995, Heun 12 steps) get their pixel
 memorized fraction (d1/d2 < 1/3 against the n training images) and the classifier metrics
 (fashion_mnist_fd, fashion_mnist_confidence). One process per n, so its wall time is the

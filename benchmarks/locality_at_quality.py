@@ -4,7 +4,7 @@ A committed window result (launch/sweep.py --results) holds the run's resolved c
 its scored trajectory, but no checkpoint. For every selected run that reached the quality
 target (tau_gen of --metric, not censored) this replays the run to its first scored step at
 or after tau_gen, i.e. trains the same config straight to that step (a run stopped there is
-the same run: metrics/window_scoring.py), then runs --mode=research on it, which measures
+the same run: scoring/window_scoring.py), then runs --mode=research on it, which measures
 the denoiser's context use (metrics/locality.py, with --locality_images training images
 and the first --locality_times noise levels of the sampler's grid) and re-scores the samples.
 

@@ -35,7 +35,7 @@ def measure(image_size: int, batch: int, channels: int) -> dict:
   from sparsediff_jax import config_base
   from sparsediff_jax.runtime import memory_check, sharding
   from sparsediff_jax import train_step
-  from sparsediff_jax.runtime.state import (abstract_model, abstract_state, init_state,
+  from sparsediff_jax.train_state import (abstract_model, abstract_state, init_state,
                                             make_optimizer)
   config = config_base.get_config()
   config.data.image_size, config.training.batch_size = image_size, batch

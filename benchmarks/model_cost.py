@@ -26,7 +26,7 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 from sparsediff_jax import config_base  # noqa: E402
 from sparsediff_jax.runtime import sharding  # noqa: E402
 from sparsediff_jax import train_step  # noqa: E402
-from sparsediff_jax.runtime.state import (abstract_model, abstract_state,  # noqa: E402
+from sparsediff_jax.train_state import (abstract_model, abstract_state,  # noqa: E402
                                           make_optimizer)
 from sparsediff_jax.models import count_params  # noqa: E402
 

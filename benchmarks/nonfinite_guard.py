@@ -33,7 +33,7 @@ import numpy as np
 from sparsediff_jax import config_base
 from sparsediff_jax.runtime import nonfinite, sharding
 from sparsediff_jax import train_step
-from sparsediff_jax.runtime.state import abstract_model, init_state, make_optimizer
+from sparsediff_jax.train_state import abstract_model, init_state, make_optimizer
 
 VARIANTS = ('none', 'guard')
 

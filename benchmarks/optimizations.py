@@ -34,7 +34,7 @@ from ml_collections import config_flags
 from sparsediff_jax.runtime import checkpoints, sharding  # noqa: E402
 from sparsediff_jax import config_base, data  # noqa: E402
 from sparsediff_jax import train_step  # noqa: E402
-from sparsediff_jax.runtime.state import (abstract_model, init_state,  # noqa: E402
+from sparsediff_jax.train_state import (abstract_model, init_state,  # noqa: E402
                                           make_optimizer)
 
 _CONFIG = config_flags.DEFINE_config_file('config', config_base.__file__, 'Config file.')

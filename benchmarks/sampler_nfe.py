@@ -129,7 +129,7 @@ def measure(name: str, workdir: str, flags: list[str], samples: int, reference_n
   from flax import nnx
   from sparsediff_jax import data, formulations, registry, samplers
   from sparsediff_jax.metrics import memorization
-  from sparsediff_jax.runtime import state
+  from sparsediff_jax import train_state as state
   from sparsediff_jax.images import CHANNELS
   config = config_from_flags(flags)
   run = state.restore_run(config, workdir)

@@ -30,7 +30,7 @@ def main():
   os.environ['JAX_PLATFORMS'] = 'cpu'
   import jax
   from sparsediff_jax.runtime import sharding
-  from sparsediff_jax.runtime.state import abstract_state, make_optimizer, memory_per_device
+  from sparsediff_jax.train_state import abstract_state, make_optimizer, memory_per_device
   from sparsediff_jax.models import count_params
 
   print(f'{args.config} on {jax.device_count()} devices')

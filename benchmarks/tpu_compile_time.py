@@ -57,7 +57,8 @@ def lower_part(part: str, config, mesh):
   from flax import nnx
   from sparsediff_jax import generate, train_step as ts
   from sparsediff_jax.images import CHANNELS
-  from sparsediff_jax.runtime import sharding, state
+  from sparsediff_jax import train_state as state
+  from sparsediff_jax.runtime import sharding
   from sparsediff_jax.tpu_plan import compile as tpu_compile
   tx, schedule = state.make_optimizer(config)
   graphdef, _ = state.abstract_model(config)

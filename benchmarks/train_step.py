@@ -28,7 +28,7 @@ from ml_collections import config_flags
 from sparsediff_jax import config_base
 from sparsediff_jax.runtime import sharding
 from sparsediff_jax import train_step
-from sparsediff_jax.runtime.state import abstract_model, init_state, make_optimizer
+from sparsediff_jax.train_state import abstract_model, init_state, make_optimizer
 
 _CONFIG = config_flags.DEFINE_config_file('config', config_base.__file__, 'Config file.')
 _BATCHES = flags.DEFINE_list('batch_sizes', ['8'], 'Global batch sizes to time.')

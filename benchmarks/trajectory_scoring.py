@@ -35,7 +35,7 @@ OLD = dict(sampler='heun', time_steps='default', num_steps=18)
 MARK = 'PHASES '   # the child's result line
 # phase -> the (module, function) call sites of the research mode wrapped with its timer.
 _R, _M = 'sparsediff_jax.modes.research', 'sparsediff_jax.metrics.memorization'
-PHASES = {'restore': [('sparsediff_jax.runtime.state', 'restore_run')],
+PHASES = {'restore': [('sparsediff_jax.train_state', 'restore_run')],
           'compile sampler': [('sparsediff_jax.generate', 'check_sampler_fits')],
           'sampling': [(_R, 'generate_samples')],
           'load training images': [('sparsediff_jax.data', 'load_train_images')],
@@ -43,7 +43,7 @@ PHASES = {'restore': [('sparsediff_jax.runtime.state', 'restore_run')],
           'memorization search': [(_M, 'memorization_report'), (_R, 'memorization_floor')],
           'locality': [('sparsediff_jax.metrics.locality', 'measure_locality')],
           'logged losses': [(_R, 'logged_series'), (_R, 'last_logged')],
-          'window report': [('sparsediff_jax.metrics.window_scoring', 'report')],
+          'window report': [('sparsediff_jax.scoring.window_scoring', 'report')],
           'plots and files': [(_R, 'save_trajectory_plot'), (_R, 'save_png'),
                               (_M, 'save_memorization_grid'),
                               ('sparsediff_jax.metrics.locality', 'save_locality_plot'),

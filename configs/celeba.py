@@ -1,5 +1,9 @@
 """CelebA 64x64 (the paper's "CelebA-50K" setting): flow matching, U-Net, sparse mask.
 
+Command: python -m sparsediff_jax.main --config=configs/celeba.py --workdir=DIR
+Expected time: not measured
+Expected result: not measured
+
 Fields not set here keep the defaults documented in `sparsediff_jax/config_base.py`.
 """
 

@@ -1,5 +1,9 @@
 """CelebA 64x64 with a DiT-S/4 Diffusion Transformer instead of the U-Net.
 
+Command: python -m sparsediff_jax.main --config=configs/celeba_dit.py --workdir=DIR
+Expected time: not measured (its compiled cost per step is below)
+Expected result: not measured
+
 DiT-S widths (hidden 384, 12 blocks, 6 heads, MLP x4) with 4x4-pixel patches: 256 tokens,
 the token count of the DiT paper's 256px models (32x32 latents, patch 2). From XLA's
 cost analysis of the training step at batch 128 (python benchmarks/model_cost.py;

@@ -1,5 +1,9 @@
 """CIFAR-10 32x32, unconditional: flow matching, U-Net, sparse mask.
 
+Command: python -m sparsediff_jax.main --config=configs/cifar10.py --workdir=DIR
+Expected time: not measured
+Expected result: not measured
+
 Fields not set here keep the defaults documented in `sparsediff_jax/config_base.py`.
 """
 

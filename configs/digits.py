@@ -1,5 +1,9 @@
 """UCI handwritten digits (scikit-learn's copy, no download), 16x16: a small real dataset.
 
+Command: python -m sparsediff_jax.main --config=configs/digits.py --workdir=runs/digits
+Expected time: not measured at 16x16 (the digits studies ran at 8x8: docs/results/)
+Expected result: not measured
+
 1,500 training images (sparsediff_jax/data/digits/), small enough to train a useful
 model on a CPU, and scored by a domain classifier (digits_fd, digits_confidence,
 digits_class_entropy; sparsediff_jax/data/digits/metrics.py) instead of Inception,

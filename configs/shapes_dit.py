@@ -1,5 +1,9 @@
 """Shapes 16x16 with a small Diffusion Transformer (model.name='dit'): trains on a CPU.
 
+Command: python -m sparsediff_jax.main --config=configs/shapes_dit.py --workdir=runs/shapes_dit
+Expected time: not measured
+Expected result: not measured
+
 64 tokens of 2x2 pixels, 4 blocks of width 64 with 4 heads: about 330k parameters. Fields
 not set here keep the defaults documented in `sparsediff_jax/config_base.py`. To supervise
 whole tokens rather than pixels, add --config.mask.patch_size=2 (= model.patch_size).

@@ -12,9 +12,10 @@ LAYERS = (   # bottom first; the names under sparsediff_jax/
     ('entry_checks', 'registry', 'config_base', 'validation'),   # config fields, plug-ins
     ('masking', 'formulations', 'samplers', 'multistep', 'models'),   # the maths, networks
     ('runtime', 'console'),         # what keeps a run alive, what a person reads
-    ('train_step', 'generate'),     # the compiled step, sharded generation
+    ('train_state', 'train_step', 'generate'),   # the state and its restore, the step, sampling
     ('metrics', 'tpu_plan'),        # measures of arrays of images; TPU slices costed
     ('data',),                      # readers and datasets (each with its metrics)
+    ('scoring',),                   # metrics of a run: generates, loads data, restores
     ('sweeps',),                    # tables over many runs
     ('modes',),                     # one module per --mode
     ('main',),                      # the command line

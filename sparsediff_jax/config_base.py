@@ -236,7 +236,7 @@ def get_config() -> ml_collections.ConfigDict:
                                 # samples' memorization and dataset metrics into
                                 # research/window_trajectory.json, from which --mode=research
                                 # reports tau_gen, tau_mem and the memorization window
-                                # (sparsediff_jax/metrics/window_scoring.py, window.py).
+                                # (sparsediff_jax/scoring/window_scoring.py, metrics/window.py).
                                 # A multiple of training.steps_per_call, <= num_steps.
   r.window_stop = 0.5           # window_every > 0: the run stops (checkpointed, finished) once
                                 # this fraction of its samples is memorized; in [0, 1], 0 =

@@ -14,7 +14,7 @@ from flax import nnx
 
 from sparsediff_jax import formulations, masking
 from sparsediff_jax.runtime import memory_check, nonfinite, sharding
-from sparsediff_jax.runtime.state import TrainState, state_shardings
+from sparsediff_jax.train_state import TrainState, state_shardings
 
 
 def ema_decay(decay: float, step: jax.Array) -> jax.Array:

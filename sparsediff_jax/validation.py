@@ -153,7 +153,7 @@ def check_environment(config, mode: str) -> None:
 
 
 def _validate_window(config) -> None:
-  """research.window_*: scoring while training (metrics/window_scoring.py)."""
+  """research.window_*: scoring while training (scoring/window_scoring.py)."""
   _number(config, 'research.window_every', 0, integer=True)
   _number(config, 'research.window_stop', 0.0, 1.0, hi_open=False,
           allowed='the memorized fraction that stops the run must be in [0, 1] (0 = never)')

@@ -19,6 +19,7 @@ from tests.helpers.eval_fakes import fake_params, tiny_config
 from sparsediff_jax import errors, generate, main, samplers
 from sparsediff_jax.runtime import sharding
 from sparsediff_jax.metrics.fid import features
+from sparsediff_jax.scoring import real_images
 
 REPO = Path(__file__).parents[1]
 INDICES = 12
@@ -59,7 +60,7 @@ def _streams(sample_batch_size):
     assert images.shape[0] == sample_batch_size   # 2 rows on each device:
     assert {s.data.shape[0] for s in images.addressable_shards} == {2}
     keeper.add(images, indices)
-  batches, total = features.real_image_batches(config, mesh, 8)
+  batches, total = real_images.real_image_batches(config, mesh, 8)
   acc, kept = features.collect(_mean_colour_features, batches, keep=lambda i: i % 3 == 0)
   return dict(images=keeper.images(), total=total, count=acc.count, mean=acc.mean,
               scatter=acc.scatter, kept=kept)

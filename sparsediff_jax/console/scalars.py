@@ -12,7 +12,7 @@ def read_scalars(workdir: str) -> dict[str, tuple[np.ndarray, np.ndarray]]:
   the tensor summaries clu writes, and plain scalar summaries of older event files.
 
   Steps are sorted; when a resumed run logged a step twice, the last value written wins.
-  The one reader of the event files (metrics/trajectory.logged_series reads through it).
+  The one reader of the event files (scoring/trajectory.logged_series reads through it).
   """
   from tensorboard.backend.event_processing import event_accumulator
   from tensorboard.util import tensor_util

@@ -2,11 +2,11 @@
 
 config.eval.num_samples images from the newest checkpoint (parameters chosen by
 config.sampling.ema_index), features streamed into float64 statistics, then FID, KID,
-precision/recall against the reference of --mode=fid_stats (metrics/fid/scoring.py),
+precision/recall against the reference of --mode=fid_stats (scoring/fid_scores.py),
 written to WORKDIR/eval/metrics_<step>.json with a sample grid; for the first
 config.eval.memorization_samples samples also memorization (pixel and Inception space,
 against every training image) and the dataset's own metrics
-(metrics/sample_scores.research_metrics). Statistics made with another resolution,
+(scoring/sample_scores.research_metrics). Statistics made with another resolution,
 preprocessing or Inception weights are refused before any sampling.
 
 See docs/evaluation.md for usage.
@@ -21,11 +21,11 @@ import jax
 from sparsediff_jax import formulations, generate, samplers
 from sparsediff_jax.console import progress
 from sparsediff_jax.errors import EvalInputError
-from sparsediff_jax.metrics import sample_scores
 from sparsediff_jax.metrics.fid import features as feats
-from sparsediff_jax.metrics.fid import scoring
+from sparsediff_jax.scoring import fid_scores, sample_scores
 from sparsediff_jax.modes.base import Mode
-from sparsediff_jax.runtime import atomic_io, checkpoints, state
+from sparsediff_jax.runtime import atomic_io, checkpoints
+from sparsediff_jax import train_state as state
 
 
 def run_eval_mode(config, workdir: str) -> dict:
@@ -35,11 +35,11 @@ def run_eval_mode(config, workdir: str) -> dict:
   state.require_checkpoint(workdir)   # the cheap refusals first
   atomic_io.check_can_write('eval', [os.path.join(workdir, 'eval')])
   identity = checkpoints.run_identity(workdir)   # checked again before writing
-  ref_stats, ref_meta, ref_features, ref_path = scoring.load_reference(config, workdir)
+  ref_stats, ref_meta, ref_features, ref_path = fid_scores.load_reference(config, workdir)
   run = state.restore_run(config, workdir)
   step, params, graphdef, mesh = run.step, run.params(config), run.graphdef, run.mesh
   featurizer = feats.Featurizer(e, mesh)
-  scoring.check_reference(ref_path, ref_meta, config, featurizer.sha256)
+  fid_scores.check_reference(ref_path, ref_meta, config, featurizer.sha256)
   n = e.num_samples
   if n < 2:
     raise EvalInputError(f'config.eval.num_samples={n}: FID needs at least 2 samples')
@@ -50,12 +50,12 @@ def run_eval_mode(config, workdir: str) -> dict:
   with progress.phase('compiling the sampler'):   # and refused if it cannot fit
     generate.check_sampler_fits(config, graphdef, mesh, params, e.batch_size)
   start = time.time()
-  acc, gen_features = scoring.generated_features(
+  acc, gen_features = fid_scores.generated_features(
       config, featurizer, generate.make_batch_sampler(config, graphdef, mesh), params, n,
       batch_size=e.batch_size, keep_first=max(e.reference_features, m), keeper=keeper,
       desc=f'eval: sampling ({s.sampler}, {nfe} NFE) + features')
   elapsed = time.time() - start
-  metrics = scoring.sample_metrics(acc.finalize(), gen_features[:e.reference_features],
+  metrics = fid_scores.sample_metrics(acc.finalize(), gen_features[:e.reference_features],
                                    ref_stats, ref_features)
   checkpoints.check_run_unchanged(workdir, identity, 'eval')
   if m:

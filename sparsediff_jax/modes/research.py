@@ -53,15 +53,17 @@ from flax import nnx
 
 from sparsediff_jax import data, errors, formulations, generate
 from sparsediff_jax.console.images import make_grid, save_png
-from sparsediff_jax.metrics import locality, memorization, window_scoring
-from sparsediff_jax.metrics.sample_scores import (dataset_metrics, generate_samples,
+from sparsediff_jax.metrics import locality, memorization
+from sparsediff_jax.scoring import window_scoring
+from sparsediff_jax.scoring.sample_scores import (dataset_metrics, generate_samples,
                                                   memorization_floor)
-from sparsediff_jax.metrics.trajectory import (TRAJECTORY_FILE, last_logged, logged_at,
+from sparsediff_jax.scoring.trajectory import (TRAJECTORY_FILE, last_logged, logged_at,
                                                logged_series, onset_report,
                                                save_trajectory_plot, trajectory_entry,
                                                write_trajectory)
 from sparsediff_jax.modes.base import Mode
-from sparsediff_jax.runtime import atomic_io, checkpoints, run_dir, state
+from sparsediff_jax.runtime import atomic_io, checkpoints, run_dir
+from sparsediff_jax import train_state as state
 from sparsediff_jax.sweeps import sweep_table
 
 METRICS_FILE = 'research_metrics.json'

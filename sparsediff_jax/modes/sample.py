@@ -16,7 +16,8 @@ from sparsediff_jax import formulations, generate, samplers
 from sparsediff_jax.console import progress
 from sparsediff_jax.errors import ConfigError
 from sparsediff_jax.modes.base import Mode
-from sparsediff_jax.runtime import atomic_io, checkpoints, state
+from sparsediff_jax.runtime import atomic_io, checkpoints
+from sparsediff_jax import train_state as state
 
 
 def run_sample_mode(config, workdir: str) -> list[str]:

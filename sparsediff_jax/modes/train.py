@@ -21,16 +21,15 @@ from sparsediff_jax import data, generate
 from sparsediff_jax.console import progress, tb_writer  # console: phases, progress bar, writers
 from sparsediff_jax.console.images import make_grid, save_png
 from sparsediff_jax.errors import ConfigError
-from sparsediff_jax.metrics import window_scoring
-from sparsediff_jax.metrics.fid import scoring
+from sparsediff_jax.scoring import fid_scores, window_scoring
 from sparsediff_jax.models import count_params
 from sparsediff_jax.modes.base import Mode
 from sparsediff_jax.runtime import (checkpoints, memory_check, nonfinite, preemption, run_dir,
                                     sharding)
 from sparsediff_jax.runtime.run_dir import flatten as _flatten
-from sparsediff_jax.runtime.state import (TrainState, abstract_model_and_state, compile_init,
-                                          init_state, make_optimizer, memory_per_device,
-                                          restore)
+from sparsediff_jax.train_state import (TrainState, abstract_model_and_state, compile_init,
+                                        init_state, make_optimizer, memory_per_device,
+                                        restore)
 from sparsediff_jax.train_step import check_step_fits, compile_train_step
 
 # A periodic evaluation handed to the loop by its caller (training never imports the
@@ -119,7 +118,7 @@ def train(config, workdir: str, *, hooks: tuple[EvalHook, ...] = (),
           record: run_dir.RunRecord | None = None) -> TrainState:
   """Trains (resuming from WORKDIR/checkpoints when present) and returns the final state.
 
-  hooks: periodic evaluations (see EvalHook), e.g. scoring.train_fid_hook.
+  hooks: periodic evaluations (see EvalHook), e.g. fid_scores.train_fid_hook.
   record: the CLI's run record (run_dir.RunRecord): begun only after every check that can
   refuse the run, undone if the run ends before its first step; with start_over nothing is
   restored. None (a library call): nothing is written besides the run's own outputs.
@@ -324,5 +323,5 @@ def summary(state: TrainState, finished) -> tuple[str, str]:
 
 
 MODE = Mode(name='train',
-            run=functools.partial(train, hooks=(scoring.train_fid_hook, window_scoring.hook)),
+            run=functools.partial(train, hooks=(fid_scores.train_fid_hook, window_scoring.hook)),
             summary=summary, writes_record=True, nothing_to_do=finished_run_message)

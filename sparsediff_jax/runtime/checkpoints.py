@@ -1,6 +1,6 @@
 """Orbax checkpoints of the training state, with fallback past damaged steps.
 
-One file (about 310 lines): saving, restoring and the fallback past damaged steps share the
+One file: saving, restoring and the fallback past damaged steps share the
 step-folder rules; Orbax's log filters live in orbax_logs.py.
 
 A checkpoint holds two items: `state` (parameters, EMA, optimiser state, step, RNG; arrays)

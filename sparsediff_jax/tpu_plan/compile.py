@@ -79,7 +79,8 @@ def train_step(config, mesh) -> tuple[dict, dict]:
   import jax
   import jax.numpy as jnp
   from sparsediff_jax import train_step as ts
-  from sparsediff_jax.runtime import sharding, state
+  from sparsediff_jax.runtime import sharding
+  from sparsediff_jax import train_state as state
   t, d = config.training, config.data
   check_batch(t.batch_size, mesh.devices.size, 'config.training.batch_size')
   tx, schedule = state.make_optimizer(config)
@@ -106,7 +107,7 @@ def sampler(config, mesh) -> dict:
   """measure() of the compiled sampler (its whole loop: memory and collectives; its cost
   analysis counts the loop body once, so `network_call` gives the cost per NFE)."""
   from sparsediff_jax import generate
-  from sparsediff_jax.runtime import state
+  from sparsediff_jax import train_state as state
   tx, _ = state.make_optimizer(config)
   graphdef, _ = state.abstract_model(config)
   params = state.inference_params(config, state.abstract_state(config, tx, mesh))
@@ -121,7 +122,8 @@ def network_call(config, mesh) -> dict:
   import jax.numpy as jnp
   from flax import nnx
   from sparsediff_jax.images import CHANNELS
-  from sparsediff_jax.runtime import sharding, state
+  from sparsediff_jax.runtime import sharding
+  from sparsediff_jax import train_state as state
   tx, _ = state.make_optimizer(config)
   graphdef, _ = state.abstract_model(config)
   params = state.inference_params(config, state.abstract_state(config, tx, mesh))

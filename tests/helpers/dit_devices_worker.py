@@ -10,7 +10,7 @@ import jax.numpy as jnp
 from sparsediff_jax import data
 from sparsediff_jax.runtime import sharding
 from sparsediff_jax import train_step
-from sparsediff_jax.runtime.state import abstract_model, init_state, make_optimizer
+from sparsediff_jax.train_state import abstract_model, init_state, make_optimizer
 from tests.helpers.tiny import model_config
 
 runs = {}

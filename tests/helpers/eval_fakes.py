@@ -91,7 +91,7 @@ def write_checkpoint(config, workdir, step: int = 3, seed: int = 0):
   The EMA copies get different values from the raw parameters, so choosing one matters.
   """
   from sparsediff_jax.runtime import checkpoints, sharding
-  from sparsediff_jax.runtime.state import init_state, make_optimizer
+  from sparsediff_jax.train_state import init_state, make_optimizer
   tx, _ = make_optimizer(config)
   abstract = jax.eval_shape(lambda: init_state(config, tx, sharding.make_mesh()))
   state = _filled(abstract, seed).replace(

@@ -14,7 +14,7 @@ import numpy as np
 from sparsediff_jax import data
 from sparsediff_jax.runtime import sharding
 from sparsediff_jax import train_step
-from sparsediff_jax.runtime.state import abstract_model, init_state, make_optimizer
+from sparsediff_jax.train_state import abstract_model, init_state, make_optimizer
 from tests.helpers.tiny import tiny_config
 
 c = tiny_config()

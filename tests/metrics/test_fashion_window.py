@@ -7,7 +7,8 @@ import os
 
 import pytest
 
-from sparsediff_jax.metrics import window, window_scoring
+from sparsediff_jax.metrics import window
+from sparsediff_jax.scoring import window_scoring
 from sparsediff_jax.sweeps import window_table
 from tests.helpers import REPO
 

@@ -1,5 +1,5 @@
 """The memorization window (metrics/window.py) on synthetic trajectories, and the stop
-rule of metrics/window_scoring.py as the training loop applies it."""
+rule of scoring/window_scoring.py as the training loop applies it."""
 
 import json
 import math
@@ -12,7 +12,8 @@ import pytest
 
 from sparsediff_jax.runtime import preemption
 from sparsediff_jax.modes import train
-from sparsediff_jax.metrics import window, window_scoring
+from sparsediff_jax.metrics import window
+from sparsediff_jax.scoring import window_scoring
 from tests.helpers.tiny import tiny_config
 from tests.helpers.states import assert_same_state
 
@@ -152,7 +153,8 @@ def digits_scores():
   128 samples, and 128 held-out digits."""
   from sparsediff_jax import data
   from sparsediff_jax.data.digits import source as digits
-  from sparsediff_jax.metrics import memorization, sample_scores
+  from sparsediff_jax.metrics import memorization
+  from sparsediff_jax.scoring import sample_scores
   out = {}
   for n in (16, 32, 64):
     config = tiny_config({'data.name': 'digits', 'data.image_size': 8,
@@ -193,7 +195,7 @@ def test_the_training_set_sampled_back_fails_the_copy_proof_targets(digits_score
 
 def test_novel_metrics_need_min_novel_samples(monkeypatch):
   """Counted over the samples with d1/d2 >= 1/3 only; None below window.MIN_NOVEL."""
-  from sparsediff_jax.metrics import sample_scores
+  from sparsediff_jax.scoring import sample_scores
   seen = []
 
   def fake_metrics(config, samples, train_images):

@@ -10,7 +10,7 @@ from flax import nnx
 
 from sparsediff_jax import registry
 from sparsediff_jax.models import build_model, count_params
-from sparsediff_jax.runtime import state
+from sparsediff_jax import train_state as state
 from tests.helpers.nets import perturbed
 from tests.helpers.tiny import model_config
 
@@ -44,7 +44,7 @@ def test_the_same_seed_builds_the_same_parameters(name):
 
 
 def test_the_state_is_the_parameters_and_their_count_is_the_one_reported(name):
-  """Training logs count_params of the abstract model (runtime.state.abstract_model):
+  """Training logs count_params of the abstract model (train_state.abstract_model):
   the number of trained parameters, with no other variables in the state."""
   c = model_config(name)
   net = build_model(c, 0)

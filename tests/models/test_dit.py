@@ -11,10 +11,12 @@ import numpy as np
 import pytest
 from flax import nnx
 
-from sparsediff_jax.runtime import checkpoints, sharding, state
+from sparsediff_jax.runtime import checkpoints, sharding
+
+from sparsediff_jax import train_state as state
 from sparsediff_jax import data, errors, formulations, masking, registry, validation
 from sparsediff_jax import train_step
-from sparsediff_jax.runtime.state import abstract_model, init_state, make_optimizer
+from sparsediff_jax.train_state import abstract_model, init_state, make_optimizer
 from sparsediff_jax.modes import sample, train
 from sparsediff_jax.models import build_model, count_params, dit
 from tests.helpers.cli_runs import run_worker

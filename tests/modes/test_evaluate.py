@@ -20,13 +20,12 @@ import pytest
 
 from tests.helpers.eval_fakes import seeded_inception_state_dict, tiny_config, write_checkpoint, write_torch_zip
 from sparsediff_jax import data, errors, main, samplers
-from sparsediff_jax.metrics import sample_scores
-from sparsediff_jax.metrics.fid import scoring
 from sparsediff_jax.modes import evaluate, fid_stats, sample, train
-from sparsediff_jax.runtime.state import abstract_model
+from sparsediff_jax.train_state import abstract_model
 from sparsediff_jax.runtime import sharding
 from sparsediff_jax import formulations, validation
 from sparsediff_jax.metrics.fid import features, fid, inception_weights
+from sparsediff_jax.scoring import fid_scores, sample_scores
 
 REPO = Path(__file__).parents[2]
 STEP = 3
@@ -75,7 +74,7 @@ def run(tmp_path_factory, weights):
     reference = fid_stats.run_fid_stats_mode(config, workdir)
     metrics = evaluate.run_eval_mode(config, workdir)
     graphdef, _ = abstract_model(config)
-    train_fid = scoring.make_train_fid(config, graphdef, mesh, workdir)
+    train_fid = fid_scores.make_train_fid(config, graphdef, mesh, workdir)
     train_fid_out = train_fid(state)
   return dict(config=config, workdir=workdir, reference=reference, metrics=metrics,
               recorded=recorded, train_fid=train_fid_out, state=state, root=root)
@@ -154,7 +153,7 @@ def test_sample_metrics_on_small_features():
   """The metric set on D = 16 features, where the matrix square root is cheap."""
   rng = np.random.default_rng(0)
   real, fake = rng.normal(size=(40, 16)), rng.normal(size=(30, 16)) + 0.5
-  out = scoring.sample_metrics(fid.feature_stats(fake), fake[:20], fid.feature_stats(real),
+  out = fid_scores.sample_metrics(fid.feature_stats(fake), fake[:20], fid.feature_stats(real),
                                real[:25])
   want = fid.frechet_distance(fake.mean(0), np.cov(fake, rowvar=False), real.mean(0),
                               np.cov(real, rowvar=False))
@@ -162,7 +161,7 @@ def test_sample_metrics_on_small_features():
   assert (out['kid'], out['kid_std']) == fid.kernel_inception_distance(
       fake[:20], real[:25], num_subsets=100, subset_size=1000)
   assert (out['precision'], out['recall']) == fid.precision_recall(real[:25], fake[:20], k=3)
-  few = scoring.sample_metrics(fid.feature_stats(fake[:10]), fake[:3],
+  few = fid_scores.sample_metrics(fid.feature_stats(fake[:10]), fake[:3],
                                fid.feature_stats(real), None)
   assert 'fewer than feature dimension' in few['fid_note']
   assert few['kid'] is few['precision'] is few['recall'] is None
@@ -192,7 +191,7 @@ def test_reference_of_another_resolution_or_weights_is_refused(run, tmp_path):
   config.eval.reference_stats = run['reference']
   config.data.image_size = 32
   with pytest.raises(fid.StatsMismatchError, match=r"field 'resolution' differs \(16 vs 32\)"):
-    scoring.load_reference(config, run['workdir'])
+    fid_scores.load_reference(config, run['workdir'])
   assert sorted(os.listdir(os.path.join(run['workdir'], 'eval'))) == [
       f'memorization_{STEP}.png', f'metrics_{STEP}.json', f'samples_{STEP}.npz',
       f'samples_{STEP}.png']
@@ -243,7 +242,7 @@ def test_missing_reference_and_too_few_samples_are_user_errors(run, tmp_path):
     evaluate.run_eval_mode(config, run['workdir'])
   # Training with a training FID needs the reference too, and says so before it starts.
   with pytest.raises(errors.EvalInputError, match='--mode=fid_stats'):
-    train.train(config, str(tmp_path / 'new_run'), hooks=(scoring.train_fid_hook,))
+    train.train(config, str(tmp_path / 'new_run'), hooks=(fid_scores.train_fid_hook,))
   assert not (tmp_path / 'new_run').exists()
   config.data.num_train_examples = 1
   with pytest.raises(errors.EvalInputError, match='need at least 2'):

@@ -55,7 +55,7 @@ def imports_a_mode(names: set[str]) -> list[str]:
 def test_the_module_walk_sees_the_whole_package():
   found = dict(package_modules())
   assert {'sparsediff_jax.main', 'sparsediff_jax.modes.train', 'sparsediff_jax.train_step',
-          'sparsediff_jax.metrics.fid.scoring'} <= found.keys()
+          'sparsediff_jax.scoring.fid_scores'} <= found.keys()
   assert all(os.path.isfile(f) for f in found.values())
 
 

@@ -10,7 +10,7 @@ import pytest
 
 from sparsediff_jax import errors, main
 from sparsediff_jax.modes import evaluate, research, sample
-from sparsediff_jax.runtime import state
+from sparsediff_jax import train_state as state
 from tests.helpers.eval_fakes import tiny_config, write_checkpoint
 
 MODES = {'sample': (sample.run_sample_mode, 'samples'),

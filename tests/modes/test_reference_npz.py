@@ -8,7 +8,8 @@ import numpy as np
 import pytest
 
 from sparsediff_jax import errors, main
-from sparsediff_jax.metrics.fid import features, fid, scoring
+from sparsediff_jax.metrics.fid import features, fid
+from sparsediff_jax.scoring import fid_scores
 
 D = features.FEATURE_DIM
 
@@ -29,12 +30,12 @@ def _stats_file(path, mu=None, sigma=None, features_=None, dim=D) -> str:
 def test_a_truncated_reference_is_an_eval_input_error(tiny_config, tmp_path, keep):
   path = _stats_file(tmp_path / 'ref.npz')
   config = tiny_config({'eval.reference_stats': path})
-  scoring.load_reference(config, str(tmp_path))   # intact: readable (the check is sound)
+  fid_scores.load_reference(config, str(tmp_path))   # intact: readable (the check is sound)
   data = open(path, 'rb').read()
   with open(path, 'wb') as f:
     f.write(data[:int(len(data) * keep)])
   with pytest.raises(errors.EvalInputError, match='not readable as reference statistics') as e:
-    scoring.load_reference(config, str(tmp_path))
+    fid_scores.load_reference(config, str(tmp_path))
   assert main.is_bad_input(e.value) and path in str(e.value)
   assert os.path.getsize(path) == int(len(data) * keep)   # left as it was
 
@@ -64,7 +65,7 @@ def test_misshapen_or_nonfinite_statistics_are_refused_by_name(tiny_config, tmp_
   path = _stats_file(tmp_path / 'ref.npz', **arrays)
   config = tiny_config({'eval.reference_stats': path})
   with pytest.raises(errors.EvalInputError, match=message) as e:
-    scoring.load_reference(config, str(tmp_path))
+    fid_scores.load_reference(config, str(tmp_path))
   assert main.is_bad_input(e.value) and str(e.value).startswith(f'{path}: reference statistics')
   assert str(e.value).endswith('make the file again with --mode=fid_stats')
 

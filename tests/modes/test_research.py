@@ -10,7 +10,7 @@ from clu import metric_writers
 
 from sparsediff_jax.runtime import checkpoints, sharding
 from sparsediff_jax import errors, main
-from sparsediff_jax.runtime.state import init_state, make_optimizer
+from sparsediff_jax.train_state import init_state, make_optimizer
 from sparsediff_jax.modes import research
 from sparsediff_jax.sweeps import sweep_table
 

@@ -10,11 +10,13 @@ import numpy as np
 import pytest
 from clu import metric_writers
 
-from sparsediff_jax.runtime import checkpoints, sharding, state
+from sparsediff_jax.runtime import checkpoints, sharding
+
+from sparsediff_jax import train_state as state
 from sparsediff_jax import errors, main, registry
-from sparsediff_jax.runtime.state import init_state, make_optimizer
+from sparsediff_jax.train_state import init_state, make_optimizer
 from sparsediff_jax.data import digits, shapes
-from sparsediff_jax.metrics import sample_scores, trajectory
+from sparsediff_jax.scoring import sample_scores, trajectory
 from sparsediff_jax.modes import research
 
 from tests.helpers import tiny

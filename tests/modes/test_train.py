@@ -13,7 +13,7 @@ import pytest
 from sparsediff_jax.runtime import checkpoints, sharding
 from sparsediff_jax import data
 from sparsediff_jax import train_step
-from sparsediff_jax.runtime.state import abstract_model, init_state, make_optimizer
+from sparsediff_jax.train_state import abstract_model, init_state, make_optimizer
 from sparsediff_jax.modes import train
 from tests.helpers import REPO
 from tests.helpers.tiny import tiny_config

@@ -57,7 +57,7 @@ def test_a_signal_in_any_phase_is_one_line_and_128_plus_n(trained, tmp_path, mod
   if mode == 'train':
     args = (*args, '--config.training.num_steps=1000')
   if marker == 'initialising parameters...':   # a compiled init runs in a blink: hold it
-    e = env_slowed(e, str(tmp_path / 'slowed'), 'sparsediff_jax.runtime.state', 'init_state',
+    e = env_slowed(e, str(tmp_path / 'slowed'), 'sparsediff_jax.train_state', 'init_state',
                    60)
   code, log = _signal_at(args, marker, signum, str(tmp_path / 'log.txt'), e)
   name = signal.Signals(signum).name

@@ -57,7 +57,7 @@ def test_a_dit_of_hidden_size_1048576_is_refused_from_shapes_at_once(tiny_config
 def test_a_step_too_big_for_the_fake_limit_is_refused_before_any_step(
     tiny_config, tmp_path, monkeypatch):
   from sparsediff_jax.runtime import sharding
-  from sparsediff_jax.runtime.state import abstract_state, make_optimizer
+  from sparsediff_jax.train_state import abstract_state, make_optimizer
   from sparsediff_jax.modes import train
   config = tiny_config()
   tx, _ = make_optimizer(config)

@@ -157,7 +157,7 @@ def test_an_infinite_update_from_finite_gradients_is_skipped(tiny_config):
   from sparsediff_jax import data
   from sparsediff_jax.runtime import sharding
   from sparsediff_jax import train_step
-  from sparsediff_jax.runtime.state import abstract_model, init_state, make_optimizer
+  from sparsediff_jax.train_state import abstract_model, init_state, make_optimizer
   c = tiny_config({'optim.learning_rate': float('inf'), 'optim.warmup_steps': 0,
                    'optim.grad_clip': 0.0})
   mesh = sharding.make_mesh()

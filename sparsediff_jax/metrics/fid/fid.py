@@ -1,6 +1,6 @@
 """Sample-quality metrics on Inception features: FID, KID, precision/recall.
 
-One file (about 360 lines): the three metrics share the feature statistics and their
+One file: the three metrics share the feature statistics and their
 reference-file format.
 
 Everything here is NumPy/SciPy in float64 and independent of the network: inputs are

@@ -1,6 +1,6 @@
 """Flax NNX port of the Inception-v3 network that pytorch-fid uses for FID.
 
-One file (about 330 lines): the whole network, block by block as pytorch-fid defines it, so
+One file: the whole network, block by block as pytorch-fid defines it, so
 that the two can be read side by side.
 
 The structure follows pytorch-fid's `fid_inception_v3()` (itself a port of the 2015 TF

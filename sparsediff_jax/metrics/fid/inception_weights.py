@@ -1,6 +1,6 @@
 """The pytorch-fid Inception weights: download, verify, read without torch, convert, cache.
 
-One file (about 330 lines): download, checksum, torch-free reading and the layout conversion
+One file: download, checksum, torch-free reading and the layout conversion
 are one pipeline with one cache.
 
 The reference FID network's weights are published by pytorch-fid as a torch state_dict

@@ -1,7 +1,7 @@
 """Trace of a matrix square root, in a child process that a signal or a time limit can end.
 
 Why a child process: scipy.linalg.sqrtm (1.16+) runs in C while HOLDING the GIL: a
-2048 x 2048 product takes 10-60 s, and one with a NaN never ends. While it runs no Python
+2048 x 2048 product takes long, and one with a NaN never ends. While it runs no Python
 thread can run, so neither the command line's signal watcher (runtime/interrupts.py) nor a
 watchdog thread nor a timeout can act: Ctrl-C and SIGTERM were ignored until SIGKILL. The
 parent instead waits on a pipe (a wait that releases the GIL), so its watcher ends it at

@@ -6,7 +6,9 @@ import jax
 import numpy as np
 import pytest
 
-from sparsediff_jax.runtime import sharding, state
+from sparsediff_jax.runtime import sharding
+
+from sparsediff_jax import train_state as state
 from tests.helpers import tiny
 
 

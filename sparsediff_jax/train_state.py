@@ -91,7 +91,7 @@ def abstract_model_and_state(config, tx, mesh) -> tuple[nnx.GraphDef, TrainState
 
 # The initialiser runs once per run, so on CPU it is compiled at LLVM optimisation level 1:
 # about 2.4x less compile time than the default level (the largest part of a cold start
-# after the train step), the same bits (tests/runtime/test_state_init.py checks both ways).
+# after the train step), the same bits (tests/test_train_state.py checks both ways).
 INIT_CPU_COMPILER_OPTIONS = {'xla_backend_optimization_level': 1}
 
 

@@ -34,7 +34,8 @@ import numpy as np
 
 from sparsediff_jax.runtime import atomic_io
 from sparsediff_jax import data
-from sparsediff_jax.metrics import memorization, sample_scores, window
+from sparsediff_jax.metrics import memorization, window
+from sparsediff_jax.scoring import sample_scores
 
 TRAJECTORY_FILE = os.path.join('research', 'window_trajectory.json')
 SAMPLES_DIR = os.path.join('research', 'window_samples')
@@ -96,7 +97,7 @@ def hook(config, graphdef, mesh, workdir: str):
   """
   import jax
   from sparsediff_jax import generate
-  from sparsediff_jax.runtime.state import inference_params
+  from sparsediff_jax.train_state import inference_params
   r = config.research
   if not r.window_every:
     return None

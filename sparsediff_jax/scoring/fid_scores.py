@@ -168,7 +168,7 @@ def make_train_fid(config, graphdef, mesh, workdir: str):
   batch = -(-min(e.batch_size, n) // n_dev) * n_dev
   name = f'fid_{n}'
 
-  from sparsediff_jax.runtime.state import inference_params
+  from sparsediff_jax.train_state import inference_params
 
   def train_fid(train_state) -> dict:
     acc, _ = generated_features(config, featurizer, sample_batch,

@@ -19,6 +19,7 @@ import numpy as np
 from sparsediff_jax import generate, registry
 from sparsediff_jax.metrics import memorization
 from sparsediff_jax.metrics.fid import features as feats
+from sparsediff_jax.scoring import real_images
 
 
 def generate_samples(config, graphdef, params, mesh, num: int, gen=None) -> np.ndarray:
@@ -47,7 +48,7 @@ def research_metrics(config, featurizer, mesh, samples: np.ndarray,
   training images (pixel space)."""
   from sparsediff_jax import data   # imports TFDS; only needed here
   train_images = data.load_train_images(config)
-  batches, _ = feats.real_image_batches(config, mesh, config.eval.batch_size)
+  batches, _ = real_images.real_image_batches(config, mesh, config.eval.batch_size)
   _, train_features = feats.collect(featurizer, batches, keep=lambda idx: idx >= 0)
   mem, neighbours = memorization.memorization_report(
       samples, train_images, sample_features=sample_features, train_features=train_features)

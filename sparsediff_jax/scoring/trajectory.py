@@ -23,7 +23,7 @@ ONSET_FRACTION = 0.5   # memorization_onset_step: at least half the samples memo
 def logged_series(workdir: str, tags=('loss', 'dense_loss')) -> dict[str, dict[int, float]]:
   """{tag: {step: value}} of every logged value of each tag: from WORKDIR/metrics.jsonl
   (the same float32 scalars as TensorBoard, read without importing TensorFlow, which the
-  event reader does: about 40 s on a loaded 2-core machine, benchmarks/trajectory_scoring.py)
+  event reader does; its cost is measured by benchmarks/trajectory_scoring.py)
   or, for a run without that file, from the TensorBoard event files (a step logged twice,
   e.g. by a resumed run, keeps the later file's value)."""
   jsonl = os.path.join(workdir, 'metrics.jsonl')
