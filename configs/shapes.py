@@ -1,8 +1,8 @@
 """The embedded default: procedurally generated mirror-symmetric shapes, 32x32.
 
 Command: python -m sparsediff_jax.main   (this config is the default)
-Expected time: the 1000 steps not timed whole; to the first step 131.7 s cold and 25.6 s
-  warm on a shared 2-core VM (benchmarks/RESULTS.md)
+Expected time: the 1000 steps not timed whole; to the first step 24-27 s cold and 11 s
+  warm on an idle 2-core VM (benchmarks/RESULTS.md, "The first ten minutes")
 Expected result: four mirror-symmetric objects per image: the README's grids at steps 250
   and 1000 (docs/images/shapes_default_step*.png)
 
