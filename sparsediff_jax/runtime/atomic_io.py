@@ -268,8 +268,9 @@ def reserved_prefix(prefix: str, also=(), *, reserve: bool = True, tidy=()):
   A marker file `.NAME{suffix}.reserved` beside PREFIX, created with O_CREAT | O_EXCL,
   makes every other process asking at the same time take another suffix; the suffix is
   looked at again once the marker is held (a process that just finished has written its
-  outputs before it removed its marker), and the marker is removed when the body ends.
-  So concurrent readers never share an output name. A marker left by a killed process
+  outputs before it removed its marker), and the marker is removed when the body ends,
+  through a handle on the folder, so also from where the folder was moved meanwhile (a
+  run set aside by --start_over). So concurrent readers never share an output name. A marker left by a killed process
   only makes later ones skip that suffix.
 
   reserve: False (a process other than 0, which writes nothing) or a remote PREFIX (no
@@ -282,22 +283,24 @@ def reserved_prefix(prefix: str, also=(), *, reserve: bool = True, tidy=()):
     return
   folder = os.path.dirname(os.path.abspath(prefix))
   tidy = [f for f in (folder, *tidy) if not os.path.exists(f)]
-  marker = None
+  marker, folder_fd = None, None   # the marker's name inside the folder held open
   try:
     make_dirs(folder)
+    folder_fd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY)
     outputs = _outputs(prefix, also)
     suffix, k = '', 1
     while marker is None:
       if not _taken(outputs, suffix):
-        path = os.path.join(folder, f'.{os.path.basename(prefix)}{suffix}{RESERVED}')
-        with reporting_disk_full(path):
+        name = f'.{os.path.basename(prefix)}{suffix}{RESERVED}'
+        with reporting_disk_full(os.path.join(folder, name)):
           try:
-            os.close(os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644))
-            marker = path
+            os.close(os.open(name, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644,
+                             dir_fd=folder_fd))
+            marker = name
           except FileExistsError:
             pass
         if marker is not None and _taken(outputs, suffix):   # finished meanwhile
-          os.remove(marker)
+          os.unlink(marker, dir_fd=folder_fd)
           marker = None
       if marker is None:
         k += 1
@@ -306,7 +309,7 @@ def reserved_prefix(prefix: str, also=(), *, reserve: bool = True, tidy=()):
   except BaseException:
     if marker is not None:
       with contextlib.suppress(OSError):
-        os.remove(marker)
+        os.unlink(marker, dir_fd=folder_fd)
       marker = None
     for path in sorted(tidy, key=len, reverse=True):   # deepest first
       with contextlib.suppress(OSError):
@@ -315,4 +318,6 @@ def reserved_prefix(prefix: str, also=(), *, reserve: bool = True, tidy=()):
   finally:
     if marker is not None:
       with contextlib.suppress(OSError):
-        os.remove(marker)
+        os.unlink(marker, dir_fd=folder_fd)
+    if folder_fd is not None:
+      os.close(folder_fd)

@@ -1,6 +1,7 @@
 """Files are written whole or not at all; a full disk is one error line and leaves the
 previous file intact, no temporary file and (at the start of a run) no lock or folder."""
 
+import contextlib
 import errno
 import json
 import os
@@ -179,8 +180,8 @@ def test_a_reservation_is_looked_at_again_once_held(tmp_path, monkeypatch):
   os.close(os.open(str(tmp_path / f'.samples-2{atomic_io.RESERVED}'), os.O_CREAT))   # killed
   real_open = os.open
 
-  def finished_meanwhile(path, *args):
-    fd = real_open(path, *args)
+  def finished_meanwhile(path, *args, **kwargs):
+    fd = real_open(path, *args, **kwargs)
     if path.endswith(f'.samples{atomic_io.RESERVED}') and not os.path.exists(prefix + '.png'):
       with open(prefix + '.png', 'wb') as f:
         f.write(b'the other writer')
@@ -198,3 +199,18 @@ def test_a_failed_reservation_leaves_no_folder_or_marker(tmp_path):
   assert os.listdir(tmp_path) == []
   with atomic_io.reserved_prefix(prefix, reserve=False) as p:   # by looking: no marker
     assert p == prefix and not os.path.exists(tmp_path / 'research')
+
+
+def test_the_marker_goes_with_its_folder_moved_meanwhile(tmp_path):
+  """A reader whose run is set aside (--start_over renames it) while it holds a name
+  leaves no marker in the moved run, on success or failure."""
+  for fail in (False, True):
+    run, moved = tmp_path / f'run{fail}', tmp_path / f'previous{fail}'
+    prefix = str(run / 'research' / 'samples')
+    with contextlib.suppress(RuntimeError):
+      with atomic_io.reserved_prefix(prefix) as p:
+        assert p == prefix and os.listdir(run / 'research') == [f'.samples{atomic_io.RESERVED}']
+        os.rename(run, moved)
+        if fail:
+          raise RuntimeError('the run was replaced')
+    assert os.listdir(moved / 'research') == [] and not run.exists()
