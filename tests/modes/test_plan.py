@@ -235,11 +235,7 @@ def test_find_batch_searches_the_batch_per_chip_and_the_smallest_fsdp(monkeypatc
 
 
 def _load_table_script():
-  spec = importlib.util.spec_from_file_location(
-      'tpu_plan_table', os.path.join(cli_runs.REPO, 'benchmarks', 'tpu_plan_table.py'))
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  return module
+  return importlib.import_module('benchmarks.tpu_plan_table')
 
 
 def _cell(config, topology_name, fits):

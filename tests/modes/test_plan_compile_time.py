@@ -1,19 +1,12 @@
 """benchmarks/tpu_compile_time.py: its part list and its HLO size count (no compile here)."""
 
-import importlib.util
-import os
+import importlib
 
 import pytest
 
-from tests.helpers import cli_runs
-
 
 def _script():
-  spec = importlib.util.spec_from_file_location(
-      'tpu_compile_time', os.path.join(cli_runs.REPO, 'benchmarks', 'tpu_compile_time.py'))
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  return module
+  return importlib.import_module('benchmarks.tpu_compile_time')
 
 
 def test_parts_are_parsed_in_order_and_unknown_ones_refused_naming_the_choices():
